@@ -1,0 +1,120 @@
+//! The composed libp2p behaviour: which protocols a connection speaks, configured from `net::Config`.
+
+use std::time::Duration;
+
+use libp2p::{
+    PeerId, StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, kad, mdns,
+    ping, request_response,
+    swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
+};
+
+use crate::{Config, Error, Keypair, codec::SyncCodec};
+
+/// Identify protocol version: peers of other applications show up with a different one.
+const IDENTIFY_PROTOCOL_VERSION: &str = "/growthmesh/1.0.0";
+/// Our own DHT, so growthmesh nodes do not join (or get crawled as part of) the public IPFS DHT.
+const KADEMLIA_PROTOCOL: StreamProtocol = StreamProtocol::new("/growthmesh/kad/1.0.0");
+/// Room for gossipsub's protobuf framing, signature, key and topic around a payload of the configured size.
+const GOSSIP_ENVELOPE_OVERHEAD_BYTES: usize = 1024;
+/// Concurrent sync streams per connection, inbound and outbound together.
+const MAX_CONCURRENT_SYNC_STREAMS: usize = 16;
+/// Connections per peer; one or two is normal (simultaneous dial, TCP and QUIC).
+const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+
+/// Every protocol of a growthmesh connection.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) gossipsub: gossipsub::Behaviour,
+    pub(crate) sync: request_response::Behaviour<SyncCodec>,
+    pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
+    pub(crate) kademlia: kad::Behaviour<kad::store::MemoryStore>,
+}
+
+impl Behaviour {
+    pub(crate) fn new(keypair: &Keypair, config: &Config) -> Result<Self, Error> {
+        let peer_id = keypair.peer_id();
+        let limits = &config.limits;
+        let connection_limits = connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(limits.max_connections))
+            .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER));
+        let identify = identify::Config::new(
+            IDENTIFY_PROTOCOL_VERSION.to_owned(),
+            keypair.libp2p().public(),
+        )
+        .with_agent_version(format!("growthmesh/{}", env!("CARGO_PKG_VERSION")));
+        let sync = request_response::Behaviour::with_codec(
+            SyncCodec::new(limits.max_sync_message_bytes),
+            [(
+                crate::codec::PROTOCOL,
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default()
+                .with_request_timeout(Duration::from_millis(limits.request_timeout_ms))
+                .with_max_concurrent_streams(MAX_CONCURRENT_SYNC_STREAMS),
+        );
+        let mdns = if config.mdns {
+            let mdns = mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
+                .map_err(|source| Error::Mdns { source })?;
+            Some(mdns)
+        } else {
+            None
+        };
+        Ok(Self {
+            blocked: allow_block_list::Behaviour::default(),
+            limits: connection_limits::Behaviour::new(connection_limits),
+            identify: identify::Behaviour::new(identify),
+            ping: ping::Behaviour::default(),
+            gossipsub: gossipsub(keypair, config)?,
+            sync,
+            mdns: Toggle::from(mdns),
+            kademlia: kademlia(peer_id),
+        })
+    }
+}
+
+fn gossipsub(keypair: &Keypair, config: &Config) -> Result<gossipsub::Behaviour, Error> {
+    let limits = &config.limits;
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(Duration::from_millis(limits.heartbeat_ms))
+        // Strict: every message is signed by its origin and unsigned ones are dropped.
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        // The event loop accepts or rejects each message (gate, size) before gossipsub forwards it.
+        .validate_messages()
+        .max_transmit_size(limits.max_gossip_message_bytes + GOSSIP_ENVELOPE_OVERHEAD_BYTES)
+        .build()
+        .map_err(|source| Error::GossipsubConfig { source })?;
+    let authenticity = gossipsub::MessageAuthenticity::Signed(keypair.libp2p().clone());
+    let mut behaviour =
+        gossipsub::Behaviour::new(authenticity, gossip_config).map_err(|reason| {
+            Error::GossipsubSetup {
+                reason: reason.to_owned(),
+            }
+        })?;
+    // Scoring carries the application's penalties. Members are few and may share a NAT address, so the
+    // IP-colocation penalty is off; no per-topic parameters, because heads gossip is sparse and the mesh-delivery
+    // penalties would punish honest quiet peers.
+    let params = gossipsub::PeerScoreParams {
+        ip_colocation_factor_weight: 0.0,
+        ..Default::default()
+    };
+    behaviour
+        .with_peer_score(params, gossipsub::PeerScoreThresholds::default())
+        .map_err(|reason| Error::GossipsubSetup { reason })?;
+    Ok(behaviour)
+}
+
+fn kademlia(peer_id: PeerId) -> kad::Behaviour<kad::store::MemoryStore> {
+    let mut kademlia = kad::Behaviour::with_config(
+        peer_id,
+        kad::store::MemoryStore::new(peer_id),
+        kad::Config::new(KADEMLIA_PROTOCOL),
+    );
+    // Server mode from the start: members are reachable peers, and a fresh node must answer DHT queries of the
+    // ones that bootstrap from it without waiting for an external address to be confirmed.
+    kademlia.set_mode(Some(kad::Mode::Server));
+    kademlia
+}

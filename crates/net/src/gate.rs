@@ -1,0 +1,212 @@
+//! The admission policy the event loop applies to peers: member set, temporary allowances, rate limits, penalties.
+//!
+//! Pure bookkeeping: every method that depends on time takes `now`, so it is tested without a network or a clock.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    time::{Duration, Instant},
+};
+
+use libp2p::PeerId;
+
+/// Temporary allowances held at once (invite redemptions in flight).
+pub(crate) const MAX_TEMPORARY_ALLOWANCES: usize = 64;
+/// Peers whose penalty count is remembered; past this the oldest-keyed entry is forgotten.
+pub(crate) const MAX_PENALIZED_PEERS: usize = 4096;
+
+/// Who may talk to this node, and how much.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    /// `None` until the node calls `set_members`: the gate is open so a fresh node can bootstrap.
+    members: Option<BTreeSet<PeerId>>,
+    /// Peers allowed until the given instant even though they are not members.
+    temporary: HashMap<PeerId, Instant>,
+    /// Request token buckets of connected peers; dropped when the peer disconnects.
+    buckets: HashMap<PeerId, Bucket>,
+    penalties: BTreeMap<PeerId, u32>,
+    max_requests_per_second: u32,
+}
+
+/// A token bucket holding at most `max_requests_per_second` tokens, refilled at that rate.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    refilled_at: Instant,
+}
+
+/// The member set could not take another temporary allowance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AllowancesFull;
+
+impl Gate {
+    pub(crate) fn new(max_requests_per_second: u32) -> Self {
+        Self {
+            members: None,
+            temporary: HashMap::new(),
+            buckets: HashMap::new(),
+            penalties: BTreeMap::new(),
+            max_requests_per_second,
+        }
+    }
+
+    pub(crate) fn set_members(&mut self, members: BTreeSet<PeerId>) {
+        self.members = Some(members);
+    }
+
+    pub(crate) fn allow_temporarily(
+        &mut self,
+        peer: PeerId,
+        until: Instant,
+        now: Instant,
+    ) -> Result<(), AllowancesFull> {
+        if !self.temporary.contains_key(&peer) && self.temporary.len() >= MAX_TEMPORARY_ALLOWANCES {
+            self.temporary.retain(|_, deadline| *deadline > now);
+            if self.temporary.len() >= MAX_TEMPORARY_ALLOWANCES {
+                return Err(AllowancesFull);
+            }
+        }
+        self.temporary.insert(peer, until);
+        Ok(())
+    }
+
+    /// Whether `peer` may hold a connection, send requests and have its gossip surfaced.
+    pub(crate) fn permits(&self, peer: &PeerId, now: Instant) -> bool {
+        match &self.members {
+            None => true,
+            Some(members) => {
+                members.contains(peer)
+                    || self
+                        .temporary
+                        .get(peer)
+                        .is_some_and(|deadline| *deadline > now)
+            }
+        }
+    }
+
+    /// Takes one request token from `peer`'s bucket; `false` means the peer is over its rate.
+    pub(crate) fn admit_request(&mut self, peer: PeerId, now: Instant) -> bool {
+        let capacity = f64::from(self.max_requests_per_second);
+        let bucket = self.buckets.entry(peer).or_insert(Bucket {
+            tokens: capacity,
+            refilled_at: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.refilled_at);
+        bucket.tokens = (bucket.tokens + elapsed.as_secs_f64() * capacity).min(capacity);
+        bucket.refilled_at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets per-connection state of a peer that has no connection left.
+    pub(crate) fn forget_connection_state(&mut self, peer: &PeerId) {
+        self.buckets.remove(peer);
+    }
+
+    /// Records one penalty and returns the peer's total.
+    pub(crate) fn penalize(&mut self, peer: PeerId) -> u32 {
+        if !self.penalties.contains_key(&peer) && self.penalties.len() >= MAX_PENALIZED_PEERS {
+            self.penalties.pop_first();
+        }
+        let count = self.penalties.entry(peer).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    }
+
+    pub(crate) fn clear_penalties(&mut self, peer: &PeerId) {
+        self.penalties.remove(peer);
+    }
+
+    /// Drops expired temporary allowances so the map holds only live ones.
+    pub(crate) fn prune(&mut self, now: Instant) {
+        self.temporary.retain(|_, deadline| *deadline > now);
+    }
+}
+
+/// Whether a connection open since `connected_at` has outlived the grace period given to non-members.
+pub(crate) fn grace_expired(connected_at: Instant, grace: Duration, now: Instant) -> bool {
+    now.saturating_duration_since(connected_at) >= grace
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(seed: u8) -> PeerId {
+        crate::Keypair::from_secret_seed([seed; 32]).peer_id()
+    }
+
+    #[test]
+    fn open_until_members_are_set() {
+        let mut gate = Gate::new(10);
+        let now = Instant::now();
+        assert!(gate.permits(&peer(1), now));
+        gate.set_members(BTreeSet::from([peer(2)]));
+        assert!(!gate.permits(&peer(1), now));
+        assert!(gate.permits(&peer(2), now));
+    }
+
+    #[test]
+    fn temporary_allowance_expires() {
+        let mut gate = Gate::new(10);
+        let now = Instant::now();
+        gate.set_members(BTreeSet::new());
+        gate.allow_temporarily(peer(1), now + Duration::from_secs(5), now)
+            .expect("room");
+        assert!(gate.permits(&peer(1), now + Duration::from_secs(4)));
+        assert!(!gate.permits(&peer(1), now + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn temporary_allowances_are_bounded() {
+        let mut gate = Gate::new(10);
+        let now = Instant::now();
+        let short = now + Duration::from_secs(1);
+        for seed in 0..u8::try_from(MAX_TEMPORARY_ALLOWANCES).expect("fits") {
+            gate.allow_temporarily(peer(seed), short, now)
+                .expect("room");
+        }
+        assert_eq!(
+            gate.allow_temporarily(peer(200), short, now),
+            Err(AllowancesFull)
+        );
+        // Once the earlier ones expired there is room again.
+        let later = now + Duration::from_secs(2);
+        gate.allow_temporarily(peer(200), later + Duration::from_secs(1), later)
+            .expect("room after expiry");
+    }
+
+    #[test]
+    fn rate_limit_allows_a_burst_then_refills() {
+        let mut gate = Gate::new(2);
+        let now = Instant::now();
+        assert!(gate.admit_request(peer(1), now));
+        assert!(gate.admit_request(peer(1), now));
+        assert!(!gate.admit_request(peer(1), now));
+        // Other peers have their own bucket.
+        assert!(gate.admit_request(peer(2), now));
+        // Half a second refills one token at two per second.
+        assert!(gate.admit_request(peer(1), now + Duration::from_millis(500)));
+        assert!(!gate.admit_request(peer(1), now + Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn penalties_count_and_clear() {
+        let mut gate = Gate::new(1);
+        assert_eq!(gate.penalize(peer(1)), 1);
+        assert_eq!(gate.penalize(peer(1)), 2);
+        gate.clear_penalties(&peer(1));
+        assert_eq!(gate.penalize(peer(1)), 1);
+    }
+
+    #[test]
+    fn grace_period() {
+        let now = Instant::now();
+        let grace = Duration::from_millis(100);
+        assert!(!grace_expired(now, grace, now + Duration::from_millis(99)));
+        assert!(grace_expired(now, grace, now + Duration::from_millis(100)));
+    }
+}

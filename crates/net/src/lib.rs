@@ -1,0 +1,115 @@
+//! `net`: moves opaque bytes between growthmesh members over libp2p and reports what happened; it decides nothing
+//! about what the bytes mean.
+//!
+//! The registry and sync logic are sans-IO and live elsewhere; the node feeds them the `Event`s this crate emits
+//! and sends their output with a `Client`. Only this crate imports libp2p.
+//!
+//! # Layout
+//! - [`spawn`] (here): builds the swarm (TCP + QUIC, noise, yamux) and starts the event loop on tokio.
+//! - `config`: [`Config`] and [`Limits`], serde with defaults for every field.
+//! - `keys`: [`Keypair`] from the node's 32-byte ed25519 seed; [`peer_id_from_public_key`].
+//! - `behaviour`: the composed libp2p behaviour: block list, connection limits, identify, ping, gossipsub (signed,
+//!   scored), request-response `/growthmesh/sync/1`, mDNS (switchable), Kademlia (server mode).
+//! - `codec`: the sync wire format; length-prefixed frames refused before reading when oversized.
+//! - `gate`: admission policy: member set, temporary allowances, per-peer rate limits, penalty counts.
+//! - `event_loop`: `EventLoop`, the one task that owns the `Swarm`.
+//! - `client`: [`Client`], the cloneable handle sending commands with `oneshot` replies.
+//! - `types`: [`Event`], [`Topic`], [`RequestId`], [`PeerInfo`], [`Counters`].
+//! - `error`: [`Error`].
+//!
+//! # The gate
+//! Until the node calls [`Client::set_members`] the gate is open, so a fresh node can bootstrap and redeem an
+//! invite. From then on, peers outside the set are disconnected after `gate_grace_period_ms`, their requests are
+//! refused unseen and their gossip ignored, unless [`Client::allow_temporarily`] lets them in for a while.
+//!
+//! # Limits
+//! Channels and pending maps are bounded by the named constants [`EVENT_CHANNEL_CAPACITY`],
+//! [`COMMAND_CHANNEL_CAPACITY`], [`MAX_PENDING_REQUESTS`], [`MAX_PENDING_RESPONSES`], [`MAX_PENDING_DIALS`];
+//! message sizes, request rates and timeouts by [`Limits`]. Nothing a peer sends panics the loop: bad frames are
+//! errors, counted in [`Counters`], and penalize the peer.
+
+#![deny(missing_docs)]
+
+mod behaviour;
+mod client;
+mod codec;
+mod config;
+mod error;
+mod event_loop;
+mod gate;
+mod keys;
+mod types;
+
+use std::time::Duration;
+
+pub use libp2p::{Multiaddr, PeerId};
+use libp2p::{noise, tcp, yamux};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::{behaviour::Behaviour, event_loop::EventLoop};
+pub use crate::{
+    client::{COMMAND_CHANNEL_CAPACITY, Client},
+    codec::Refusal,
+    config::{Config, Limits},
+    error::Error,
+    event_loop::{
+        EVENT_CHANNEL_CAPACITY, MAX_PENDING_DIALS, MAX_PENDING_REQUESTS, MAX_PENDING_RESPONSES,
+    },
+    keys::{Keypair, peer_id_from_public_key},
+    types::{Counters, Event, PeerInfo, RequestId, Topic},
+};
+
+/// Builds the swarm, listens on `config.listen_addrs`, dials the bootstrap peers and spawns the event loop.
+///
+/// Must be called from within a tokio runtime. Returns the handle and the receiving end of the event channel;
+/// the channel closes when the event loop stops.
+pub fn spawn(keypair: Keypair, config: Config) -> Result<(Client, mpsc::Receiver<Event>), Error> {
+    validate_federation_id(&config.federation_id)?;
+    let behaviour = Behaviour::new(&keypair, &config)?;
+    let idle_timeout = Duration::from_millis(config.limits.idle_connection_timeout_ms);
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair.libp2p().clone())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|source| Error::Transport { source })?
+        .with_quic()
+        .with_behaviour(|_| behaviour)
+        .unwrap_or_else(|never| match never {})
+        .with_swarm_config(|swarm_config| swarm_config.with_idle_connection_timeout(idle_timeout))
+        .build();
+    event_loop::start(&mut swarm, &config)?;
+
+    let local_peer_id = keypair.peer_id();
+    let (command_sender, command_receiver) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
+    let (event_sender, event_receiver) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
+    let event_loop = EventLoop::new(swarm, &config, command_receiver, event_sender);
+    let span = tracing::info_span!("net", local_peer = %local_peer_id);
+    tokio::spawn(event_loop.run().instrument(span));
+    Ok((Client::new(command_sender, local_peer_id), event_receiver))
+}
+
+fn validate_federation_id(federation_id: &str) -> Result<(), Error> {
+    if federation_id.is_empty() || hex::decode(federation_id).is_err() {
+        return Err(Error::FederationIdInvalid {
+            federation_id: federation_id.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn federation_id_must_be_hex() {
+        assert!(validate_federation_id("ab12").is_ok());
+        assert!(validate_federation_id("").is_err());
+        assert!(validate_federation_id("xyz").is_err());
+        assert!(validate_federation_id("abc").is_err());
+    }
+}
