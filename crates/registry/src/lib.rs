@@ -1,1 +1,120 @@
-//! placeholder
+//! The shared registry: automerge documents by write authority, signed envelopes, and the one acceptance rule that
+//! every replica applies to every change it receives, whether from a bundle, the network or the simulator.
+//!
+//! # Layout
+//! - `envelope.rs`: the signed envelope and its wire format; `codec.rs`: varints and a bounds-checked reader.
+//! - `bundle.rs`: offline bundles of envelopes.
+//! - `acceptance.rs`: reason codes and membership as of given council heads.
+//! - `replica.rs`: [`Replica`], the documents of one node: receive batches of envelopes, write typed operations.
+//! - `ops.rs`: [`Op`], the typed writes, and where each one lands.
+//! - `view.rs`: the typed [`model::RegistryView`] read from the documents.
+//! - `value.rs`: JSON in and out of automerge; nothing else touches automerge paths.
+//!
+//! This crate is sans-IO: no files, no sockets, no clock (`now_ms` is a parameter). The store persists what
+//! [`Replica::receive`] and [`Replica::write`] return; the network and the simulator feed it envelopes.
+
+mod acceptance;
+pub mod bundle;
+pub mod codec;
+pub mod envelope;
+mod ops;
+mod replica;
+mod value;
+mod view;
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use acceptance::{Membership, Reason};
+pub use automerge::ChangeHash;
+pub use envelope::{DecodeError, Envelope};
+pub use ops::Op;
+pub use replica::{MAX_PENDING, Receipt, Rejection, Replica, ReplicaState};
+
+/// A federation's id: the hash of its genesis change.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FederationId(pub [u8; 32]);
+
+impl FederationId {
+    /// Hex text.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Display for FederationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for FederationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FederationId({})", &self.to_hex()[..12])
+    }
+}
+
+impl FromStr for FederationId {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self, Error> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut bytes).map_err(|_| Error::HashText {
+            text: text.to_owned(),
+        })?;
+        Ok(Self(bytes))
+    }
+}
+
+/// Parses a change hash written as 64 hex characters.
+pub fn parse_hash(text: &str) -> Result<ChangeHash, Error> {
+    text.trim().parse().map_err(|_| Error::HashText {
+        text: text.to_owned(),
+    })
+}
+
+/// Errors of registry operations (not rejections of received changes: those are [`Rejection`]s).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A hash or id was not 64 hex characters.
+    #[error("`{text}` is not a 64-character hex hash")]
+    HashText {
+        /// The text.
+        text: String,
+    },
+    /// The replica has no federation yet.
+    #[error(
+        "this replica belongs to no federation yet: create one or import a bundle holding a genesis"
+    )]
+    NoFederation,
+    /// The replica already has a federation.
+    #[error("this replica already belongs to federation {0}")]
+    AlreadyFederated(FederationId),
+    /// The local key may not make this write.
+    #[error("{author} may not write {doc}: {reason}")]
+    NotAllowed {
+        /// The local key.
+        author: String,
+        /// The document the write would go to.
+        doc: String,
+        /// Why.
+        reason: String,
+    },
+    /// The write refers to something that does not exist or already exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// A field is invalid.
+    #[error(transparent)]
+    Invalid(#[from] model::Error),
+    /// Automerge refused an operation (a bug or a corrupt document).
+    #[error("automerge: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+    /// A stored snapshot does not load.
+    #[error("snapshot of {doc} does not load: {detail}")]
+    Snapshot {
+        /// Document.
+        doc: String,
+        /// Why.
+        detail: String,
+    },
+}

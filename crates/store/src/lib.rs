@@ -1,1 +1,316 @@
-//! placeholder
+//! Persistence of a node's registry in sled: accepted envelopes in acceptance order, rejections, envelopes waiting
+//! for dependencies, and a compacted snapshot so that opening a replica with many changes loads documents instead
+//! of replaying every change.
+//!
+//! # Layout (sled trees)
+//! - `envelopes`: change hash -> envelope bytes (accepted)
+//! - `log`: sequence number (u64 big-endian) -> change hash, in acceptance order
+//! - `rejected`: change hash -> reason code
+//! - `pending`: change hash -> envelope bytes (waiting for dependencies)
+//! - `meta`: `snapshot` -> [`registry::ReplicaState`] bytes; `snapshot_seq` -> last log entry it covers
+//!
+//! Durability: [`Store::commit`] writes a receipt and flushes before it returns, so whatever a command reports as
+//! accepted survives a kill -9. Only this crate imports sled.
+
+use std::path::Path;
+
+use registry::{ChangeHash, Envelope, Reason, Receipt, Replica, ReplicaState};
+
+/// Take a new snapshot once this many changes were accepted since the last one.
+pub const SNAPSHOT_EVERY_CHANGES: u64 = 10_000;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// sled failed (I/O, corruption, or the database is locked by another process).
+    #[error("database {path}: {source}")]
+    Sled {
+        /// Database directory.
+        path: String,
+        /// The sled error.
+        source: sled::Error,
+    },
+    /// A stored value does not decode.
+    #[error("stored {what} is corrupt: {detail}")]
+    Corrupt {
+        /// What was being read.
+        what: &'static str,
+        /// Why it failed.
+        detail: String,
+    },
+    /// The registry refused to load the stored state.
+    #[error(transparent)]
+    Registry(#[from] registry::Error),
+}
+
+/// The node's database.
+pub struct Store {
+    db: sled::Db,
+    path: String,
+    envelopes: sled::Tree,
+    log: sled::Tree,
+    rejected: sled::Tree,
+    pending: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        let path = dir.display().to_string();
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|source| Error::Sled {
+                path: path.clone(),
+                source,
+            })?;
+        Self::from_db(db, path)
+    }
+
+    /// An in-memory database (tests and the simulator).
+    pub fn in_memory() -> Result<Self, Error> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .map_err(|source| Error::Sled {
+                path: "memory".into(),
+                source,
+            })?;
+        Self::from_db(db, "memory".into())
+    }
+
+    fn from_db(db: sled::Db, path: String) -> Result<Self, Error> {
+        let tree = |name: &str| {
+            db.open_tree(name).map_err(|source| Error::Sled {
+                path: path.clone(),
+                source,
+            })
+        };
+        Ok(Self {
+            envelopes: tree("envelopes")?,
+            log: tree("log")?,
+            rejected: tree("rejected")?,
+            pending: tree("pending")?,
+            meta: tree("meta")?,
+            db,
+            path,
+        })
+    }
+
+    fn sled<T>(&self, result: Result<T, sled::Error>) -> Result<T, Error> {
+        result.map_err(|source| Error::Sled {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Loads the replica: the latest snapshot, then the accepted changes logged after it, then rejections and
+    /// pending envelopes.
+    pub fn load(&self) -> Result<Replica, Error> {
+        let snapshot = self.sled(self.meta.get("snapshot"))?;
+        let covered = self.snapshot_seq()?;
+        let mut replica = match snapshot {
+            Some(bytes) => ReplicaState::decode(&bytes)?,
+            None => Replica::new(),
+        };
+        let mut tail = Vec::new();
+        for entry in self.log.range(covered.map_or(0, |s| s + 1).to_be_bytes()..) {
+            let (_, hash) = self.sled(entry)?;
+            tail.push(self.envelope(&hash)?);
+        }
+        if let Some(federation) = self.sled(self.meta.get("federation"))? {
+            let bytes: [u8; 32] = federation.as_ref().try_into().map_err(|_| Error::Corrupt {
+                what: "federation id",
+                detail: "not 32 bytes".into(),
+            })?;
+            replica.adopt(registry::FederationId(bytes))?;
+        }
+        replica.restore(tail)?;
+        let mut rejected = Vec::new();
+        for entry in self.rejected.iter() {
+            let (hash, code) = self.sled(entry)?;
+            let reason =
+                Reason::from_code(&String::from_utf8_lossy(&code)).unwrap_or(Reason::Malformed);
+            rejected.push((hash_of(&hash)?, reason));
+        }
+        replica.restore_rejected(rejected);
+        let mut pending = Vec::new();
+        for entry in self.pending.iter() {
+            let (_, bytes) = self.sled(entry)?;
+            pending.push(decode(&bytes, "pending envelope")?);
+        }
+        let receipt = replica.restore_pending(pending)?;
+        if !receipt.accepted.is_empty() || !receipt.rejected.is_empty() {
+            self.commit(&receipt)?;
+        }
+        Ok(replica)
+    }
+
+    fn envelope(&self, hash: &[u8]) -> Result<Envelope, Error> {
+        let bytes = self
+            .sled(self.envelopes.get(hash))?
+            .ok_or_else(|| Error::Corrupt {
+                what: "log",
+                detail: format!("logged change {} has no envelope", hex(hash)),
+            })?;
+        decode(&bytes, "envelope")
+    }
+
+    /// Stores the federation id the replica belongs to.
+    pub fn set_federation(&self, federation: registry::FederationId) -> Result<(), Error> {
+        self.sled(self.meta.insert("federation", &federation.0[..]))?;
+        Ok(())
+    }
+
+    /// Persists a locally written envelope, durably.
+    pub fn commit_written(&self, envelope: &Envelope) -> Result<(), Error> {
+        self.append(std::slice::from_ref(envelope))?;
+        self.flush()
+    }
+
+    /// Persists a receipt (accepted, rejected, pending), durably.
+    pub fn commit(&self, receipt: &Receipt) -> Result<(), Error> {
+        self.append(&receipt.accepted)?;
+        let mut rejected = sled::Batch::default();
+        for rejection in &receipt.rejected {
+            rejected.insert(&rejection.change.0[..], rejection.reason.code().as_bytes());
+        }
+        self.sled(self.rejected.apply_batch(rejected))?;
+        let mut pending = sled::Batch::default();
+        for hash in &receipt.pending_resolved {
+            pending.remove(&hash.0[..]);
+        }
+        for envelope in &receipt.pending_added {
+            pending.insert(&envelope.hash().0[..], envelope.to_bytes());
+        }
+        self.sled(self.pending.apply_batch(pending))?;
+        self.flush()
+    }
+
+    fn append(&self, accepted: &[Envelope]) -> Result<(), Error> {
+        if accepted.is_empty() {
+            return Ok(());
+        }
+        let mut envelopes = sled::Batch::default();
+        for envelope in accepted {
+            envelopes.insert(&envelope.hash().0[..], envelope.to_bytes());
+        }
+        self.sled(self.envelopes.apply_batch(envelopes))?;
+        let mut next = self.next_seq()?;
+        let mut log = sled::Batch::default();
+        for envelope in accepted {
+            log.insert(&next.to_be_bytes()[..], &envelope.hash().0[..]);
+            next += 1;
+        }
+        self.sled(self.log.apply_batch(log))?;
+        Ok(())
+    }
+
+    fn next_seq(&self) -> Result<u64, Error> {
+        Ok(match self.sled(self.log.last())? {
+            Some((key, _)) => seq_of(&key)? + 1,
+            None => 0,
+        })
+    }
+
+    fn snapshot_seq(&self) -> Result<Option<u64>, Error> {
+        self.sled(self.meta.get("snapshot_seq"))?
+            .map(|v| seq_of(&v))
+            .transpose()
+    }
+
+    /// Flushes to disk.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.sled(self.db.flush())?;
+        Ok(())
+    }
+
+    /// Number of accepted changes stored.
+    pub fn len(&self) -> usize {
+        self.log.len()
+    }
+
+    /// Whether no change is stored.
+    pub fn is_empty(&self) -> bool {
+        self.log.is_empty()
+    }
+
+    /// Writes a snapshot of `replica` if enough changes were accepted since the last one (or `force`).
+    pub fn maybe_snapshot(&self, replica: &Replica, force: bool) -> Result<bool, Error> {
+        let last = match self.sled(self.log.last())? {
+            Some((key, _)) => seq_of(&key)?,
+            None => return Ok(false),
+        };
+        let covered = self.snapshot_seq()?;
+        let behind = covered.map_or(last + 1, |c| last.saturating_sub(c));
+        if behind == 0 || (!force && behind < SNAPSHOT_EVERY_CHANGES) {
+            return Ok(false);
+        }
+        let state = ReplicaState::encode(replica);
+        let mut batch = sled::Batch::default();
+        batch.insert("snapshot", state);
+        batch.insert("snapshot_seq", &last.to_be_bytes()[..]);
+        self.sled(self.meta.apply_batch(batch))?;
+        self.flush()?;
+        tracing::debug!(covered = last + 1, "snapshot written");
+        Ok(true)
+    }
+
+    /// Accepted envelopes, in acceptance order (each after its dependencies).
+    pub fn accepted_envelopes(&self) -> impl Iterator<Item = Result<Vec<u8>, Error>> + '_ {
+        self.log.iter().map(move |entry| {
+            let (_, hash) = self.sled(entry)?;
+            self.sled(self.envelopes.get(&hash))?
+                .map(|bytes| bytes.to_vec())
+                .ok_or_else(|| Error::Corrupt {
+                    what: "log",
+                    detail: format!("no envelope for {}", hex(&hash)),
+                })
+        })
+    }
+
+    /// The stored envelope of an accepted change.
+    pub fn envelope_bytes(&self, hash: &ChangeHash) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.sled(self.envelopes.get(hash.0))?.map(|b| b.to_vec()))
+    }
+
+    /// Disk size of the database, in bytes.
+    pub fn size_on_disk(&self) -> Result<u64, Error> {
+        self.sled(self.db.size_on_disk())
+    }
+}
+
+fn decode(bytes: &[u8], what: &'static str) -> Result<Envelope, Error> {
+    Envelope::from_bytes(bytes).map_err(|e| Error::Corrupt {
+        what,
+        detail: e.to_string(),
+    })
+}
+
+fn seq_of(bytes: &[u8]) -> Result<u64, Error> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| Error::Corrupt {
+        what: "sequence number",
+        detail: "not 8 bytes".into(),
+    })?;
+    Ok(u64::from_be_bytes(array))
+}
+
+fn hash_of(bytes: &[u8]) -> Result<ChangeHash, Error> {
+    let array: [u8; 32] = bytes.try_into().map_err(|_| Error::Corrupt {
+        what: "change hash",
+        detail: "not 32 bytes".into(),
+    })?;
+    Ok(ChangeHash(array))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

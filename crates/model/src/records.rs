@@ -1,0 +1,762 @@
+//! Registry records: what the council, stewards, pods and partners write, as serde types.
+//!
+//! Readers are tolerant (missing optional fields take defaults) because a record is whatever its authorized
+//! author wrote; a record that does not parse is left out of the view, the same way on every replica.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Role, validate_date, validate_quarter, validate_slug, validate_text};
+
+/// Longest title accepted.
+pub const MAX_TITLE_BYTES: usize = 200;
+/// Longest free text (hypotheses, learning bodies) accepted.
+pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+
+/// A member of the federation, as the council admitted it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    /// The member's public key (hex).
+    pub public_key: String,
+    /// Display name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// The pod (for `pod`) or organisation (for `partner`) the member writes for.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Public key of the council member who admitted it.
+    #[serde(default)]
+    pub admitted_by: String,
+    /// When it was admitted (Unix ms, as the admitter's clock said).
+    #[serde(default)]
+    pub admitted_at_ms: i64,
+    /// Whether the council revoked it.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// A revocation of a member by the council.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// Public key of the council member who revoked.
+    #[serde(default)]
+    pub by: String,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+    /// When (Unix ms).
+    #[serde(default)]
+    pub at_ms: i64,
+}
+
+/// A company objective for a quarter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Objective {
+    /// Stable id.
+    pub id: String,
+    /// What the company wants.
+    pub title: String,
+    /// Quarter, `2026Q4`.
+    pub quarter: String,
+    /// The North-Star metric it moves.
+    #[serde(default)]
+    pub north_star_metric: Option<String>,
+    /// Target value of that metric.
+    #[serde(default)]
+    pub target: Option<f64>,
+    /// Author's public key.
+    #[serde(default)]
+    pub created_by: String,
+}
+
+impl Objective {
+    /// Validates user-supplied fields.
+    pub fn validate(&self) -> Result<(), Error> {
+        validate_text("--title", &self.title, MAX_TITLE_BYTES)?;
+        validate_quarter("--quarter", &self.quarter)
+    }
+}
+
+/// A pod's key result towards an objective.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KeyResult {
+    /// Stable id.
+    pub id: String,
+    /// The objective it serves.
+    pub objective: String,
+    /// Owning pod.
+    pub pod: String,
+    /// Metric it is measured by.
+    pub metric: String,
+    /// Starting value.
+    #[serde(default)]
+    pub baseline: f64,
+    /// Target value.
+    pub target: f64,
+    /// Latest value.
+    #[serde(default)]
+    pub current: Option<f64>,
+    /// When `current` was last set (Unix ms).
+    #[serde(default)]
+    pub updated_at_ms: i64,
+}
+
+impl KeyResult {
+    /// Share of the way from baseline to target, clamped to [0, 1]; `None` before a current value exists.
+    pub fn progress(&self) -> Option<f64> {
+        let current = self.current?;
+        let span = self.target - self.baseline;
+        if span == 0.0 {
+            return Some(if current >= self.target { 1.0 } else { 0.0 });
+        }
+        Some(((current - self.baseline) / span).clamp(0.0, 1.0))
+    }
+}
+
+/// Type of an event property.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PropertyType {
+    /// JSON string.
+    String,
+    /// Any JSON number.
+    Number,
+    /// A whole number.
+    Integer,
+    /// true / false.
+    Boolean,
+    /// An RFC 3339 timestamp string.
+    Timestamp,
+    /// A JSON object.
+    Object,
+    /// A JSON array.
+    Array,
+}
+
+impl std::str::FromStr for PropertyType {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self, Error> {
+        serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|_| {
+            Error::invalid(
+                "property type",
+                format!("`{text}` is not one of string, number, integer, boolean, timestamp, object, array"),
+            )
+        })
+    }
+}
+
+/// One property of an event schema.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PropertyDef {
+    /// Property name.
+    pub name: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub kind: PropertyType,
+    /// Whether every event must carry it.
+    #[serde(default)]
+    pub required: bool,
+    /// Whether it holds personal data.
+    #[serde(default)]
+    pub pii: bool,
+}
+
+impl std::str::FromStr for PropertyDef {
+    type Err = Error;
+
+    /// Parses `name:type[:required][:pii]`, e.g. `plan:string:required`.
+    fn from_str(text: &str) -> Result<Self, Error> {
+        let mut parts = text.split(':');
+        let name = parts.next().unwrap_or_default().to_owned();
+        if name.is_empty() {
+            return Err(Error::invalid(
+                "--property",
+                format!("`{text}` has no name; write name:type[:required][:pii]"),
+            ));
+        }
+        let kind = parts
+            .next()
+            .ok_or_else(|| {
+                Error::invalid(
+                    "--property",
+                    format!("`{text}` has no type; write name:type[:required][:pii]"),
+                )
+            })?
+            .parse()?;
+        let mut def = PropertyDef {
+            name,
+            kind,
+            required: false,
+            pii: false,
+        };
+        for flag in parts {
+            match flag {
+                "required" => def.required = true,
+                "pii" => def.pii = true,
+                other => {
+                    return Err(Error::invalid(
+                        "--property",
+                        format!("`{other}` in `{text}` is neither `required` nor `pii`"),
+                    ));
+                }
+            }
+        }
+        Ok(def)
+    }
+}
+
+/// Lifecycle of a schema or metric definition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StandardStatus {
+    /// Proposed by a pod, not yet approved.
+    #[default]
+    Proposed,
+    /// Approved by a steward or the council.
+    Approved,
+    /// No longer to be used.
+    Deprecated,
+}
+
+/// A versioned event schema with its privacy checklist.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventSchema {
+    /// Event name, as in the `event` field of a track call.
+    pub event: String,
+    /// Version, from 1.
+    pub version: u32,
+    /// Properties.
+    #[serde(default)]
+    pub properties: Vec<PropertyDef>,
+    /// Legal basis for processing (GDPR art. 6), e.g. `consent`, `contract`, `legitimate_interest`.
+    #[serde(default)]
+    pub legal_basis: String,
+    /// How long raw events are kept.
+    #[serde(default)]
+    pub retention_days: u32,
+    /// Proposed, approved or deprecated.
+    #[serde(default)]
+    pub status: StandardStatus,
+    /// Pod that proposed it.
+    #[serde(default)]
+    pub proposed_by: String,
+    /// Public key of the approver, once approved.
+    #[serde(default)]
+    pub approved_by: Option<String>,
+}
+
+impl EventSchema {
+    /// The key of this schema version in the registry: `event@version`.
+    pub fn key(&self) -> String {
+        format!("{}@{}", self.event, self.version)
+    }
+
+    /// Validates user-supplied fields.
+    pub fn validate(&self) -> Result<(), Error> {
+        validate_text("--event", &self.event, MAX_TITLE_BYTES)?;
+        if self.version == 0 {
+            return Err(Error::invalid("--version", "must be at least 1"));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for property in &self.properties {
+            if !names.insert(property.name.as_str()) {
+                return Err(Error::invalid(
+                    "--property",
+                    format!("`{}` is listed twice", property.name),
+                ));
+            }
+        }
+        let has_pii = self.properties.iter().any(|p| p.pii);
+        if has_pii && self.legal_basis.trim().is_empty() {
+            return Err(Error::invalid(
+                "--legal-basis",
+                "required when a property is marked pii",
+            ));
+        }
+        if has_pii && self.retention_days == 0 {
+            return Err(Error::invalid(
+                "--retention-days",
+                "must be set (> 0) when a property is marked pii",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether higher or lower values of a metric are better.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// More is better (conversion, revenue).
+    #[default]
+    Higher,
+    /// Less is better (churn, latency).
+    Lower,
+}
+
+/// How a metric is computed from a user's events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum MetricKind {
+    /// Did the user do `event` within `window_days` of first exposure.
+    Binomial {
+        /// Event name.
+        event: String,
+        /// Window after first exposure.
+        window_days: u32,
+    },
+    /// Sum of `property` of `event` per user (count of events when `property` is absent).
+    Mean {
+        /// Event name.
+        event: String,
+        /// Property summed; `None` counts events.
+        #[serde(default)]
+        property: Option<String>,
+        /// Window after first exposure.
+        #[serde(default = "default_window_days")]
+        window_days: u32,
+    },
+    /// Sum of the numerator over sum of the denominator, per user.
+    Ratio {
+        /// Numerator event.
+        numerator_event: String,
+        /// Numerator property (`None` counts events).
+        #[serde(default)]
+        numerator_property: Option<String>,
+        /// Denominator event.
+        denominator_event: String,
+        /// Denominator property (`None` counts events).
+        #[serde(default)]
+        denominator_property: Option<String>,
+        /// Window after first exposure.
+        #[serde(default = "default_window_days")]
+        window_days: u32,
+    },
+}
+
+fn default_window_days() -> u32 {
+    14
+}
+
+/// A shared metric definition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricDefinition {
+    /// Metric key, referenced by experiments.
+    pub key: String,
+    /// How it is computed.
+    pub kind: MetricKind,
+    /// Which direction is good.
+    #[serde(default)]
+    pub direction: Direction,
+    /// Winsorize per-user values at this percentile (e.g. 0.99).
+    #[serde(default)]
+    pub capping_percentile: Option<f64>,
+    /// Proposed, approved or deprecated.
+    #[serde(default)]
+    pub status: StandardStatus,
+    /// Pod that proposed it.
+    #[serde(default)]
+    pub proposed_by: String,
+    /// Approver's key once approved.
+    #[serde(default)]
+    pub approved_by: Option<String>,
+}
+
+/// If / then / because.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct Hypothesis {
+    /// The change we make.
+    #[serde(rename = "if", default)]
+    pub change: String,
+    /// The effect we expect.
+    #[serde(default)]
+    pub then: String,
+    /// Why we believe it.
+    #[serde(default)]
+    pub because: String,
+}
+
+impl Hypothesis {
+    /// Parses `if X then Y because Z` (each part optional) or takes the text as the `then` part.
+    pub fn parse(text: &str) -> Self {
+        let lower = text.to_lowercase();
+        let find = |word: &str| lower.find(word);
+        match (lower.starts_with("if "), find(" then "), find(" because ")) {
+            (true, Some(then_at), because_at) => {
+                let then_end = because_at.filter(|b| *b > then_at).unwrap_or(text.len());
+                Hypothesis {
+                    change: text[3..then_at].trim().to_owned(),
+                    then: text[then_at + 6..then_end].trim().to_owned(),
+                    because: because_at
+                        .filter(|b| *b > then_at)
+                        .map(|b| text[b + 9..].trim().to_owned())
+                        .unwrap_or_default(),
+                }
+            }
+            _ => Hypothesis {
+                change: String::new(),
+                then: text.trim().to_owned(),
+                because: String::new(),
+            },
+        }
+    }
+}
+
+/// Pirate-funnel stage an experiment targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FunnelStage {
+    /// Getting users in.
+    Acquisition,
+    /// First value.
+    #[default]
+    Activation,
+    /// Coming back.
+    Retention,
+    /// Paying.
+    Revenue,
+    /// Bringing others.
+    Referral,
+}
+
+impl std::str::FromStr for FunnelStage {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self, Error> {
+        serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|_| {
+            Error::invalid(
+                "--funnel-stage",
+                format!(
+                    "`{text}` is not one of acquisition, activation, retention, revenue, referral"
+                ),
+            )
+        })
+    }
+}
+
+/// Who an experiment targets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct Audience {
+    /// Region, e.g. `emea`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Segment, e.g. `new-users`.
+    #[serde(default)]
+    pub segment: Option<String>,
+}
+
+/// One arm of an experiment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Variant {
+    /// Variant key (`control`, `treatment`).
+    pub key: String,
+    /// Traffic weight; weights of an experiment sum to 1.
+    pub weight: f64,
+}
+
+/// Status of an experiment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ExperimentStatus {
+    /// Being designed.
+    #[default]
+    Draft,
+    /// Collecting data.
+    Running,
+    /// Stopped early.
+    Stopped,
+    /// Analysed and decided.
+    Concluded,
+}
+
+/// A registered experiment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Experiment {
+    /// Experiment key (also the default assignment seed).
+    pub key: String,
+    /// Owning pod.
+    pub pod: String,
+    /// If / then / because.
+    #[serde(default)]
+    pub hypothesis: Hypothesis,
+    /// Funnel stage.
+    #[serde(default)]
+    pub funnel_stage: FunnelStage,
+    /// Audience.
+    #[serde(default)]
+    pub audience: Audience,
+    /// Variants and weights.
+    #[serde(default)]
+    pub variants: Vec<Variant>,
+    /// Primary metric key.
+    #[serde(default)]
+    pub primary_metric: Option<String>,
+    /// Guardrail metric keys.
+    #[serde(default)]
+    pub guardrail_metrics: Vec<String>,
+    /// Planned start, `YYYY-MM-DD`.
+    #[serde(default)]
+    pub start_date: Option<String>,
+    /// Planned end, `YYYY-MM-DD`.
+    #[serde(default)]
+    pub end_date: Option<String>,
+    /// Planned cost.
+    #[serde(default)]
+    pub cost: f64,
+    /// Status.
+    #[serde(default)]
+    pub status: ExperimentStatus,
+    /// Cost over the quarter's threshold: needs council approval.
+    #[serde(default)]
+    pub high_impact: bool,
+    /// Keys of other pods' experiments it overlaps.
+    #[serde(default)]
+    pub overlaps_with: Vec<String>,
+    /// Author's public key.
+    #[serde(default)]
+    pub created_by: String,
+    /// When registered (Unix ms).
+    #[serde(default)]
+    pub created_at_ms: i64,
+}
+
+impl Experiment {
+    /// Validates user-supplied fields.
+    pub fn validate(&self) -> Result<(), Error> {
+        validate_slug("--key", &self.key)?;
+        let hypothesis = format!(
+            "{} {} {}",
+            self.hypothesis.change, self.hypothesis.then, self.hypothesis.because
+        );
+        validate_text("--hypothesis", &hypothesis, MAX_TEXT_BYTES)?;
+        if self.variants.len() < 2 {
+            return Err(Error::invalid(
+                "--variants",
+                "an experiment needs at least two variants",
+            ));
+        }
+        let mut keys = std::collections::BTreeSet::new();
+        for variant in &self.variants {
+            validate_slug("--variants", &variant.key)?;
+            if !keys.insert(&variant.key) {
+                return Err(Error::invalid(
+                    "--variants",
+                    format!("`{}` is listed twice", variant.key),
+                ));
+            }
+            if !(variant.weight.is_finite() && variant.weight >= 0.0) {
+                return Err(Error::invalid(
+                    "--weights",
+                    format!("weight of `{}` must be a number >= 0", variant.key),
+                ));
+            }
+        }
+        let total: f64 = self.variants.iter().map(|v| v.weight).sum();
+        if (total - 1.0).abs() > 1e-6 {
+            return Err(Error::invalid(
+                "--weights",
+                format!("weights sum to {total}, not 1"),
+            ));
+        }
+        for (field, date) in [("--start", &self.start_date), ("--end", &self.end_date)] {
+            if let Some(date) = date {
+                validate_date(field, date)?;
+            }
+        }
+        if let (Some(start), Some(end)) = (&self.start_date, &self.end_date) {
+            if end < start {
+                return Err(Error::invalid(
+                    "--end",
+                    format!("{end} is before the start {start}"),
+                ));
+            }
+        }
+        if !(self.cost.is_finite() && self.cost >= 0.0) {
+            return Err(Error::invalid("--cost", "must be a number >= 0"));
+        }
+        Ok(())
+    }
+}
+
+/// A council decision on a high-impact or overlapping experiment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    /// Experiment key.
+    pub experiment: String,
+    /// `approved` or `rejected`.
+    pub decision: Decision,
+    /// Why.
+    #[serde(default)]
+    pub reason: String,
+    /// Council member's key.
+    #[serde(default)]
+    pub by: String,
+    /// When (Unix ms).
+    #[serde(default)]
+    pub at_ms: i64,
+}
+
+/// A council decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Go ahead.
+    Approved,
+    /// Do not run it.
+    Rejected,
+}
+
+/// A pod's budget for a quarter, allocated by the council.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Pod.
+    pub pod: String,
+    /// Quarter.
+    pub quarter: String,
+    /// Amount allocated.
+    pub allocated: f64,
+    /// Bonus for successful experiments.
+    #[serde(default)]
+    pub bonus: f64,
+    /// Unspent funds rolled over from the previous quarter.
+    #[serde(default)]
+    pub rollover: f64,
+    /// Council member's key.
+    #[serde(default)]
+    pub by: String,
+}
+
+/// Outcome of a concluded experiment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The treatment won.
+    Win,
+    /// The treatment lost.
+    Loss,
+    /// No conclusion.
+    Inconclusive,
+}
+
+impl std::str::FromStr for Outcome {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self, Error> {
+        serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|_| {
+            Error::invalid(
+                "--outcome",
+                format!("`{text}` is not one of win, loss, inconclusive"),
+            )
+        })
+    }
+}
+
+/// A post-mortem shared with every member.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Learning {
+    /// Stable id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// What was learnt.
+    pub body: String,
+    /// Outcome of the experiment it is about.
+    #[serde(default)]
+    pub outcome: Option<Outcome>,
+    /// Tags for search.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Experiment key it is about.
+    #[serde(default)]
+    pub experiment: Option<String>,
+    /// Document it was written in (`pod/emea`, `partner/acme`).
+    #[serde(default)]
+    pub source: String,
+    /// Author's key.
+    #[serde(default)]
+    pub author: String,
+    /// When (Unix ms).
+    #[serde(default)]
+    pub created_at_ms: i64,
+}
+
+impl Learning {
+    /// Validates user-supplied fields.
+    pub fn validate(&self) -> Result<(), Error> {
+        validate_text("--title", &self.title, MAX_TITLE_BYTES)?;
+        validate_text("--body", &self.body, MAX_TEXT_BYTES)?;
+        for tag in &self.tags {
+            validate_slug("--tag", tag)?;
+        }
+        Ok(())
+    }
+
+    /// Relevance of this learning to a search: how many query words appear in its title, body and tags.
+    pub fn score(&self, query: &str) -> usize {
+        let haystack =
+            format!("{} {} {}", self.title, self.body, self.tags.join(" ")).to_lowercase();
+        query
+            .split_whitespace()
+            .filter(|word| haystack.contains(&word.to_lowercase()))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hypothesis_parses_if_then_because() {
+        let h = Hypothesis::parse("If we shorten signup then activation rises because fewer steps");
+        assert_eq!(h.change, "we shorten signup");
+        assert_eq!(h.then, "activation rises");
+        assert_eq!(h.because, "fewer steps");
+        let plain = Hypothesis::parse("shorter signup helps");
+        assert_eq!(plain.then, "shorter signup helps");
+    }
+
+    #[test]
+    fn property_defs_parse() {
+        let p: PropertyDef = "email:string:required:pii".parse().expect("valid");
+        assert!(p.required && p.pii);
+        assert_eq!(p.kind, PropertyType::String);
+        assert!("email".parse::<PropertyDef>().is_err());
+        let error = "email:text".parse::<PropertyDef>().expect_err("bad type");
+        assert!(error.to_string().contains("`text`"));
+    }
+
+    #[test]
+    fn pii_needs_legal_basis() {
+        let schema = EventSchema {
+            event: "Signed Up".into(),
+            version: 1,
+            properties: vec!["email:string:pii".parse().expect("valid")],
+            legal_basis: String::new(),
+            retention_days: 30,
+            status: StandardStatus::Proposed,
+            proposed_by: "emea".into(),
+            approved_by: None,
+        };
+        assert_eq!(
+            schema.validate().expect_err("no basis").to_string(),
+            "--legal-basis: required when a property is marked pii"
+        );
+    }
+
+    #[test]
+    fn key_result_progress() {
+        let kr = KeyResult {
+            id: "kr".into(),
+            objective: "o".into(),
+            pod: "emea".into(),
+            metric: "m".into(),
+            baseline: 10.0,
+            target: 20.0,
+            current: Some(15.0),
+            updated_at_ms: 0,
+        };
+        assert_eq!(kr.progress(), Some(0.5));
+    }
+}

@@ -1,0 +1,245 @@
+//! A pod's node: its key, its store and its replica of the registry, and the operations the CLI (and later the
+//! local API) ask of it.
+//!
+//! # Layout
+//! - `lib.rs`: [`Node`]: open a data dir, write typed operations, read the view.
+//! - `exchange.rs`: bundle import and export through the same acceptance path the network uses.
+//!
+//! A data dir holds `node.key` (mode 0600) and `db/` (sled). It holds no absolute paths, so a copied data dir works.
+
+mod exchange;
+
+use std::path::{Path, PathBuf};
+
+use identity::Keypair;
+use model::{DocId, RegistryView};
+use registry::{ChangeHash, Op, Replica};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+pub use exchange::{ImportReport, ImportedRejection};
+
+/// Name of the database directory inside a data dir.
+pub const DB_DIR_NAME: &str = "db";
+
+/// Errors of node operations.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Creating or reading the data dir failed.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// The path.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The key file is unusable.
+    #[error(transparent)]
+    Identity(#[from] identity::Error),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The registry refused the operation.
+    #[error(transparent)]
+    Registry(#[from] registry::Error),
+    /// The file is not a bundle at all.
+    #[error("{path}: {source}")]
+    Bundle {
+        /// The file.
+        path: String,
+        /// Why.
+        source: registry::bundle::BundleError,
+    },
+    /// The bundle belongs to no federation this replica can adopt.
+    #[error("{0}")]
+    NoGenesis(String),
+}
+
+/// The public identity of a node, as `init` prints it.
+#[derive(Clone, Debug, Serialize)]
+pub struct IdentityInfo {
+    /// Hex public key: what `member add` takes.
+    pub public_key: String,
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// Federation id, once the replica belongs to one.
+    pub federation: Option<String>,
+    /// Whether the key was created by this call.
+    pub created: bool,
+}
+
+/// The result of a write: the change made and the heads after it.
+#[derive(Clone, Debug, Serialize)]
+pub struct WriteOutcome {
+    /// Hash of the change.
+    pub change: String,
+    /// Sorted heads of every document.
+    pub heads: Vec<String>,
+}
+
+/// An open node: key, store and replica.
+pub struct Node {
+    keypair: Keypair,
+    key_created: bool,
+    store: store::Store,
+    replica: Replica,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("key", &self.keypair.public())
+            .field("replica", &self.replica)
+            .finish()
+    }
+}
+
+/// The default data dir: the user's data directory, `growthmesh` inside it.
+pub fn default_data_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("growthmesh")
+}
+
+impl Node {
+    /// Opens the node in `dir`, creating the dir and the key when missing.
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let (keypair, key_created) = Keypair::load_or_create(dir)?;
+        let store = store::Store::open(&dir.join(DB_DIR_NAME))?;
+        let replica = store.load()?;
+        Ok(Self {
+            keypair,
+            key_created,
+            store,
+            replica,
+        })
+    }
+
+    /// This node's identity.
+    pub fn identity(&self) -> IdentityInfo {
+        let public = self.keypair.public();
+        IdentityInfo {
+            public_key: public.to_hex(),
+            peer_id: public.peer_id(),
+            federation: self.replica.federation().map(|f| f.to_hex()),
+            created: self.key_created,
+        }
+    }
+
+    /// This node's key.
+    pub fn keypair(&self) -> &Keypair {
+        &self.keypair
+    }
+
+    /// The replica (read-only).
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// The typed registry.
+    pub fn view(&self) -> RegistryView {
+        self.replica.view()
+    }
+
+    /// Sorted heads as hex.
+    pub fn heads(&self) -> Vec<String> {
+        self.replica
+            .heads()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// The documents this node's key may write, as of the current council heads.
+    pub fn writable_docs(&mut self) -> Vec<DocId> {
+        let membership = self.replica.membership();
+        let Some(standing) = membership.members.get(self.keypair.public().as_bytes()) else {
+            return Vec::new();
+        };
+        if standing.revoked {
+            return Vec::new();
+        }
+        let mut docs = vec![DocId::Council, DocId::Standards];
+        if let Some(scope) = &standing.scope {
+            docs.push(DocId::Pod(scope.clone()));
+            docs.push(DocId::Partner(scope.clone()));
+        }
+        docs.retain(|d| d.writable_by(standing.role, standing.scope.as_deref()));
+        docs
+    }
+
+    /// Founds a federation with this node's key as the founding council member.
+    pub fn create_federation(&mut self, name: &str, now_ms: i64) -> Result<WriteOutcome, Error> {
+        model::validate_text("--name", name, model::MAX_TITLE_BYTES)
+            .map_err(registry::Error::from)?;
+        let founder = model::Member {
+            public_key: self.keypair.public().to_hex(),
+            name: name.to_owned(),
+            role: model::Role::Council,
+            scope: None,
+            admitted_by: self.keypair.public().to_hex(),
+            admitted_at_ms: now_ms,
+            revoked: false,
+        };
+        let outcome = self.write(
+            &Op::Genesis {
+                name: name.to_owned(),
+                founder,
+            },
+            now_ms,
+        )?;
+        if let Some(federation) = self.replica.federation() {
+            self.store.set_federation(federation)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Writes one typed operation as this node's key; durable before it returns.
+    pub fn write(&mut self, op: &Op, now_ms: i64) -> Result<WriteOutcome, Error> {
+        let envelope = self.replica.write(&self.keypair, op, now_ms)?;
+        self.store.commit_written(&envelope)?;
+        self.store.maybe_snapshot(&self.replica, false)?;
+        tracing::info!(change = %envelope.hash(), doc = %envelope.doc, "change written");
+        Ok(WriteOutcome {
+            change: envelope.hash().to_string(),
+            heads: self.heads(),
+        })
+    }
+
+    /// A short stable id for a new record: a hash of the author, the time and the distinguishing text.
+    pub fn new_id(&self, prefix: &str, text: &str, now_ms: i64) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.keypair.public().as_bytes());
+        hasher.update(now_ms.to_le_bytes());
+        hasher.update(text.as_bytes());
+        hasher.update(self.replica.len().to_le_bytes());
+        let digest = hasher.finalize();
+        format!("{prefix}-{}", hex::encode(&digest[..5]))
+    }
+
+    /// Writes a snapshot now if any change is not covered by one.
+    pub fn compact(&self) -> Result<bool, Error> {
+        Ok(self.store.maybe_snapshot(&self.replica, true)?)
+    }
+
+    /// Disk size of the database.
+    pub fn size_on_disk(&self) -> Result<u64, Error> {
+        Ok(self.store.size_on_disk()?)
+    }
+
+    /// Parses hex heads.
+    pub fn parse_heads(texts: &[String]) -> Result<Vec<ChangeHash>, Error> {
+        texts
+            .iter()
+            .flat_map(|t| t.split(','))
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| registry::parse_hash(t).map_err(Error::from))
+            .collect()
+    }
+}
