@@ -2,8 +2,12 @@
 //!
 //! A request frame is a 4-byte big-endian length followed by that many bytes. A response frame has the same
 //! prefix, then one status byte (`0` accepted, `1` refused) and either the body or a one-byte refusal code.
-//! Errors caused by what the peer sent have kind `InvalidData`, so the event loop can penalize the peer for them
-//! and not for timeouts or closed connections.
+//!
+//! An oversized request is not an error of `read_request`: libp2p drops request-read errors without saying which
+//! peer sent them, so the codec returns `Request::TooLarge` (body unread, nothing allocated) and the event loop
+//! refuses it, counts it and penalizes the sender; writing that refusal then fails on purpose so libp2p resets the
+//! stream instead of waiting for a body it will never read. Response errors caused by the peer have kind `InvalidData`;
+//! libp2p reports those with the peer, so the event loop penalizes on that kind and not on timeouts or closes.
 
 use std::{fmt, io};
 
@@ -26,6 +30,8 @@ pub enum Refusal {
     NotMember,
     /// The node has too many requests in flight, or its consumer is not keeping up.
     Busy,
+    /// The request is larger than the node's `max_sync_message_bytes`.
+    TooLarge,
 }
 
 impl Refusal {
@@ -34,6 +40,7 @@ impl Refusal {
             Refusal::RateLimited => 1,
             Refusal::NotMember => 2,
             Refusal::Busy => 3,
+            Refusal::TooLarge => 4,
         }
     }
 
@@ -42,6 +49,7 @@ impl Refusal {
             1 => Some(Refusal::RateLimited),
             2 => Some(Refusal::NotMember),
             3 => Some(Refusal::Busy),
+            4 => Some(Refusal::TooLarge),
             _ => None,
         }
     }
@@ -53,8 +61,18 @@ impl fmt::Display for Refusal {
             Refusal::RateLimited => "rate limited",
             Refusal::NotMember => "not a member",
             Refusal::Busy => "busy",
+            Refusal::TooLarge => "request too large",
         })
     }
+}
+
+/// A sync request as read off the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Request {
+    /// A request within the size limit.
+    Frame(Vec<u8>),
+    /// The prefix announced `length` bytes, more than the limit; the body was not read.
+    TooLarge { length: usize },
 }
 
 /// What a node answers to a sync request.
@@ -75,6 +93,8 @@ pub(crate) enum FrameError {
     UnknownStatus { status: u8 },
     #[error("refusal frame is malformed")]
     MalformedRefusal,
+    #[error("stream reset after refusing an oversized request whose body was not read")]
+    BodyUnread,
 }
 
 impl From<FrameError> for io::Error {
@@ -97,14 +117,18 @@ impl SyncCodec {
 
 impl request_response::Codec for SyncCodec {
     type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
+    type Request = Request;
     type Response = Response;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Request>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, self.max_message_bytes).await
+        let length = read_length(io).await?;
+        if length > self.max_message_bytes {
+            return Ok(Request::TooLarge { length });
+        }
+        Ok(Request::Frame(read_body(io, length).await?))
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
@@ -120,12 +144,21 @@ impl request_response::Codec for SyncCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        request: Vec<u8>,
+        request: Request,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &request, self.max_message_bytes).await
+        match request {
+            Request::Frame(body) => write_frame(io, &body, self.max_message_bytes).await,
+            Request::TooLarge { length } => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                FrameError::TooLarge {
+                    length,
+                    limit: self.max_message_bytes,
+                },
+            )),
+        }
     }
 
     async fn write_response<T>(
@@ -137,8 +170,15 @@ impl request_response::Codec for SyncCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
+        let reset = response == Response::Refused(Refusal::TooLarge);
         let frame = encode_response(response);
-        write_frame(io, &frame, self.max_message_bytes + 1).await
+        write_frame(io, &frame, self.max_message_bytes + 1).await?;
+        if reset {
+            // The oversized body is still unread. Closing gracefully would leave a sender that ran out of flow
+            // control credit blocked until its timeout; an error makes libp2p drop the stream, which resets it.
+            return Err(io::Error::other(FrameError::BodyUnread));
+        }
+        Ok(())
     }
 }
 
@@ -176,13 +216,27 @@ async fn read_frame<T>(io: &mut T, limit: usize) -> io::Result<Vec<u8>>
 where
     T: AsyncRead + Unpin,
 {
-    let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
-    io.read_exact(&mut prefix).await?;
-    let length = usize::try_from(u32::from_be_bytes(prefix)).unwrap_or(usize::MAX);
+    let length = read_length(io).await?;
     if length > limit {
         return Err(FrameError::TooLarge { length, limit }.into());
     }
-    // Grow the buffer as bytes arrive rather than trusting the prefix with an allocation up front.
+    read_body(io, length).await
+}
+
+async fn read_length<T>(io: &mut T) -> io::Result<usize>
+where
+    T: AsyncRead + Unpin,
+{
+    let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
+    io.read_exact(&mut prefix).await?;
+    Ok(usize::try_from(u32::from_be_bytes(prefix)).unwrap_or(usize::MAX))
+}
+
+/// Reads exactly `length` bytes, growing the buffer as they arrive rather than allocating what the prefix claims.
+async fn read_body<T>(io: &mut T, length: usize) -> io::Result<Vec<u8>>
+where
+    T: AsyncRead + Unpin,
+{
     let mut body = Vec::new();
     io.take(length as u64).read_to_end(&mut body).await?;
     if body.len() != length {
@@ -229,10 +283,11 @@ mod tests {
     fn request_round_trip() {
         let mut codec = SyncCodec::new(16);
         let mut wire = Cursor::new(Vec::new());
-        block_on(codec.write_request(&PROTOCOL, &mut wire, b"hello".to_vec())).expect("write");
+        block_on(codec.write_request(&PROTOCOL, &mut wire, Request::Frame(b"hello".to_vec())))
+            .expect("write");
         let mut wire = Cursor::new(wire.into_inner());
         let request = block_on(codec.read_request(&PROTOCOL, &mut wire)).expect("read");
-        assert_eq!(request, b"hello");
+        assert_eq!(request, Request::Frame(b"hello".to_vec()));
     }
 
     #[test]
@@ -254,11 +309,38 @@ mod tests {
     }
 
     #[test]
-    fn oversized_prefix_is_refused_without_reading_the_body() {
+    fn oversized_request_is_refused_without_reading_the_body() {
         let mut codec = SyncCodec::new(16);
         // The prefix claims 4 GiB; no body follows, so any attempt to read it would fail with EOF instead.
         let mut wire = Cursor::new(frame(u32::MAX, &[]));
-        let error = block_on(codec.read_request(&PROTOCOL, &mut wire)).expect_err("refused");
+        let request = block_on(codec.read_request(&PROTOCOL, &mut wire)).expect("read");
+        assert_eq!(
+            request,
+            Request::TooLarge {
+                length: u32::MAX as usize
+            }
+        );
+        assert_eq!(wire.position(), LENGTH_PREFIX_BYTES as u64);
+    }
+
+    #[test]
+    fn too_large_refusal_is_written_then_resets() {
+        let mut codec = SyncCodec::new(16);
+        let mut wire = Cursor::new(Vec::new());
+        let refusal = Response::Refused(Refusal::TooLarge);
+        let error = block_on(codec.write_response(&PROTOCOL, &mut wire, refusal.clone()))
+            .expect_err("reset requested");
+        assert_eq!(error.kind(), io::ErrorKind::Other);
+        let mut wire = Cursor::new(wire.into_inner());
+        let read = block_on(codec.read_response(&PROTOCOL, &mut wire)).expect("refusal readable");
+        assert_eq!(read, refusal);
+    }
+
+    #[test]
+    fn oversized_response_is_an_error_without_reading_the_body() {
+        let mut codec = SyncCodec::new(16);
+        let mut wire = Cursor::new(frame(18, &[0; 18]));
+        let error = block_on(codec.read_response(&PROTOCOL, &mut wire)).expect_err("refused");
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
         assert_eq!(wire.position(), LENGTH_PREFIX_BYTES as u64);
     }
@@ -267,8 +349,12 @@ mod tests {
     fn oversized_write_is_refused() {
         let mut codec = SyncCodec::new(4);
         let mut wire = Cursor::new(Vec::new());
+        let error = block_on(codec.write_request(&PROTOCOL, &mut wire, Request::Frame(vec![0; 5])))
+            .expect_err("refused");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        let response = Response::Accepted(vec![0; 5]);
         let error =
-            block_on(codec.write_request(&PROTOCOL, &mut wire, vec![0; 5])).expect_err("refused");
+            block_on(codec.write_response(&PROTOCOL, &mut wire, response)).expect_err("refused");
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
         assert!(wire.into_inner().is_empty());
     }

@@ -33,7 +33,7 @@ use crate::{
     Config, Counters, Error, Event, Limits, PeerInfo, Refusal, RequestId, Topic,
     behaviour::{Behaviour, BehaviourEvent},
     client::Command,
-    codec::Response,
+    codec::{Request, Response},
     gate::{self, Gate},
 };
 
@@ -269,7 +269,11 @@ impl EventLoop {
             return;
         }
         debug!(peer = %peer, bytes = bytes.len(), "sync request sent");
-        let request_id = self.swarm.behaviour_mut().sync.send_request(&peer, bytes);
+        let request_id = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_request(&peer, Request::Frame(bytes));
         self.pending_requests
             .insert(request_id, PendingRequest { peer, reply });
     }
@@ -500,16 +504,21 @@ impl EventLoop {
         }
     }
 
-    fn on_sync_event(&mut self, event: request_response::Event<Vec<u8>, Response>) {
+    fn on_sync_event(&mut self, event: request_response::Event<Request, Response>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
                     request_id,
-                    request,
+                    request: Request::Frame(bytes),
                     channel,
                 } => {
-                    self.on_inbound_request(peer, request_id, request, channel);
+                    self.on_inbound_request(peer, request_id, bytes, channel);
                 }
+                request_response::Message::Request {
+                    request: Request::TooLarge { length },
+                    channel,
+                    ..
+                } => self.refuse_oversized_request(peer, length, channel),
                 request_response::Message::Response {
                     request_id,
                     response,
@@ -545,12 +554,6 @@ impl EventLoop {
                 self.pending_responses.retain(|_, pending| {
                     !(pending.peer == peer && pending.inbound_id == request_id)
                 });
-                if let request_response::InboundFailure::Io(error) = &error
-                    && error.kind() == io::ErrorKind::InvalidData
-                {
-                    self.counters.frames_invalid += 1;
-                    self.penalize(peer, "malformed or oversized sync request");
-                }
             }
             request_response::Event::ResponseSent { .. } => {}
         }
@@ -612,6 +615,23 @@ impl EventLoop {
                     .send_response(channel, Response::Refused(Refusal::Busy));
             }
         }
+    }
+
+    fn refuse_oversized_request(
+        &mut self,
+        peer: PeerId,
+        length: usize,
+        channel: ResponseChannel<Response>,
+    ) {
+        debug!(peer = %peer, bytes = length, "oversized sync request refused");
+        self.counters.frames_invalid += 1;
+        self.penalize(peer, "oversized sync request");
+        let refusal = Response::Refused(Refusal::TooLarge);
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_response(channel, refusal);
     }
 
     fn on_response(&mut self, peer: PeerId, request_id: OutboundRequestId, response: Response) {
