@@ -14,7 +14,7 @@
 //! - `gate`: admission policy: member set, temporary allowances, per-peer rate limits, penalty counts.
 //! - `event_loop`: `EventLoop`, the one task that owns the `Swarm`.
 //! - `client`: [`Client`], the cloneable handle sending commands with `oneshot` replies.
-//! - `types`: [`Event`], [`Topic`], [`RequestId`], [`PeerInfo`], [`Counters`].
+//! - `types`: [`Event`], [`Topic`], [`RequestId`], [`PeerInfo`], [`Counters`]; `codec` exports [`Refusal`].
 //! - `error`: [`Error`].
 //!
 //! # The gate
