@@ -6,6 +6,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod commands;
+pub mod context;
 pub mod exit;
 
 use std::path::PathBuf;
@@ -35,6 +36,40 @@ pub enum Command {
     Stats(commands::stats::StatsCommand),
     /// GrowthBook-compatible deterministic assignment of a user to a variation.
     Assign(commands::assign::AssignArgs),
+    /// Create this node's key and data dir.
+    Init(commands::federation::InitArgs),
+    /// Found a federation.
+    #[command(subcommand)]
+    Federation(commands::federation::FederationCommand),
+    /// Members and roles.
+    #[command(subcommand)]
+    Member(commands::federation::MemberCommand),
+    /// Objectives and key results.
+    #[command(subcommand)]
+    Okr(commands::okr::OkrCommand),
+    /// The shared event schema.
+    #[command(subcommand)]
+    Schema(commands::schema::SchemaCommand),
+    /// Shared metric definitions.
+    #[command(subcommand)]
+    Metric(commands::schema::MetricCommand),
+    /// The experiment registry.
+    #[command(subcommand)]
+    Experiment(commands::experiment::ExperimentCommand),
+    /// Council decisions.
+    #[command(subcommand)]
+    Council(commands::experiment::CouncilCommand),
+    /// Pod budgets.
+    #[command(subcommand)]
+    Budget(commands::experiment::BudgetCommand),
+    /// Shared learnings.
+    #[command(subcommand)]
+    Learnings(commands::experiment::LearningsCommand),
+    /// Offline bundles, the typed registry and its heads.
+    #[command(subcommand)]
+    Registry(commands::registry::RegistryCommand),
+    /// A local federation: council, three pods and a partner, converging.
+    Demo(commands::demo::DemoArgs),
 }
 
 /// Entry point of the binary: parses arguments, runs the command, maps errors to exit statuses.
@@ -42,9 +77,25 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let json = cli.json;
+    let context = context::Context {
+        data_dir: cli.data_dir.unwrap_or_else(node::default_data_dir),
+        json,
+    };
     let result = match cli.command {
         Command::Stats(command) => commands::stats::run(command, json),
         Command::Assign(args) => commands::assign::run(args, json),
+        Command::Init(args) => commands::federation::init(&context, args),
+        Command::Federation(command) => commands::federation::federation(&context, command),
+        Command::Member(command) => commands::federation::member(&context, command),
+        Command::Okr(command) => commands::okr::run(&context, command),
+        Command::Schema(command) => commands::schema::schema(&context, command),
+        Command::Metric(command) => commands::schema::metric(&context, command),
+        Command::Experiment(command) => commands::experiment::experiment(&context, command),
+        Command::Council(command) => commands::experiment::council(&context, command),
+        Command::Budget(command) => commands::experiment::budget(&context, command),
+        Command::Learnings(command) => commands::experiment::learnings(&context, command),
+        Command::Registry(command) => commands::registry::run(&context, command),
+        Command::Demo(args) => commands::demo::run(args, json),
     };
     match result {
         Ok(status) => ExitCode::from(status),

@@ -9,6 +9,7 @@
 //! This crate does no I/O and reads no clock; times are parameters (Unix milliseconds).
 
 mod doc;
+pub mod overlap;
 mod records;
 mod view;
 

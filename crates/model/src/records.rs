@@ -564,13 +564,13 @@ impl Experiment {
                 validate_date(field, date)?;
             }
         }
-        if let (Some(start), Some(end)) = (&self.start_date, &self.end_date) {
-            if end < start {
-                return Err(Error::invalid(
-                    "--end",
-                    format!("{end} is before the start {start}"),
-                ));
-            }
+        if let (Some(start), Some(end)) = (&self.start_date, &self.end_date)
+            && end < start
+        {
+            return Err(Error::invalid(
+                "--end",
+                format!("{end} is before the start {start}"),
+            ));
         }
         if !(self.cost.is_finite() && self.cost >= 0.0) {
             return Err(Error::invalid("--cost", "must be a number >= 0"));

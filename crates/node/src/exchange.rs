@@ -56,7 +56,7 @@ impl Node {
         let mut envelopes = Vec::new();
         for entry in bundle.entries {
             match entry {
-                Entry::Envelope(envelope) => envelopes.push(envelope),
+                Entry::Envelope(envelope) => envelopes.push(*envelope),
                 Entry::Malformed {
                     index,
                     offset,

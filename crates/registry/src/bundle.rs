@@ -25,7 +25,7 @@ pub enum BundleError {
 #[derive(Debug)]
 pub enum Entry {
     /// A decoded envelope.
-    Envelope(Envelope),
+    Envelope(Box<Envelope>),
     /// Bytes that do not decode.
     Malformed {
         /// Index of the entry in the bundle.
@@ -85,7 +85,7 @@ pub fn read(bytes: &[u8]) -> Result<Bundle, BundleError> {
             .and_then(|len| reader.take(len, "envelope"));
         match framed {
             Ok(slice) => entries.push(match Envelope::from_bytes(slice) {
-                Ok(envelope) => Entry::Envelope(envelope),
+                Ok(envelope) => Entry::Envelope(Box::new(envelope)),
                 Err(problem) => Entry::Malformed {
                     index,
                     offset,

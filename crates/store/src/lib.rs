@@ -204,11 +204,9 @@ impl Store {
             envelopes.insert(&envelope.hash().0[..], envelope.to_bytes());
         }
         self.sled(self.envelopes.apply_batch(envelopes))?;
-        let mut next = self.next_seq()?;
         let mut log = sled::Batch::default();
-        for envelope in accepted {
-            log.insert(&next.to_be_bytes()[..], &envelope.hash().0[..]);
-            next += 1;
+        for (seq, envelope) in (self.next_seq()?..).zip(accepted) {
+            log.insert(&seq.to_be_bytes()[..], &envelope.hash().0[..]);
         }
         self.sled(self.log.apply_batch(log))?;
         Ok(())

@@ -1,4 +1,10 @@
 //! One module per noun of the CLI; each arm calls library functions and prints.
 
 pub mod assign;
+pub mod demo;
+pub mod experiment;
+pub mod federation;
+pub mod okr;
+pub mod registry;
+pub mod schema;
 pub mod stats;

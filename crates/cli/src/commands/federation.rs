@@ -1,0 +1,186 @@
+//! `init`, `federation create`, and `member add|revoke|list`.
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use model::{Member, Revocation, Role};
+use registry::Op;
+
+use crate::context::{Context, input, now_ms, slug};
+use crate::exit::{self, input_error};
+
+/// Arguments of `init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Display name of this node.
+    #[arg(long)]
+    pub name: String,
+}
+
+/// `federation` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FederationCommand {
+    /// Found a federation with this node's key as the first council member.
+    Create {
+        /// Federation name.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// `member` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Admit a member (council only).
+    Add {
+        /// The member's public key, as `init` printed it.
+        public_key: String,
+        /// Role: pod, council, steward or partner.
+        #[arg(long)]
+        role: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Pod (for role pod) or organisation (for role partner); defaults to the name.
+        #[arg(long, alias = "org")]
+        pod: Option<String>,
+    },
+    /// Revoke a member for good (council only).
+    Revoke {
+        /// The member's public key.
+        public_key: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// List members.
+    List,
+}
+
+/// Runs `init`.
+pub fn init(context: &Context, args: InitArgs) -> anyhow::Result<u8> {
+    input(model::validate_text(
+        "--name",
+        &args.name,
+        model::MAX_TITLE_BYTES,
+    ))?;
+    let node = context.open()?;
+    std::fs::write(context.data_dir.join("name"), &args.name).context("writing the node name")?;
+    let mut info = serde_json::to_value(node.identity())?;
+    info["name"] = serde_json::Value::from(args.name);
+    context.print(&info, |i| {
+        println!(
+            "public key: {}",
+            i["public_key"].as_str().unwrap_or_default()
+        );
+        println!("peer id:    {}", i["peer_id"].as_str().unwrap_or_default());
+    })?;
+    Ok(exit::OK)
+}
+
+/// Runs a `federation` subcommand.
+pub fn federation(context: &Context, command: FederationCommand) -> anyhow::Result<u8> {
+    match command {
+        FederationCommand::Create { name } => {
+            let mut node = context.open()?;
+            let outcome = node.create_federation(&name, now_ms()).map_err(map_write)?;
+            let mut info = serde_json::to_value(node.identity())?;
+            info["change"] = outcome.change.clone().into();
+            info["heads"] = serde_json::to_value(&outcome.heads)?;
+            info["name"] = name.into();
+            context.print(&info, |i| {
+                println!(
+                    "federation: {}",
+                    i["federation"].as_str().unwrap_or_default()
+                );
+                println!(
+                    "public key: {}",
+                    i["public_key"].as_str().unwrap_or_default()
+                );
+                println!("peer id:    {}", i["peer_id"].as_str().unwrap_or_default());
+            })?;
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// Runs a `member` subcommand.
+pub fn member(context: &Context, command: MemberCommand) -> anyhow::Result<u8> {
+    let mut node = context.open()?;
+    match command {
+        MemberCommand::Add {
+            public_key,
+            role,
+            name,
+            pod,
+        } => {
+            let key: identity::PublicKey = input(public_key.parse())?;
+            let role: Role = input(role.parse())?;
+            input(model::validate_text(
+                "--name",
+                &name,
+                model::MAX_TITLE_BYTES,
+            ))?;
+            let scope = match role {
+                Role::Pod | Role::Partner => {
+                    let scope = pod.unwrap_or_else(|| slug(&name));
+                    input(model::validate_slug("--pod", &scope))?;
+                    Some(scope)
+                }
+                Role::Council | Role::Steward => None,
+            };
+            let member = Member {
+                public_key: key.to_hex(),
+                name,
+                role,
+                scope,
+                admitted_by: node.identity().public_key,
+                admitted_at_ms: now_ms(),
+                revoked: false,
+            };
+            let outcome = node
+                .write(&Op::AddMember(member), now_ms())
+                .map_err(map_write)?;
+            context.print_write(&outcome, "member added")
+        }
+        MemberCommand::Revoke { public_key, reason } => {
+            let key: identity::PublicKey = input(public_key.parse())?;
+            if !node.view().members.contains_key(&key.to_hex()) {
+                return Err(input_error(format!("PUBLIC_KEY: {key} is not a member")));
+            }
+            let revocation = Revocation {
+                by: node.identity().public_key,
+                reason,
+                at_ms: now_ms(),
+            };
+            let op = Op::RevokeMember {
+                public_key: key.to_hex(),
+                revocation,
+            };
+            let outcome = node.write(&op, now_ms()).map_err(map_write)?;
+            context.print_write(&outcome, "member revoked")
+        }
+        MemberCommand::List => {
+            let view = node.view();
+            let members: Vec<&Member> = view.members.values().collect();
+            context.print(&serde_json::json!({ "members": members }), |_| {
+                for m in &members {
+                    let scope = m.scope.as_deref().unwrap_or("-");
+                    let state = if m.revoked { "revoked" } else { "active" };
+                    println!(
+                        "{}  {:<8} {:<12} {:<8} {}",
+                        m.public_key, m.role, scope, state, m.name
+                    );
+                }
+            })?;
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// Maps node write errors: invalid fields are input errors (exit 2), the rest are failures (exit 1).
+pub fn map_write(error: node::Error) -> anyhow::Error {
+    match error {
+        node::Error::Registry(registry::Error::Invalid(e)) => input_error(e.to_string()),
+        other => anyhow::Error::new(other),
+    }
+}
