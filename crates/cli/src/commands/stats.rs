@@ -210,7 +210,7 @@ fn numbers(flag: &str, value: &str, names: &[&str]) -> anyhow::Result<Vec<f64>> 
 fn count(flag: &str, value: f64) -> anyhow::Result<u64> {
     if value < 1.0 || value.fract() != 0.0 || value > 2f64.powi(53) {
         return Err(exit::input_error(format!(
-            "{flag}: n must be a whole number >= 1, got {value}"
+            "{flag}: n must be >= 1 (a whole number), got {value}"
         )));
     }
     Ok(value as u64)
