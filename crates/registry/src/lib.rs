@@ -8,17 +8,21 @@
 //! - `replica.rs`: [`Replica`], the documents of one node: receive batches of envelopes, write typed operations.
 //! - `ops.rs`: [`Op`], the typed writes, and where each one lands.
 //! - `view.rs`: the typed [`model::RegistryView`] read from the documents.
+//! - `sync.rs`: sans-IO replication: announcements, pull requests with a Bloom filter, responses; [`sync::Syncer`].
+//! - `bloom.rs`: the Bloom filter of change hashes.
 //! - `value.rs`: JSON in and out of automerge; nothing else touches automerge paths.
 //!
 //! This crate is sans-IO: no files, no sockets, no clock (`now_ms` is a parameter). The store persists what
 //! [`Replica::receive`] and [`Replica::write`] return; the network and the simulator feed it envelopes.
 
 mod acceptance;
+pub mod bloom;
 pub mod bundle;
 pub mod codec;
 pub mod envelope;
 mod ops;
 mod replica;
+pub mod sync;
 mod value;
 mod view;
 

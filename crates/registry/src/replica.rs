@@ -200,9 +200,40 @@ impl Replica {
                 .filter(|h| self.known.get(h) == Some(&(number as u32)))
                 .copied()
                 .collect();
-            out.extend(doc.get_changes(&have).iter().map(|c| c.hash()));
+            out.extend(doc.get_changes_meta(&have).into_iter().map(|m| m.hash));
         }
         out
+    }
+
+    /// Like [`Replica::changes_since`], with each change's dependencies (same document).
+    pub fn changes_since_with_deps(
+        &self,
+        heads: &[ChangeHash],
+    ) -> Vec<(ChangeHash, Vec<ChangeHash>)> {
+        let mut out = Vec::new();
+        for (number, doc) in self.docs.iter().enumerate() {
+            let have: Vec<ChangeHash> = heads
+                .iter()
+                .filter(|h| self.known.get(h) == Some(&(number as u32)))
+                .copied()
+                .collect();
+            out.extend(
+                doc.get_changes_meta(&have)
+                    .into_iter()
+                    .map(|m| (m.hash, m.deps)),
+            );
+        }
+        out
+    }
+
+    /// Envelopes waiting for dependencies.
+    pub fn pending_envelopes(&self) -> impl Iterator<Item = &Envelope> {
+        self.pending.values()
+    }
+
+    /// Whether a change waits for dependencies.
+    pub fn is_pending(&self, hash: &ChangeHash) -> bool {
+        self.pending.contains_key(hash)
     }
 
     fn doc_number(&mut self, doc: &DocId) -> u32 {
