@@ -63,6 +63,9 @@ pub struct Limits {
     pub penalties_before_block: u32,
     /// Established connections in total, inbound and outbound.
     pub max_connections: u32,
+    /// A peer outside the member set may still send requests up to this size (to redeem an invite); they are
+    /// surfaced with `member: false` so the node can refuse anything else. 0 refuses them all unseen.
+    pub max_admission_request_bytes: usize,
 }
 
 impl Default for Limits {
@@ -77,6 +80,7 @@ impl Default for Limits {
             gate_grace_period_ms: 10_000,
             penalties_before_block: 5,
             max_connections: 256,
+            max_admission_request_bytes: 4096,
         }
     }
 }

@@ -567,7 +567,9 @@ impl EventLoop {
         channel: ResponseChannel<Response>,
     ) {
         let now = Instant::now();
-        let refusal = if !self.gate.permits(&peer, now) {
+        let member = self.gate.permits(&peer, now);
+        let admission = !member && bytes.len() <= self.limits.max_admission_request_bytes;
+        let refusal = if !member && !admission {
             self.counters.requests_refused_not_member += 1;
             Some(Refusal::NotMember)
         } else if !self.gate.admit_request(peer, now) {
@@ -591,10 +593,12 @@ impl EventLoop {
         let id = RequestId(self.next_request_id);
         self.next_request_id += 1;
         debug!(peer = %peer, id = %id, bytes = bytes.len(), "sync request received");
-        match self
-            .events
-            .try_send(Event::InboundRequest { peer, id, bytes })
-        {
+        match self.events.try_send(Event::InboundRequest {
+            peer,
+            id,
+            bytes,
+            member,
+        }) {
             Ok(()) => {
                 self.pending_responses.insert(
                     id,

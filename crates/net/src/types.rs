@@ -57,6 +57,8 @@ pub enum Event {
         peer: PeerId,
         id: RequestId,
         bytes: Vec<u8>,
+        /// Whether the gate permits the peer; a non-member's request is at most `max_admission_request_bytes`.
+        member: bool,
     },
     /// A gossip message arrived from a permitted peer. `peer` forwarded it; `origin` signed and published it.
     Gossip {

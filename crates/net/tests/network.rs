@@ -28,7 +28,9 @@ async fn two_nodes_dial_request_and_gossip() {
         async move { client.request(peer, b"have?".to_vec()).await }
     });
     let (peer, id, bytes) = next(&mut a.events, |event| match event {
-        Event::InboundRequest { peer, id, bytes } => Some((peer, id, bytes)),
+        Event::InboundRequest {
+            peer, id, bytes, ..
+        } => Some((peer, id, bytes)),
         _ => None,
     })
     .await;
@@ -139,7 +141,11 @@ async fn gossip_crosses_a_line_of_three_nodes() {
 
 #[tokio::test]
 async fn gate_disconnects_non_members_and_hides_their_requests() {
-    let mut a = spawn_node(21, |config| config.limits.gate_grace_period_ms = 300).await;
+    let mut a = spawn_node(21, |config| {
+        config.limits.gate_grace_period_ms = 300;
+        config.limits.max_admission_request_bytes = 0;
+    })
+    .await;
     let mut b = spawn_node(22, |_| {}).await;
     within(a.client.set_members(BTreeSet::from([a.peer_id])))
         .await
