@@ -142,6 +142,13 @@ impl Envelope {
         let change_bytes = reader.take(change_len, "change")?.to_vec();
         let change = Change::from_bytes(change_bytes)
             .map_err(|e| DecodeError::Malformed(format!("change does not parse: {e}")))?;
+        // The change hash (which the signature covers) does not cover the checksum in the change header, and
+        // automerge's parser does not check it: without this, four bytes of a signed change could be altered unseen.
+        if change.raw_bytes().get(4..8) != Some(&change.hash().0[..4]) {
+            return Err(DecodeError::Malformed(
+                "change checksum does not match its hash".into(),
+            ));
+        }
         Ok(Self {
             doc,
             change,
