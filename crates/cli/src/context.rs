@@ -1,44 +1,113 @@
-//! What every command needs: where the data dir is, whether to print JSON, the clock, and how to print.
+//! What every command needs: where the data dir is, whether to print JSON, where output goes (the terminal, or a
+//! buffer when the command runs inside a running node), the clock, and the network view of a running node.
 
-use std::path::PathBuf;
+use std::cell::RefCell;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use serde::Serialize;
 
-/// Global options resolved once.
-#[derive(Clone, Debug)]
+/// Writes a line of command output to the context's sink.
+#[macro_export]
+macro_rules! outln {
+    ($context:expr, $($arg:tt)*) => {
+        $context.write_line(&format!($($arg)*))
+    };
+}
+
+/// Where command output goes.
+#[derive(Debug)]
+pub enum Sink {
+    /// Straight to stdout, flushed when asked.
+    Stdout,
+    /// Collected, to be sent back to a CLI that handed the command to a running node.
+    Buffer(RefCell<String>),
+}
+
+/// Global options resolved once, and the output sink.
+#[derive(Debug)]
 pub struct Context {
     /// The data dir.
     pub data_dir: PathBuf,
     /// Print JSON.
     pub json: bool,
+    /// Directory relative paths are resolved against.
+    pub cwd: PathBuf,
+    /// Output.
+    pub sink: Sink,
+    /// The network view, when the command runs inside a running node.
+    pub network: Option<node::actor::NetworkStatus>,
 }
 
 impl Context {
-    /// Opens the node of this data dir.
-    pub fn open(&self) -> anyhow::Result<node::Node> {
-        node::Node::open(&self.data_dir)
-            .with_context(|| format!("opening data dir {}", self.data_dir.display()))
+    /// A context printing to stdout.
+    pub fn terminal(data_dir: PathBuf, json: bool) -> Self {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        Self {
+            data_dir,
+            json,
+            cwd,
+            sink: Sink::Stdout,
+            network: None,
+        }
+    }
+
+    /// Writes one line of output.
+    pub fn write_line(&self, line: &str) {
+        match &self.sink {
+            Sink::Stdout => println!("{line}"),
+            Sink::Buffer(buffer) => {
+                let mut buffer = buffer.borrow_mut();
+                buffer.push_str(line);
+                buffer.push('\n');
+            }
+        }
+    }
+
+    /// Flushes stdout (progress that must be visible before the command ends).
+    pub fn flush(&self) {
+        if let Sink::Stdout = self.sink {
+            let _ = std::io::stdout().flush();
+        }
+    }
+
+    /// Resolves a path given by the user against their working directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.cwd.join(path)
+        }
     }
 
     /// Prints `value` as JSON with sorted keys (JSON mode) or runs `text` to print it for humans.
     pub fn print<T: Serialize>(&self, value: &T, text: impl FnOnce(&T)) -> anyhow::Result<()> {
         if self.json {
-            print_json(value)?;
+            self.print_json(value)?;
         } else {
             text(value);
         }
         Ok(())
     }
 
+    /// Prints `value` as one JSON document with sorted keys.
+    pub fn print_json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
+        let value = serde_json::to_value(value).context("serializing output")?;
+        self.write_line(&serde_json::to_string_pretty(&value).context("serializing output")?);
+        Ok(())
+    }
+
     /// Prints the outcome of a write.
     pub fn print_write(&self, outcome: &node::WriteOutcome, what: &str) -> anyhow::Result<u8> {
-        self.print(outcome, |o| println!("{what}: change {}", o.change))?;
+        self.print(outcome, |o| {
+            self.write_line(&format!("{what}: change {}", o.change))
+        })?;
         Ok(crate::exit::OK)
     }
 }
 
-/// Prints `value` as one JSON document with sorted keys.
+/// Prints `value` to stdout as one JSON document with sorted keys.
 pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     let value = serde_json::to_value(value).context("serializing output")?;
     println!(

@@ -5,8 +5,9 @@
 //! - `exit.rs`: exit statuses and the input-error type that maps to status 2.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-pub mod commands;
+#[macro_use]
 pub mod context;
+pub mod commands;
 pub mod exit;
 
 use std::path::PathBuf;
@@ -70,6 +71,16 @@ pub enum Command {
     Registry(commands::registry::RegistryCommand),
     /// A local federation: council, three pods and a partner, converging.
     Demo(commands::demo::DemoArgs),
+    /// Run this node: replicate with peers over libp2p and serve the local API until SIGINT/SIGTERM.
+    Node(commands::network::NodeArgs),
+    /// This node: identity, heads, peers, sync state.
+    Status,
+    /// Connected members.
+    Peers,
+    /// Issue an invite ticket (council).
+    Invite(commands::network::InviteArgs),
+    /// Record an invite ticket; the next `node` run redeems it.
+    Join(commands::network::JoinArgs),
 }
 
 /// Entry point of the binary: parses arguments, runs the command, maps errors to exit statuses.
@@ -77,25 +88,13 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let json = cli.json;
-    let context = context::Context {
-        data_dir: cli.data_dir.unwrap_or_else(node::default_data_dir),
-        json,
-    };
+    let data_dir = cli.data_dir.clone().unwrap_or_else(node::default_data_dir);
     let result = match cli.command {
         Command::Stats(command) => commands::stats::run(command, json),
         Command::Assign(args) => commands::assign::run(args, json),
-        Command::Init(args) => commands::federation::init(&context, args),
-        Command::Federation(command) => commands::federation::federation(&context, command),
-        Command::Member(command) => commands::federation::member(&context, command),
-        Command::Okr(command) => commands::okr::run(&context, command),
-        Command::Schema(command) => commands::schema::schema(&context, command),
-        Command::Metric(command) => commands::schema::metric(&context, command),
-        Command::Experiment(command) => commands::experiment::experiment(&context, command),
-        Command::Council(command) => commands::experiment::council(&context, command),
-        Command::Budget(command) => commands::experiment::budget(&context, command),
-        Command::Learnings(command) => commands::experiment::learnings(&context, command),
-        Command::Registry(command) => commands::registry::run(&context, command),
         Command::Demo(args) => commands::demo::run(args, json),
+        Command::Node(args) => commands::network::run_node(data_dir, args),
+        command => with_node(context::Context::terminal(data_dir, json), command),
     };
     match result {
         Ok(status) => ExitCode::from(status),
@@ -106,11 +105,123 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Runs a command that needs the node's store: in the running node when there is one, else on the store directly.
+fn with_node(context: context::Context, command: Command) -> anyhow::Result<u8> {
+    if let Some(remote) = node::remote::find(&context.data_dir) {
+        return forward(&remote);
+    }
+    match node::Node::open(&context.data_dir) {
+        Ok(mut node) => dispatch(&context, &mut node, command),
+        Err(node::Error::Store(store::Error::Sled { .. })) => {
+            match node::remote::wait_for(&context.data_dir) {
+                Some(remote) => forward(&remote),
+                None => anyhow::bail!(
+                    "the store in {} is held by another process (a node starting or another command); try again",
+                    context.data_dir.display()
+                ),
+            }
+        }
+        Err(error) => Err(anyhow::Error::new(error)
+            .context(format!("opening data dir {}", context.data_dir.display()))),
+    }
+}
+
+/// Hands this process's command line to the running node and relays what it printed.
+fn forward(remote: &node::remote::Remote) -> anyhow::Result<u8> {
+    use std::io::Write as _;
+    let request = node::actor::ExecRequest {
+        args: std::env::args().skip(1).collect(),
+        cwd: std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default(),
+    };
+    let response = remote.exec(&request)?;
+    print!("{}", response.stdout);
+    eprint!("{}", response.stderr);
+    let _ = std::io::stdout().flush();
+    Ok(response.status)
+}
+
+/// Runs a command line inside a running node (the daemon's `/v1/exec`), capturing its output.
+pub fn exec_in_node(
+    node: &mut node::Node,
+    request: &node::actor::ExecRequest,
+    network: &node::actor::NetworkStatus,
+) -> node::actor::ExecResponse {
+    let args = std::iter::once("growthmesh".to_owned()).chain(request.args.iter().cloned());
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            return node::actor::ExecResponse {
+                status: exit::BAD_INPUT,
+                stdout: String::new(),
+                stderr: error.to_string(),
+            };
+        }
+    };
+    let context = context::Context {
+        data_dir: node.dir().to_path_buf(),
+        json: cli.json,
+        cwd: std::path::PathBuf::from(&request.cwd),
+        sink: context::Sink::Buffer(Default::default()),
+        network: Some(network.clone()),
+    };
+    let result = match cli.command {
+        Command::Stats(_) | Command::Assign(_) | Command::Demo(_) | Command::Node(_) => {
+            Err(exit::input_error("this command does not run inside a node"))
+        }
+        command => dispatch(&context, node, command),
+    };
+    let (status, stderr) = match result {
+        Ok(status) => (status, String::new()),
+        Err(error) => (exit::status_of(&error), format!("error: {error:#}\n")),
+    };
+    let stdout = match context.sink {
+        context::Sink::Buffer(buffer) => buffer.into_inner(),
+        context::Sink::Stdout => String::new(),
+    };
+    node::actor::ExecResponse {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// Runs a command against an open node.
+fn dispatch(
+    context: &context::Context,
+    node: &mut node::Node,
+    command: Command,
+) -> anyhow::Result<u8> {
+    use commands::*;
+    match command {
+        Command::Init(args) => federation::init(context, node, args),
+        Command::Federation(command) => federation::federation(context, node, command),
+        Command::Member(command) => federation::member(context, node, command),
+        Command::Okr(command) => okr::run(context, node, command),
+        Command::Schema(command) => schema::schema(context, node, command),
+        Command::Metric(command) => schema::metric(context, node, command),
+        Command::Experiment(command) => experiment::experiment(context, node, command),
+        Command::Council(command) => experiment::council(context, node, command),
+        Command::Budget(command) => experiment::budget(context, node, command),
+        Command::Learnings(command) => experiment::learnings(context, node, command),
+        Command::Registry(command) => registry::run(context, node, command),
+        Command::Status => network::status(context, node),
+        Command::Peers => network::peers(context),
+        Command::Invite(args) => network::invite(context, node, args),
+        Command::Join(args) => network::join(context, node, args),
+        Command::Stats(_) | Command::Assign(_) | Command::Demo(_) | Command::Node(_) => {
+            unreachable!("handled before a node is opened")
+        }
+    }
+}
+
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

@@ -50,6 +50,8 @@ pub struct RegistryView {
     pub budgets: BTreeMap<String, Budget>,
     /// Learnings by id.
     pub learnings: BTreeMap<String, Learning>,
+    /// Spent invite nonces and the key that redeemed each.
+    pub invites: BTreeMap<String, String>,
     /// Cost above which an experiment is high-impact, per quarter.
     pub high_impact_thresholds: BTreeMap<String, f64>,
 }

@@ -4,10 +4,23 @@
 //! # Layout
 //! - `lib.rs`: [`Node`]: open a data dir, write typed operations, read the view.
 //! - `exchange.rs`: bundle import and export through the same acceptance path the network uses.
+//! - `daemon.rs`: `growthmesh node`: opens the node, starts the network and the local API, runs the actor.
+//! - `actor.rs`: the one thread that owns the [`Node`] while the daemon runs: network events, sync, invites,
+//!   CLI commands arriving over the API, announcements.
+//! - `api.rs`: the local HTTP API (axum): `/health`, `/metrics`, `/v1/status`, `/v1/exec`.
+//! - `remote.rs`: the CLI side: find a running daemon for a data dir and hand it a command.
+//! - `invite.rs`: invite tickets and their redemption messages.
+//! - `config.rs`: [`config::Config`], every setting with a default.
 //!
 //! A data dir holds `node.key` (mode 0600) and `db/` (sled). It holds no absolute paths, so a copied data dir works.
 
+pub mod actor;
+pub mod api;
+pub mod config;
+pub mod daemon;
 mod exchange;
+pub mod invite;
+pub mod remote;
 
 use std::path::{Path, PathBuf};
 
@@ -79,6 +92,7 @@ pub struct WriteOutcome {
 
 /// An open node: key, store and replica.
 pub struct Node {
+    dir: PathBuf,
     keypair: Keypair,
     key_created: bool,
     store: store::Store,
@@ -91,6 +105,16 @@ impl std::fmt::Debug for Node {
             .field("key", &self.keypair.public())
             .field("replica", &self.replica)
             .finish()
+    }
+}
+
+/// Envelopes of accepted changes, read from the store for sync responses.
+struct StoreSource<'a>(&'a store::Store);
+
+impl registry::sync::EnvelopeSource for StoreSource<'_> {
+    fn envelope(&self, hash: &ChangeHash) -> Option<registry::Envelope> {
+        let bytes = self.0.envelope_bytes(hash).ok()??;
+        registry::Envelope::from_bytes(&bytes).ok()
     }
 }
 
@@ -114,6 +138,7 @@ impl Node {
         let store = store::Store::open(&dir.join(DB_DIR_NAME))?;
         let replica = store.load()?;
         Ok(Self {
+            dir: dir.to_path_buf(),
             keypair,
             key_created,
             store,
@@ -130,6 +155,11 @@ impl Node {
             federation: self.replica.federation().map(|f| f.to_hex()),
             created: self.key_created,
         }
+    }
+
+    /// The data dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// This node's key.
@@ -221,6 +251,39 @@ impl Node {
         hasher.update(self.replica.len().to_le_bytes());
         let digest = hasher.finalize();
         format!("{prefix}-{}", hex::encode(&digest[..5]))
+    }
+
+    /// Feeds received envelopes to the acceptance rule and persists the outcome, durably.
+    pub fn receive(
+        &mut self,
+        envelopes: Vec<registry::Envelope>,
+    ) -> Result<registry::Receipt, Error> {
+        let receipt = self.replica.receive(envelopes)?;
+        self.store.commit(&receipt)?;
+        self.store.maybe_snapshot(&self.replica, false)?;
+        Ok(receipt)
+    }
+
+    /// Answers a peer's pull request from the stored envelopes.
+    pub fn sync_response(&self, request: &registry::sync::Request) -> registry::sync::Response {
+        self.replica
+            .sync_response(request, &StoreSource(&self.store))
+    }
+
+    /// Adopts a federation (a joining node, from its ticket).
+    pub fn adopt(&mut self, federation: registry::FederationId) -> Result<(), Error> {
+        self.replica.adopt(federation)?;
+        self.store.set_federation(federation)?;
+        Ok(())
+    }
+
+    /// The data dir's path is not kept: a copied data dir works. This is the public key's standing now.
+    pub fn standing(&mut self) -> Option<(model::Role, Option<String>, bool)> {
+        let membership = self.replica.membership();
+        membership
+            .members
+            .get(self.keypair.public().as_bytes())
+            .map(|s| (s.role, s.scope.clone(), s.revoked))
     }
 
     /// Writes a snapshot now if any change is not covered by one.

@@ -27,6 +27,13 @@ pub enum Op {
     },
     /// Admits a member.
     AddMember(Member),
+    /// Admits a member who redeemed an invite, spending the invite's nonce.
+    AdmitInvited {
+        /// The new member.
+        member: Member,
+        /// The ticket nonce.
+        nonce: String,
+    },
     /// Revokes a member for good.
     RevokeMember {
         /// Public key (hex).
@@ -117,7 +124,9 @@ impl Op {
         };
         let (doc, key) = match self {
             Op::Genesis { .. } => (DocId::Council, "federation".to_owned()),
-            Op::AddMember(m) => (DocId::Council, format!("members/{}", m.public_key)),
+            Op::AddMember(m) | Op::AdmitInvited { member: m, .. } => {
+                (DocId::Council, format!("members/{}", m.public_key))
+            }
             Op::RevokeMember { public_key, .. } => {
                 (DocId::Council, format!("revocations/{public_key}"))
             }
@@ -164,6 +173,15 @@ impl Op {
                 )?;
             }
             Op::AddMember(m) => value::put(tx, &ROOT, key, &json(m))?,
+            Op::AdmitInvited { member, nonce } => {
+                value::put(tx, &ROOT, key, &json(member))?;
+                value::put(
+                    tx,
+                    &ROOT,
+                    &format!("invites/{nonce}"),
+                    &Value::from(member.public_key.clone()),
+                )?;
+            }
             Op::RevokeMember { revocation, .. } => value::put(tx, &ROOT, key, &json(revocation))?,
             Op::AddObjective(o) => value::put(tx, &ROOT, key, &json(o))?,
             Op::Decide(a) => value::put(tx, &ROOT, key, &json(a))?,

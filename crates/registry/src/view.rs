@@ -110,6 +110,7 @@ fn read_council(
     view.approvals = records(root, "approvals").into_iter().collect();
     view.budgets = records(root, "budgets").into_iter().collect();
     view.high_impact_thresholds = records(root, "thresholds").into_iter().collect();
+    view.invites = records(root, "invites").into_iter().collect();
 }
 
 fn read_standards(view: &mut RegistryView, root: &Map<String, Value>) {

@@ -8,6 +8,8 @@ use model::{
 use registry::Op;
 
 use super::federation::map_write;
+use node::Node;
+
 use crate::context::{Context, input, now_ms};
 use crate::exit::{self, input_error};
 
@@ -152,8 +154,11 @@ pub enum LearningsCommand {
 }
 
 /// Runs an `experiment` subcommand.
-pub fn experiment(context: &Context, command: ExperimentCommand) -> anyhow::Result<u8> {
-    let mut node = context.open()?;
+pub fn experiment(
+    context: &Context,
+    node: &mut Node,
+    command: ExperimentCommand,
+) -> anyhow::Result<u8> {
     match command {
         ExperimentCommand::New(args) => {
             let view = node.view();
@@ -173,14 +178,17 @@ pub fn experiment(context: &Context, command: ExperimentCommand) -> anyhow::Resu
                 "needs_approval": experiment.high_impact || !experiment.overlaps_with.is_empty(),
             });
             context.print(&value, |v| {
-                println!(
+                outln!(
+                    context,
                     "experiment registered: change {}",
                     v["change"].as_str().unwrap_or_default()
                 );
                 if v["needs_approval"] == true {
-                    println!(
+                    outln!(
+                        context,
                         "needs council approval (high impact: {}, overlaps: {})",
-                        v["high_impact"], v["overlaps_with"]
+                        v["high_impact"],
+                        v["overlaps_with"]
                     );
                 }
             })?;
@@ -192,9 +200,14 @@ pub fn experiment(context: &Context, command: ExperimentCommand) -> anyhow::Resu
             context.print(&serde_json::json!({ "experiments": experiments }), |_| {
                 for e in &experiments {
                     let metric = e.primary_metric.as_deref().unwrap_or("-");
-                    println!(
+                    outln!(
+                        context,
                         "{:<24} {:<10} {:<10?} {:<12} {}",
-                        e.key, e.pod, e.status, metric, e.hypothesis.then
+                        e.key,
+                        e.pod,
+                        e.status,
+                        metric,
+                        e.hypothesis.then
                     );
                 }
             })?;
@@ -208,7 +221,11 @@ pub fn experiment(context: &Context, command: ExperimentCommand) -> anyhow::Resu
                 .ok_or_else(|| input_error(format!("KEY: no experiment `{key}`")))?;
             let value = serde_json::json!({ "experiment": experiment, "approval": view.approvals.get(&key) });
             context.print(&value, |v| {
-                println!("{}", serde_json::to_string_pretty(v).unwrap_or_default())
+                outln!(
+                    context,
+                    "{}",
+                    serde_json::to_string_pretty(v).unwrap_or_default()
+                )
             })?;
             Ok(exit::OK)
         }
@@ -278,8 +295,7 @@ fn quarter_of(date: &str) -> Option<String> {
 }
 
 /// Runs a `council` subcommand.
-pub fn council(context: &Context, command: CouncilCommand) -> anyhow::Result<u8> {
-    let mut node = context.open()?;
+pub fn council(context: &Context, node: &mut Node, command: CouncilCommand) -> anyhow::Result<u8> {
     let (op, what) = match command {
         CouncilCommand::Approve { experiment, reason }
         | CouncilCommand::Reject { experiment, reason }
@@ -291,11 +307,11 @@ pub fn council(context: &Context, command: CouncilCommand) -> anyhow::Result<u8>
             )));
         }
         CouncilCommand::Approve { experiment, reason } => (
-            decision(&node, experiment, Decision::Approved, reason),
+            decision(node, experiment, Decision::Approved, reason),
             "experiment approved",
         ),
         CouncilCommand::Reject { experiment, reason } => (
-            decision(&node, experiment, Decision::Rejected, reason),
+            decision(node, experiment, Decision::Rejected, reason),
             "experiment rejected",
         ),
         CouncilCommand::Threshold { quarter, cost } => {
@@ -318,8 +334,7 @@ fn decision(node: &node::Node, experiment: String, decision: Decision, reason: S
 }
 
 /// Runs a `budget` subcommand.
-pub fn budget(context: &Context, command: BudgetCommand) -> anyhow::Result<u8> {
-    let mut node = context.open()?;
+pub fn budget(context: &Context, node: &mut Node, command: BudgetCommand) -> anyhow::Result<u8> {
     match command {
         BudgetCommand::Allocate {
             pod,
@@ -362,9 +377,14 @@ pub fn budget(context: &Context, command: BudgetCommand) -> anyhow::Result<u8> {
                 .collect();
             context.print(&serde_json::json!({ "budgets": rows }), |_| {
                 for r in &rows {
-                    println!(
+                    outln!(
+                        context,
                         "{} {} allocated {} spent {} remaining {}",
-                        r["pod"], r["quarter"], r["allocated"], r["spent"], r["remaining"]
+                        r["pod"],
+                        r["quarter"],
+                        r["allocated"],
+                        r["spent"],
+                        r["remaining"]
                     );
                 }
             })?;
@@ -374,8 +394,11 @@ pub fn budget(context: &Context, command: BudgetCommand) -> anyhow::Result<u8> {
 }
 
 /// Runs a `learnings` subcommand.
-pub fn learnings(context: &Context, command: LearningsCommand) -> anyhow::Result<u8> {
-    let mut node = context.open()?;
+pub fn learnings(
+    context: &Context,
+    node: &mut Node,
+    command: LearningsCommand,
+) -> anyhow::Result<u8> {
     match command {
         LearningsCommand::Add {
             title,
@@ -410,7 +433,14 @@ pub fn learnings(context: &Context, command: LearningsCommand) -> anyhow::Result
             };
             context.print(&serde_json::json!({ "learnings": hits }), |_| {
                 for l in &hits {
-                    println!("{:<16} {:<18} {}\n    {}", l.source, l.id, l.title, l.body);
+                    outln!(
+                        context,
+                        "{:<16} {:<18} {}\n    {}",
+                        l.source,
+                        l.id,
+                        l.title,
+                        l.body
+                    );
                 }
             })?;
             Ok(exit::OK)

@@ -5,6 +5,8 @@ use clap::{Args, Subcommand};
 use model::{Member, Revocation, Role};
 use registry::Op;
 
+use node::Node;
+
 use crate::context::{Context, input, now_ms, slug};
 use crate::exit::{self, input_error};
 
@@ -57,46 +59,59 @@ pub enum MemberCommand {
 }
 
 /// Runs `init`.
-pub fn init(context: &Context, args: InitArgs) -> anyhow::Result<u8> {
+pub fn init(context: &Context, node: &mut Node, args: InitArgs) -> anyhow::Result<u8> {
     input(model::validate_text(
         "--name",
         &args.name,
         model::MAX_TITLE_BYTES,
     ))?;
-    let node = context.open()?;
     std::fs::write(context.data_dir.join("name"), &args.name).context("writing the node name")?;
     let mut info = serde_json::to_value(node.identity())?;
     info["name"] = serde_json::Value::from(args.name);
     context.print(&info, |i| {
-        println!(
+        outln!(
+            context,
             "public key: {}",
             i["public_key"].as_str().unwrap_or_default()
         );
-        println!("peer id:    {}", i["peer_id"].as_str().unwrap_or_default());
+        outln!(
+            context,
+            "peer id:    {}",
+            i["peer_id"].as_str().unwrap_or_default()
+        );
     })?;
     Ok(exit::OK)
 }
 
 /// Runs a `federation` subcommand.
-pub fn federation(context: &Context, command: FederationCommand) -> anyhow::Result<u8> {
+pub fn federation(
+    context: &Context,
+    node: &mut Node,
+    command: FederationCommand,
+) -> anyhow::Result<u8> {
     match command {
         FederationCommand::Create { name } => {
-            let mut node = context.open()?;
             let outcome = node.create_federation(&name, now_ms()).map_err(map_write)?;
             let mut info = serde_json::to_value(node.identity())?;
             info["change"] = outcome.change.clone().into();
             info["heads"] = serde_json::to_value(&outcome.heads)?;
             info["name"] = name.into();
             context.print(&info, |i| {
-                println!(
+                outln!(
+                    context,
                     "federation: {}",
                     i["federation"].as_str().unwrap_or_default()
                 );
-                println!(
+                outln!(
+                    context,
                     "public key: {}",
                     i["public_key"].as_str().unwrap_or_default()
                 );
-                println!("peer id:    {}", i["peer_id"].as_str().unwrap_or_default());
+                outln!(
+                    context,
+                    "peer id:    {}",
+                    i["peer_id"].as_str().unwrap_or_default()
+                );
             })?;
             Ok(exit::OK)
         }
@@ -104,8 +119,7 @@ pub fn federation(context: &Context, command: FederationCommand) -> anyhow::Resu
 }
 
 /// Runs a `member` subcommand.
-pub fn member(context: &Context, command: MemberCommand) -> anyhow::Result<u8> {
-    let mut node = context.open()?;
+pub fn member(context: &Context, node: &mut Node, command: MemberCommand) -> anyhow::Result<u8> {
     match command {
         MemberCommand::Add {
             public_key,
@@ -166,9 +180,14 @@ pub fn member(context: &Context, command: MemberCommand) -> anyhow::Result<u8> {
                 for m in &members {
                     let scope = m.scope.as_deref().unwrap_or("-");
                     let state = if m.revoked { "revoked" } else { "active" };
-                    println!(
+                    outln!(
+                        context,
                         "{}  {:<8} {:<12} {:<8} {}",
-                        m.public_key, m.role, scope, state, m.name
+                        m.public_key,
+                        m.role,
+                        scope,
+                        state,
+                        m.name
                     );
                 }
             })?;

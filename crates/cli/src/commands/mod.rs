@@ -4,6 +4,7 @@ pub mod assign;
 pub mod demo;
 pub mod experiment;
 pub mod federation;
+pub mod network;
 pub mod okr;
 pub mod registry;
 pub mod schema;

@@ -5,6 +5,8 @@ use model::{KeyResult, Objective};
 use registry::Op;
 
 use super::federation::map_write;
+use node::Node;
+
 use crate::context::{Context, input, now_ms};
 use crate::exit::{self, input_error};
 
@@ -72,8 +74,7 @@ pub enum KrCommand {
 }
 
 /// Runs an `okr` subcommand.
-pub fn run(context: &Context, command: OkrCommand) -> anyhow::Result<u8> {
-    let mut node = context.open()?;
+pub fn run(context: &Context, node: &mut Node, command: OkrCommand) -> anyhow::Result<u8> {
     match command {
         OkrCommand::Objective(ObjectiveCommand::Add {
             title,
@@ -100,7 +101,7 @@ pub fn run(context: &Context, command: OkrCommand) -> anyhow::Result<u8> {
             let objectives: Vec<&Objective> = view.objectives.values().collect();
             context.print(&serde_json::json!({ "objectives": objectives }), |_| {
                 for o in &objectives {
-                    println!("{}  {}  {}", o.id, o.quarter, o.title);
+                    outln!(context, "{}  {}  {}", o.id, o.quarter, o.title);
                 }
             })?;
             Ok(exit::OK)
@@ -155,9 +156,14 @@ pub fn run(context: &Context, command: OkrCommand) -> anyhow::Result<u8> {
                         .progress()
                         .map(|p| format!("{:.0}%", p * 100.0))
                         .unwrap_or_else(|| "-".into());
-                    println!(
+                    outln!(
+                        context,
                         "{}  {:<10} {:<20} {} -> {}  {progress}",
-                        k.id, k.pod, k.metric, k.baseline, k.target
+                        k.id,
+                        k.pod,
+                        k.metric,
+                        k.baseline,
+                        k.target
                     );
                 }
             })?;

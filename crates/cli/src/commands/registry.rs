@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Subcommand;
 
-use crate::context::{Context, print_json};
+use node::Node;
+
+use crate::context::Context;
 use crate::exit::{self, input_error};
 
 /// `registry` subcommands.
@@ -33,10 +35,9 @@ pub enum RegistryCommand {
 }
 
 /// Runs a `registry` subcommand.
-pub fn run(context: &Context, command: RegistryCommand) -> anyhow::Result<u8> {
+pub fn run(context: &Context, node: &mut Node, command: RegistryCommand) -> anyhow::Result<u8> {
     match command {
         RegistryCommand::Export { out, since } => {
-            let node = context.open()?;
             let since = if since.is_empty() {
                 None
             } else {
@@ -46,13 +47,15 @@ pub fn run(context: &Context, command: RegistryCommand) -> anyhow::Result<u8> {
                 )
             };
             let bytes = node.export(since.as_deref())?;
+            let out = context.resolve(&out);
             write_durably(&out, &bytes)?;
             let count = registry::bundle::read(&bytes)
                 .map(|b| b.entries.len())
                 .unwrap_or_default();
             let value = serde_json::json!({ "out": out.display().to_string(), "changes": count, "bytes": bytes.len() });
             context.print(&value, |_| {
-                println!(
+                outln!(
+                    context,
                     "exported {count} changes ({} bytes) to {}",
                     bytes.len(),
                     out.display()
@@ -60,18 +63,16 @@ pub fn run(context: &Context, command: RegistryCommand) -> anyhow::Result<u8> {
             })?;
             Ok(exit::OK)
         }
-        RegistryCommand::Import { file } => import(context, &file),
+        RegistryCommand::Import { file } => import(context, node, &context.resolve(&file)),
         RegistryCommand::Show => {
-            let node = context.open()?;
-            print_json(&node.view())?;
+            context.print_json(&node.view())?;
             Ok(exit::OK)
         }
         RegistryCommand::Heads => {
-            let node = context.open()?;
             let heads = node.heads();
             context.print(&serde_json::json!({ "heads": heads }), |_| {
                 for head in &heads {
-                    println!("{head}");
+                    outln!(context, "{head}");
                 }
             })?;
             Ok(exit::OK)
@@ -79,24 +80,22 @@ pub fn run(context: &Context, command: RegistryCommand) -> anyhow::Result<u8> {
     }
 }
 
-fn import(context: &Context, file: &PathBuf) -> anyhow::Result<u8> {
+fn import(context: &Context, node: &mut Node, file: &PathBuf) -> anyhow::Result<u8> {
     let bytes = std::fs::read(file)
         .map_err(|e| input_error(format!("{}: cannot read: {e}", file.display())))?;
-    let mut node = context.open()?;
     let json = context.json;
     let path = file.display().to_string();
     let result = node.import(&path, &bytes, |accepted, rejected| {
         if json {
             return;
         }
-        let mut stdout = std::io::stdout().lock();
         for hash in accepted {
-            let _ = writeln!(stdout, "accepted {hash}");
+            outln!(context, "accepted {hash}");
         }
         for r in rejected {
-            let _ = writeln!(stdout, "rejected {} {}: {}", r.change, r.reason, r.detail);
+            outln!(context, "rejected {} {}: {}", r.change, r.reason, r.detail);
         }
-        let _ = stdout.flush();
+        context.flush();
     });
     let report = match result {
         Ok(report) => report,
@@ -104,12 +103,13 @@ fn import(context: &Context, file: &PathBuf) -> anyhow::Result<u8> {
         Err(error) => return Err(error.into()),
     };
     if json {
-        print_json(&report)?;
+        context.print_json(&report)?;
     } else {
         if let Some(federation) = &report.adopted_federation {
-            println!("adopted federation {federation}");
+            outln!(context, "adopted federation {federation}");
         }
-        println!(
+        outln!(
+            context,
             "{} accepted, {} rejected, {} duplicates, {} pending",
             report.accepted,
             report.rejected.len(),

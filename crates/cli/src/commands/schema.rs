@@ -5,6 +5,8 @@ use model::{Direction, EventSchema, MetricDefinition, MetricKind, PropertyDef, S
 use registry::Op;
 
 use super::federation::map_write;
+use node::Node;
+
 use crate::context::{Context, input, now_ms};
 use crate::exit::{self, input_error};
 
@@ -90,8 +92,7 @@ pub enum MetricCommand {
 }
 
 /// Runs a `schema` subcommand.
-pub fn schema(context: &Context, command: SchemaCommand) -> anyhow::Result<u8> {
-    let mut node = context.open()?;
+pub fn schema(context: &Context, node: &mut Node, command: SchemaCommand) -> anyhow::Result<u8> {
     match command {
         SchemaCommand::Propose {
             event,
@@ -165,7 +166,7 @@ pub fn schema(context: &Context, command: SchemaCommand) -> anyhow::Result<u8> {
             context.print(&value, |_| {
                 for (key, s) in view.schemas.iter().chain(&view.schema_proposals) {
                     let props: Vec<String> = s.properties.iter().map(|p| p.name.clone()).collect();
-                    println!("{key:<32} {:?}  [{}]", s.status, props.join(", "));
+                    outln!(context, "{key:<32} {:?}  [{}]", s.status, props.join(", "));
                 }
             })?;
             Ok(exit::OK)
@@ -174,8 +175,7 @@ pub fn schema(context: &Context, command: SchemaCommand) -> anyhow::Result<u8> {
 }
 
 /// Runs a `metric` subcommand.
-pub fn metric(context: &Context, command: MetricCommand) -> anyhow::Result<u8> {
-    let mut node = context.open()?;
+pub fn metric(context: &Context, node: &mut Node, command: MetricCommand) -> anyhow::Result<u8> {
     match command {
         MetricCommand::Propose {
             key,
@@ -273,7 +273,7 @@ pub fn metric(context: &Context, command: MetricCommand) -> anyhow::Result<u8> {
                 serde_json::json!({ "metrics": view.metrics, "proposals": view.metric_proposals });
             context.print(&value, |_| {
                 for (key, m) in view.metrics.iter().chain(&view.metric_proposals) {
-                    println!("{key:<32} {:?}  {:?}", m.status, m.kind);
+                    outln!(context, "{key:<32} {:?}  {:?}", m.status, m.kind);
                 }
             })?;
             Ok(exit::OK)

@@ -1,0 +1,722 @@
+//! The node actor: one thread owns the [`Node`] (replica and store) while the daemon runs.
+//!
+//! Actor map:
+//! ```text
+//!  net::EventLoop ──Event──┐
+//!  ticker ─────────Tick────┤
+//!  API handlers ──Exec/Status/Metrics──► inbox ──► Actor (this thread, owns Node + Syncer)
+//!  outbound request tasks ─Response─┘                 │
+//!                                                     └──► net::Client (publish, request, respond, set_members)
+//! ```
+//! Every arm calls a short synchronous function; network calls are spawned as tasks on the runtime so the actor
+//! never waits on a peer. sled is only touched from this thread, never from the network loop.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use net::{Event, PeerId, Topic};
+use registry::sync::{self, Announcement, Syncer};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::Node;
+use crate::config::Config;
+use crate::invite::{self, Redeem, Redeemed, Ticket, TicketError};
+
+/// Capacity of the actor's inbox.
+pub const INBOX_CAPACITY: usize = 1024;
+/// First byte of an error answer to a request.
+const ERROR_TAG: u8 = 6;
+
+/// A CLI command handed to the running node.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct ExecRequest {
+    /// The command line, without the program name.
+    pub args: Vec<String>,
+    /// The caller's working directory (relative paths are resolved against it).
+    pub cwd: String,
+}
+
+/// What the command printed and its exit status.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct ExecResponse {
+    /// Exit status.
+    pub status: u8,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs a CLI command against the daemon's node (provided by the CLI crate).
+pub type Exec = Arc<dyn Fn(&mut Node, &ExecRequest, &NetworkStatus) -> ExecResponse + Send + Sync>;
+
+/// A peer as `status` shows it.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct PeerStatus {
+    /// libp2p peer id.
+    pub peer_id: String,
+    /// Member name.
+    pub name: String,
+    /// Member role.
+    pub role: String,
+    /// Connected now.
+    pub connected: bool,
+    /// When a pull from it last completed (Unix ms).
+    pub last_sync_ms: Option<u64>,
+    /// Changes accepted from it.
+    pub accepted: u64,
+    /// Changes from it that were rejected.
+    pub rejected: u64,
+}
+
+/// The network side of `status`.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+pub struct NetworkStatus {
+    /// This node's peer id.
+    pub peer_id: String,
+    /// Listen addresses with `/p2p/PEER_ID`.
+    pub listen_addrs: Vec<String>,
+    /// Connected members.
+    pub peers: Vec<PeerStatus>,
+    /// Rejected changes received from peers, by reason.
+    pub rejections: BTreeMap<String, u64>,
+    /// Bytes of sync messages received and sent.
+    pub sync_bytes_in: u64,
+    /// Bytes sent.
+    pub sync_bytes_out: u64,
+    /// Pull round trips completed.
+    pub round_trips: u64,
+    /// Outcome of the last invite redemption, if any.
+    pub invite: Option<String>,
+}
+
+/// What the actor receives.
+pub enum Input {
+    /// A network event.
+    Net(Event),
+    /// The answer to a request we sent.
+    Response {
+        /// The peer asked.
+        peer: PeerId,
+        /// Its answer.
+        result: Result<Vec<u8>, net::Error>,
+        /// What we asked.
+        kind: Outbound,
+    },
+    /// A CLI command.
+    Exec {
+        /// The command.
+        request: ExecRequest,
+        /// Where to answer.
+        reply: oneshot::Sender<ExecResponse>,
+    },
+    /// A status query.
+    Status {
+        /// Where to answer.
+        reply: oneshot::Sender<(NetworkStatus, Vec<String>)>,
+    },
+    /// A metrics scrape.
+    Metrics {
+        /// Where to answer.
+        reply: oneshot::Sender<String>,
+    },
+    /// Housekeeping.
+    Tick,
+    /// Stop.
+    Shutdown,
+}
+
+/// Kinds of outbound request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outbound {
+    /// A pull.
+    Sync,
+    /// An invite redemption.
+    Redeem,
+}
+
+#[derive(Default)]
+struct Metrics {
+    rejections: BTreeMap<String, u64>,
+    accepted_remote: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    round_trips: u64,
+    requests_served: u64,
+    penalties: u64,
+}
+
+/// The actor's state.
+pub struct Actor {
+    node: Node,
+    client: net::Client,
+    runtime: tokio::runtime::Handle,
+    inbox: mpsc::Sender<Input>,
+    config: Config,
+    exec: Exec,
+    syncer: Syncer<PeerId>,
+    local_peer: PeerId,
+    connected: BTreeSet<PeerId>,
+    listen_addrs: Vec<String>,
+    members: Option<BTreeSet<PeerId>>,
+    announced_heads: Vec<registry::ChangeHash>,
+    dirty_since_ms: Option<u64>,
+    last_announce_ms: u64,
+    ticket: Option<Ticket>,
+    redeem_in_flight: bool,
+    invite_outcome: Option<String>,
+    metrics: Metrics,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+impl Actor {
+    /// Builds the actor.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node: Node,
+        client: net::Client,
+        runtime: tokio::runtime::Handle,
+        inbox: mpsc::Sender<Input>,
+        config: Config,
+        exec: Exec,
+        ticket: Option<Ticket>,
+    ) -> Self {
+        let local_peer = client.local_peer_id();
+        Self {
+            node,
+            client,
+            runtime,
+            inbox,
+            config,
+            exec,
+            syncer: Syncer::new(),
+            local_peer,
+            connected: BTreeSet::new(),
+            listen_addrs: Vec::new(),
+            members: None,
+            announced_heads: Vec::new(),
+            dirty_since_ms: Some(0),
+            last_announce_ms: 0,
+            ticket,
+            redeem_in_flight: false,
+            invite_outcome: None,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// Runs until [`Input::Shutdown`] or until every sender is gone.
+    pub fn run(mut self, mut inbox: mpsc::Receiver<Input>) -> Node {
+        self.update_members();
+        while let Some(input) = inbox.blocking_recv() {
+            match input {
+                Input::Net(event) => self.on_event(event),
+                Input::Response { peer, result, kind } => self.on_response(peer, result, kind),
+                Input::Exec { request, reply } => {
+                    let status = self.status();
+                    let response = (self.exec)(&mut self.node, &request, &status);
+                    let _ = reply.send(response);
+                    self.after_change();
+                }
+                Input::Status { reply } => {
+                    let _ = reply.send((self.status(), self.node.heads()));
+                }
+                Input::Metrics { reply } => {
+                    let _ = reply.send(self.metrics_text());
+                }
+                Input::Tick => self.on_tick(),
+                Input::Shutdown => break,
+            }
+        }
+        if let Err(error) = self.node.compact() {
+            tracing::warn!(%error, "snapshot at shutdown failed");
+        }
+        self.node
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::InboundRequest {
+                peer,
+                id,
+                bytes,
+                member,
+            } => {
+                let answer = self.answer(peer, &bytes, member);
+                self.metrics.bytes_in += bytes.len() as u64;
+                self.metrics.bytes_out += answer.len() as u64;
+                let client = self.client.clone();
+                self.runtime.spawn(async move {
+                    if let Err(error) = client.respond(id, answer).await {
+                        tracing::debug!(%error, "response not sent");
+                    }
+                });
+            }
+            Event::Gossip {
+                origin,
+                topic: Topic::Heads,
+                bytes,
+                ..
+            } => self.on_announcement(origin, &bytes),
+            Event::Gossip { .. } | Event::PeerSubscribed { .. } => {}
+            Event::PeerConnected { peer } => {
+                tracing::info!(%peer, "peer connected");
+                self.connected.insert(peer);
+                self.maybe_redeem(peer);
+                if self.is_member(&peer) {
+                    let request = self.syncer.pull(peer, self.node.replica(), now_ms());
+                    self.send_pull(peer, request);
+                }
+            }
+            Event::PeerDisconnected { peer } => {
+                tracing::info!(%peer, "peer disconnected");
+                self.connected.remove(&peer);
+                self.syncer.remove(&peer);
+            }
+            Event::NewListenAddr { addr } => {
+                tracing::info!(%addr, "listening");
+                self.listen_addrs
+                    .push(format!("{addr}/p2p/{}", self.local_peer));
+            }
+        }
+    }
+
+    /// Whether `peer` is a member (before the membership is known, every peer counts, so a joiner can sync).
+    fn is_member(&self, peer: &PeerId) -> bool {
+        self.members.as_ref().is_none_or(|m| m.contains(peer))
+    }
+
+    fn answer(&mut self, peer: PeerId, bytes: &[u8], member: bool) -> Vec<u8> {
+        match bytes.first() {
+            Some(&invite::REDEEM_TAG) => self.on_redeem(peer, &bytes[1..]).encode(),
+            Some(_) if !member => error_answer("not a member of this federation"),
+            Some(_) => match sync::Request::decode(bytes) {
+                Ok(request) if Some(request.federation) == self.node.replica().federation() => {
+                    self.metrics.requests_served += 1;
+                    self.node.sync_response(&request).encode()
+                }
+                Ok(_) => error_answer("wrong federation"),
+                Err(error) => {
+                    tracing::warn!(%peer, %error, "malformed sync request");
+                    self.penalize(peer, "malformed sync request");
+                    error_answer(&format!("malformed request: {error}"))
+                }
+            },
+            None => {
+                self.penalize(peer, "empty request");
+                error_answer("empty request")
+            }
+        }
+    }
+
+    fn on_announcement(&mut self, origin: PeerId, bytes: &[u8]) {
+        if !self.is_member(&origin) || origin == self.local_peer {
+            return;
+        }
+        match Announcement::decode(bytes) {
+            Ok(announcement) => {
+                let request = self.syncer.on_announcement(
+                    origin,
+                    &announcement,
+                    self.node.replica(),
+                    now_ms(),
+                );
+                self.send_pull(origin, request);
+            }
+            Err(error) => {
+                tracing::warn!(peer = %origin, %error, "malformed heads announcement");
+                self.penalize(origin, "malformed announcement");
+            }
+        }
+    }
+
+    fn send_pull(&mut self, peer: PeerId, request: Option<sync::Request>) {
+        if let Some(request) = request {
+            self.send(peer, request.encode(), Outbound::Sync);
+        }
+    }
+
+    fn send(&mut self, peer: PeerId, bytes: Vec<u8>, kind: Outbound) {
+        self.metrics.bytes_out += bytes.len() as u64;
+        let client = self.client.clone();
+        let inbox = self.inbox.clone();
+        self.runtime.spawn(async move {
+            let result = client.request(peer, bytes).await;
+            let _ = inbox.send(Input::Response { peer, result, kind }).await;
+        });
+    }
+
+    fn on_response(&mut self, peer: PeerId, result: Result<Vec<u8>, net::Error>, kind: Outbound) {
+        let bytes = match result {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "request failed");
+                self.syncer.on_failure(&peer);
+                if kind == Outbound::Redeem {
+                    self.redeem_in_flight = false;
+                }
+                return;
+            }
+        };
+        self.metrics.bytes_in += bytes.len() as u64;
+        match kind {
+            Outbound::Redeem => self.on_redeemed(peer, &bytes),
+            Outbound::Sync => self.on_sync_response(peer, &bytes),
+        }
+    }
+
+    fn on_sync_response(&mut self, peer: PeerId, bytes: &[u8]) {
+        self.metrics.round_trips += 1;
+        let response = match sync::Response::decode(bytes) {
+            Ok(response) => response,
+            Err(error) => {
+                if bytes.first() != Some(&ERROR_TAG) {
+                    tracing::warn!(%peer, %error, "malformed sync response");
+                    self.penalize(peer, "malformed sync response");
+                }
+                self.syncer.on_failure(&peer);
+                return;
+            }
+        };
+        self.syncer.count_bytes(&peer, bytes.len());
+        let envelopes = response.envelopes.clone();
+        let (accepted, rejected) = match self.node.receive(envelopes) {
+            Ok(receipt) => {
+                for rejection in &receipt.rejected {
+                    tracing::warn!(%peer, change = %rejection.change, reason = rejection.reason.code(), detail = %rejection.detail, "change from peer rejected");
+                    *self
+                        .metrics
+                        .rejections
+                        .entry(rejection.reason.code().to_owned())
+                        .or_default() += 1;
+                }
+                (receipt.accepted.len(), receipt.rejected.len())
+            }
+            Err(error) => {
+                tracing::error!(%peer, %error, "storing received changes failed");
+                (0, 0)
+            }
+        };
+        self.metrics.accepted_remote += accepted as u64;
+        if rejected > 0 && (rejected as u64) >= self.config.rejections_per_penalty {
+            self.penalize(peer, "sent rejected changes");
+        }
+        let next = self.syncer.on_response(
+            &peer,
+            &response,
+            accepted,
+            rejected,
+            self.node.replica(),
+            now_ms(),
+        );
+        if accepted > 0 {
+            self.after_change();
+        }
+        self.send_pull(peer, next);
+    }
+
+    fn penalize(&mut self, peer: PeerId, why: &str) {
+        self.metrics.penalties += 1;
+        tracing::warn!(%peer, why, "peer penalized");
+        let client = self.client.clone();
+        self.runtime.spawn(async move {
+            let _ = client.penalize(peer).await;
+        });
+    }
+
+    /// After the registry changed: announce soon, and refresh the member gate.
+    fn after_change(&mut self) {
+        if self.node.replica().heads() != self.announced_heads && self.dirty_since_ms.is_none() {
+            self.dirty_since_ms = Some(now_ms());
+        }
+        self.update_members();
+    }
+
+    fn update_members(&mut self) {
+        let view = self.node.view();
+        if view.members.is_empty() {
+            return;
+        }
+        let members: BTreeSet<PeerId> = view
+            .members
+            .values()
+            .filter(|m| !m.revoked)
+            .filter_map(|m| m.public_key.parse::<identity::PublicKey>().ok())
+            .filter_map(|key| net::peer_id_from_public_key(key.as_bytes()).ok())
+            .collect();
+        if self.members.as_ref() == Some(&members) {
+            return;
+        }
+        for revoked in self
+            .members
+            .iter()
+            .flatten()
+            .filter(|p| !members.contains(p))
+        {
+            tracing::info!(peer = %revoked, "member revoked; disconnecting");
+        }
+        self.members = Some(members.clone());
+        let client = self.client.clone();
+        self.runtime.spawn(async move {
+            if let Err(error) = client.set_members(members).await {
+                tracing::warn!(%error, "setting the member gate failed");
+            }
+        });
+    }
+
+    fn on_tick(&mut self) {
+        let now = now_ms();
+        self.syncer.on_tick(now);
+        let debounced = self
+            .dirty_since_ms
+            .is_some_and(|since| now.saturating_sub(since) >= self.config.announce_debounce_ms);
+        let periodic =
+            now.saturating_sub(self.last_announce_ms) >= self.config.announce_interval_ms;
+        if debounced || periodic {
+            self.announce(now);
+        }
+    }
+
+    fn announce(&mut self, now: u64) {
+        self.dirty_since_ms = None;
+        self.last_announce_ms = now;
+        let Some(announcement) = self.node.replica().announcement() else {
+            return;
+        };
+        self.announced_heads = self.node.replica().heads();
+        let client = self.client.clone();
+        let bytes = announcement.encode();
+        self.metrics.bytes_out += bytes.len() as u64;
+        self.runtime.spawn(async move {
+            if let Err(error) = client.publish(Topic::Heads, bytes).await {
+                tracing::debug!(%error, "announcement not published");
+            }
+        });
+    }
+
+    fn maybe_redeem(&mut self, peer: PeerId) {
+        let Some(ticket) = self.ticket.clone() else {
+            return;
+        };
+        if self.redeem_in_flight {
+            return;
+        }
+        self.redeem_in_flight = true;
+        tracing::info!(%peer, "redeeming invite");
+        let redeem = Redeem::new(ticket, self.node.keypair());
+        self.send(peer, redeem.encode(), Outbound::Redeem);
+    }
+
+    fn on_redeemed(&mut self, peer: PeerId, bytes: &[u8]) {
+        self.redeem_in_flight = false;
+        let Some(answer) = Redeemed::decode(bytes) else {
+            tracing::debug!(%peer, "peer did not take the invite; trying another");
+            return;
+        };
+        match answer.result {
+            Ok(change) => {
+                tracing::info!(%peer, %change, "invite redeemed: admitted");
+                self.invite_outcome = Some(format!("admitted by change {change}"));
+                self.ticket = None;
+                let _ = std::fs::remove_file(self.node_dir_ticket());
+                let request = self.syncer.pull(peer, self.node.replica(), now_ms());
+                self.send_pull(peer, request);
+            }
+            Err(reason) => {
+                tracing::error!(%peer, %reason, "invite refused");
+                self.invite_outcome = Some(format!("refused: {reason}"));
+                self.ticket = None;
+            }
+        }
+    }
+
+    fn node_dir_ticket(&self) -> std::path::PathBuf {
+        self.node.dir().join(invite::TICKET_FILE_NAME)
+    }
+
+    fn on_redeem(&mut self, peer: PeerId, json: &[u8]) -> Redeemed {
+        let result = serde_json::from_slice::<Redeem>(json)
+            .map_err(|e| format!("malformed redemption: {e}"))
+            .and_then(|redeem| self.admit(peer, &redeem).map_err(|e| e.to_string()));
+        if let Err(reason) = &result {
+            tracing::warn!(%peer, %reason, "invite redemption refused");
+        }
+        Redeemed { result }
+    }
+
+    fn admit(&mut self, peer: PeerId, redeem: &Redeem) -> Result<String, TicketError> {
+        let ticket = &redeem.ticket;
+        ticket.verify(now_ms() as i64)?;
+        let ours = self
+            .node
+            .replica()
+            .federation()
+            .map(|f| f.to_hex())
+            .unwrap_or_default();
+        if ticket.body.federation != ours {
+            return Err(TicketError::WrongFederation {
+                ticket: ticket.body.federation.clone(),
+                ours,
+            });
+        }
+        let key = redeem.joining_key()?;
+        if net::peer_id_from_public_key(key.as_bytes()).ok() != Some(peer) {
+            return Err(TicketError::Malformed(
+                "the redeeming connection is not the key being admitted".into(),
+            ));
+        }
+        let view = self.node.view();
+        if let Some(by) = view.invites.get(&ticket.body.nonce) {
+            return Err(TicketError::Replayed { by: by.clone() });
+        }
+        let issuer_is_council = view
+            .members
+            .get(&ticket.body.issuer)
+            .is_some_and(|m| m.role == model::Role::Council && !m.revoked);
+        if !issuer_is_council {
+            return Err(TicketError::IssuerNotCouncil {
+                issuer: ticket.body.issuer.clone(),
+            });
+        }
+        if view.members.contains_key(&key.to_hex()) {
+            return Err(TicketError::Malformed(format!("{key} is already a member")));
+        }
+        let member = model::Member {
+            public_key: key.to_hex(),
+            name: ticket.body.name.clone(),
+            role: ticket.body.role,
+            scope: ticket.body.scope.clone(),
+            admitted_by: self.node.identity().public_key,
+            admitted_at_ms: now_ms() as i64,
+            revoked: false,
+        };
+        let op = registry::Op::AdmitInvited {
+            member,
+            nonce: ticket.body.nonce.clone(),
+        };
+        let outcome = self
+            .node
+            .write(&op, now_ms() as i64)
+            .map_err(|e| TicketError::Malformed(format!("admission failed: {e}")))?;
+        self.after_change();
+        Ok(outcome.change)
+    }
+
+    fn status(&self) -> NetworkStatus {
+        let view = self.node.view();
+        let by_peer: BTreeMap<PeerId, &model::Member> = view
+            .members
+            .values()
+            .filter_map(|m| {
+                let key: identity::PublicKey = m.public_key.parse().ok()?;
+                Some((net::peer_id_from_public_key(key.as_bytes()).ok()?, m))
+            })
+            .collect();
+        let peers = self
+            .connected
+            .iter()
+            .filter_map(|peer| {
+                let member = by_peer.get(peer)?;
+                let sync = self.syncer.peers().get(peer);
+                Some(PeerStatus {
+                    peer_id: peer.to_string(),
+                    name: member.name.clone(),
+                    role: member.role.to_string(),
+                    connected: true,
+                    last_sync_ms: sync.and_then(|s| s.last_sync_ms),
+                    accepted: sync.map_or(0, |s| s.accepted),
+                    rejected: sync.map_or(0, |s| s.rejected),
+                })
+            })
+            .collect();
+        NetworkStatus {
+            peer_id: self.local_peer.to_string(),
+            listen_addrs: self.listen_addrs.clone(),
+            peers,
+            rejections: self.metrics.rejections.clone(),
+            sync_bytes_in: self.metrics.bytes_in,
+            sync_bytes_out: self.metrics.bytes_out,
+            round_trips: self.metrics.round_trips,
+            invite: self.invite_outcome.clone(),
+        }
+    }
+
+    fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        let mut line = |name: &str, help: &str, value: u64| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+            ));
+        };
+        line(
+            "growthmesh_changes",
+            "Accepted registry changes held.",
+            self.node.replica().len() as u64,
+        );
+        line(
+            "growthmesh_pending_changes",
+            "Changes waiting for dependencies.",
+            self.node.replica().pending_len() as u64,
+        );
+        line(
+            "growthmesh_peers_connected",
+            "Connected peers.",
+            self.connected.len() as u64,
+        );
+        line(
+            "growthmesh_remote_changes_accepted_total",
+            "Changes accepted from peers.",
+            self.metrics.accepted_remote,
+        );
+        line(
+            "growthmesh_sync_bytes_received_total",
+            "Sync bytes received.",
+            self.metrics.bytes_in,
+        );
+        line(
+            "growthmesh_sync_bytes_sent_total",
+            "Sync bytes sent.",
+            self.metrics.bytes_out,
+        );
+        line(
+            "growthmesh_sync_round_trips_total",
+            "Pull round trips.",
+            self.metrics.round_trips,
+        );
+        line(
+            "growthmesh_sync_requests_served_total",
+            "Pull requests answered.",
+            self.metrics.requests_served,
+        );
+        line(
+            "growthmesh_peer_penalties_total",
+            "Penalties given to peers.",
+            self.metrics.penalties,
+        );
+        out.push_str("# HELP growthmesh_rejected_changes_total Changes from peers rejected, by reason.\n# TYPE growthmesh_rejected_changes_total counter\n");
+        for (reason, count) in &self.metrics.rejections {
+            out.push_str(&format!(
+                "growthmesh_rejected_changes_total{{reason=\"{reason}\"}} {count}\n"
+            ));
+        }
+        out
+    }
+}
+
+fn error_answer(message: &str) -> Vec<u8> {
+    let mut out = vec![ERROR_TAG];
+    out.extend_from_slice(message.as_bytes());
+    out
+}
+
+/// Parses a ticket waiting in the data dir, if any.
+pub fn pending_ticket(node: &Node) -> Option<Result<Ticket, TicketError>> {
+    let text = std::fs::read_to_string(node.dir().join(invite::TICKET_FILE_NAME)).ok()?;
+    Some(Ticket::parse(&text, now_ms() as i64))
+}

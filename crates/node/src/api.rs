@@ -1,0 +1,89 @@
+//! The local HTTP API of a running node (loopback only): `/health` and `/metrics` for operators, and, behind a bearer
+//! token, `/v1/status` and `/v1/exec` (a CLI command run against the node's own store).
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::actor::{ExecRequest, Input};
+use crate::remote::StatusDocument;
+
+/// Shared by the handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The actor's inbox.
+    pub inbox: mpsc::Sender<Input>,
+    /// The bearer token.
+    pub token: String,
+}
+
+/// The API routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/v1/status", get(status))
+        .route("/v1/exec", post(exec))
+        .with_state(state)
+}
+
+fn authorized(state: &ApiState, headers: &HeaderMap) -> bool {
+    let expected = format!("Bearer {}", state.token);
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| constant_time_eq(v.as_bytes(), expected.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn ask<T>(
+    state: &ApiState,
+    make: impl FnOnce(oneshot::Sender<T>) -> Input,
+) -> Result<T, Response> {
+    let (reply, answer) = oneshot::channel();
+    state
+        .inbox
+        .send(make(reply))
+        .await
+        .map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "node is shutting down").into_response())?;
+    answer
+        .await
+        .map_err(|_| (StatusCode::SERVICE_UNAVAILABLE, "node is shutting down").into_response())
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    match ask(&state, |reply| Input::Metrics { reply }).await {
+        Ok(text) => ([("content-type", "text/plain; version=0.0.4")], text).into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn status(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if !authorized(&state, &headers) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+    }
+    match ask(&state, |reply| Input::Status { reply }).await {
+        Ok((network, heads)) => Json(StatusDocument { network, heads }).into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn exec(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Json(request): Json<ExecRequest>,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+    }
+    match ask(&state, |reply| Input::Exec { request, reply }).await {
+        Ok(response) => Json(response).into_response(),
+        Err(response) => response,
+    }
+}
