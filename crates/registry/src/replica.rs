@@ -37,6 +37,10 @@ pub struct Rejection {
     pub reason: Reason,
     /// A sentence for humans.
     pub detail: String,
+    /// Whether this is a decision about the change itself, which the replica remembers by hash (and the store
+    /// persists). `false` when only this copy was refused (a bad signature, missing auth heads, a full pending
+    /// queue): anyone can send a broken copy of a genuine change, so the genuine copy must still be accepted later.
+    pub recorded: bool,
 }
 
 /// What a [`Replica::receive`] call did; the caller persists `accepted`, `rejected` and the pending changes.
@@ -373,6 +377,7 @@ impl Replica {
                     change: envelope.hash(),
                     reason: Reason::PendingFull,
                     detail: format!("{MAX_PENDING} changes already wait for their dependencies"),
+                    recorded: false,
                 });
                 continue;
             }
@@ -409,12 +414,14 @@ impl Replica {
                     change: hash,
                     reason: *reason,
                     detail: "rejected earlier".into(),
+                    recorded: true,
                 });
             } else if let Err(detail) = structure(&envelope) {
                 receipt.rejected.push(Rejection {
                     change: hash,
                     reason: Reason::Malformed,
                     detail,
+                    recorded: false,
                 });
             } else {
                 fresh.push(envelope);
@@ -477,6 +484,7 @@ impl Replica {
                         change: hash,
                         reason,
                         detail,
+                        recorded: true,
                     });
                     for dependent in waiting.get(&hash).cloned().unwrap_or_default() {
                         self.reject_cascade(dependent, hash, &waiting, receipt, &mut decided);
@@ -510,6 +518,7 @@ impl Replica {
                 change: hash,
                 reason: Reason::DependsOnRejected,
                 detail: format!("depends on rejected change {cause}"),
+                recorded: true,
             });
             for dependent in waiting.get(&hash).into_iter().flatten() {
                 stack.push((*dependent, hash));
@@ -806,6 +815,7 @@ fn verify_signatures(
                     "signature by {author} over {} does not verify",
                     envelope.doc
                 ),
+                recorded: false,
             });
         }
     }

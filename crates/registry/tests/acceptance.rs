@@ -146,7 +146,12 @@ fn every_tampered_byte_is_rejected_or_undecodable() {
             continue;
         };
         let receipt = receive(&mut receiver, &[envelope]);
-        match only_rejection(&receipt).reason {
+        let rejection = only_rejection(&receipt);
+        assert!(
+            !rejection.recorded,
+            "a broken copy must not block the change"
+        );
+        match rejection.reason {
             Reason::BadSignature => bad_signature += 1,
             Reason::Malformed => malformed += 1,
             other => panic!("byte {position} ^ {mask:#x}: rejected as {other}, not for tampering"),
@@ -193,6 +198,7 @@ fn change_signed_by_a_non_member_is_unknown_author() {
         let rejection = only_rejection(&receipt);
         assert_eq!(rejection.reason, Reason::UnknownAuthor);
         assert_eq!(rejection.change, change.hash());
+        assert!(rejection.recorded, "a decision about the change itself");
         assert_eq!(
             receiver.rejection(&change.hash()),
             Some(Reason::UnknownAuthor)
@@ -473,8 +479,15 @@ fn pod_change_without_auth_heads_is_malformed() {
     );
     let mut receiver = fixture.member_replica();
     let receipt = receive(&mut receiver, &[stripped]);
-    assert_eq!(only_rejection(&receipt).reason, Reason::Malformed);
+    let rejection = only_rejection(&receipt);
+    assert_eq!(rejection.reason, Reason::Malformed);
+    assert!(
+        !rejection.recorded,
+        "anyone can strip the auth heads of a genuine change"
+    );
     assert_built_from(&receiver, &fixture, &fixture.founding);
+    let receipt = receive(&mut receiver, std::slice::from_ref(&honest));
+    assert_eq!(receipt.accepted.len(), 1, "{:?}", receipt.rejected);
 }
 
 #[test]

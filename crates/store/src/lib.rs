@@ -180,7 +180,9 @@ impl Store {
     pub fn commit(&self, receipt: &Receipt) -> Result<(), Error> {
         self.append(&receipt.accepted)?;
         let mut rejected = sled::Batch::default();
-        for rejection in &receipt.rejected {
+        // Only decisions about a change are remembered; a refused copy (say, a forged signature) must not block
+        // the genuine change when it arrives after a restart.
+        for rejection in receipt.rejected.iter().filter(|r| r.recorded) {
             rejected.insert(&rejection.change.0[..], rejection.reason.code().as_bytes());
         }
         self.sled(self.rejected.apply_batch(rejected))?;
