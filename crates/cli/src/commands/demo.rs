@@ -31,6 +31,9 @@ pub struct DemoArgs {
     /// Keep the data dirs here instead of a temp dir.
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
+    /// Replicate by offline bundles in shuffled order instead of running nodes on loopback.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 struct Replica {
@@ -52,6 +55,14 @@ pub fn run(args: DemoArgs, json: bool) -> anyhow::Result<u8> {
             println!("{line}");
         }
     };
+    if !args.offline {
+        say(format!(
+            "growthmesh demo: five nodes on loopback, data dirs under {}",
+            root.display()
+        ));
+        let converged = super::demo_network::run(&root, !args.exit, &say)?;
+        return Ok(if converged { exit::OK } else { exit::FAILURE });
+    }
     say(format!(
         "growthmesh demo: data dirs under {} (shuffle seed {seed})",
         root.display()

@@ -2,6 +2,7 @@
 
 pub mod assign;
 pub mod demo;
+pub mod demo_network;
 pub mod experiment;
 pub mod federation;
 pub mod network;
