@@ -184,12 +184,19 @@ pub fn verify_batch(items: &[(PublicKey, &[u8], [u8; 64])]) -> bool {
     if items.is_empty() {
         return true;
     }
+    // A batch usually holds many signatures of few authors: decompress each distinct key once.
+    let mut decompressed: std::collections::HashMap<[u8; 32], ed25519_dalek::VerifyingKey> =
+        std::collections::HashMap::new();
     let mut keys = Vec::with_capacity(items.len());
     for (key, _, _) in items {
-        match key.verifying_key() {
-            Ok(verifying) => keys.push(verifying),
-            Err(_) => return false,
-        }
+        let verifying = match decompressed.get(&key.0) {
+            Some(verifying) => *verifying,
+            None => match key.verifying_key() {
+                Ok(verifying) => *decompressed.entry(key.0).or_insert(verifying),
+                Err(_) => return false,
+            },
+        };
+        keys.push(verifying);
     }
     let messages: Vec<&[u8]> = items.iter().map(|(_, message, _)| *message).collect();
     let signatures: Vec<ed25519_dalek::Signature> = items
