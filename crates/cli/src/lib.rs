@@ -81,6 +81,15 @@ pub enum Command {
     Invite(commands::network::InviteArgs),
     /// Record an invite ticket; the next `node` run redeems it.
     Join(commands::network::JoinArgs),
+    /// Ingest Segment `track` JSON lines into this node's store, checked against the approved schemas.
+    Ingest(commands::events::IngestArgs),
+    /// Lines that ingestion rejected.
+    #[command(subcommand)]
+    Quarantine(commands::events::QuarantineCommand),
+    /// Analyse an experiment over the stored events: lifts, p-values, chance to win, SRM, verdict.
+    Analyze(commands::events::AnalyzeArgs),
+    /// Write seeded synthetic events for an experiment (no data dir needed).
+    GenerateEvents(commands::events::GenerateArgs),
 }
 
 /// Entry point of the binary: parses arguments, runs the command, maps errors to exit statuses.
@@ -91,7 +100,8 @@ pub fn main() -> ExitCode {
     let data_dir = cli.data_dir.clone().unwrap_or_else(node::default_data_dir);
     let result = match cli.command {
         Command::Stats(command) => commands::stats::run(command, json),
-        Command::Assign(args) => commands::assign::run(args, json),
+        Command::Assign(args) => commands::events::assign(args, json, &data_dir),
+        Command::GenerateEvents(args) => commands::events::generate(args, json),
         Command::Demo(args) => commands::demo::run(args, json),
         Command::Node(args) => commands::network::run_node(data_dir, args),
         command => with_node(context::Context::terminal(data_dir, json), command),
@@ -167,7 +177,11 @@ pub fn exec_in_node(
         network: Some(network.clone()),
     };
     let result = match cli.command {
-        Command::Stats(_) | Command::Assign(_) | Command::Demo(_) | Command::Node(_) => {
+        Command::Stats(_)
+        | Command::Assign(_)
+        | Command::Demo(_)
+        | Command::Node(_)
+        | Command::GenerateEvents(_) => {
             Err(exit::input_error("this command does not run inside a node"))
         }
         command => dispatch(&context, node, command),
@@ -210,7 +224,14 @@ fn dispatch(
         Command::Peers => network::peers(context),
         Command::Invite(args) => network::invite(context, node, args),
         Command::Join(args) => network::join(context, node, args),
-        Command::Stats(_) | Command::Assign(_) | Command::Demo(_) | Command::Node(_) => {
+        Command::Ingest(args) => events::ingest(context, node, args),
+        Command::Quarantine(command) => events::quarantine(context, node, command),
+        Command::Analyze(args) => events::analyze(context, node, args),
+        Command::Stats(_)
+        | Command::Assign(_)
+        | Command::Demo(_)
+        | Command::Node(_)
+        | Command::GenerateEvents(_) => {
             unreachable!("handled before a node is opened")
         }
     }

@@ -11,10 +11,12 @@
 mod doc;
 pub mod overlap;
 mod records;
+mod result;
 mod view;
 
 pub use doc::{DocId, Role};
 pub use records::*;
+pub use result::{LiftSummary, MetricSummary, ResultDecision, ResultSummary, VariantStatistics};
 pub use view::{Federation, RegistryView};
 
 /// Errors of validating domain values.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Approval, Budget, EventSchema, Experiment, KeyResult, Learning, Member, MetricDefinition,
-    Objective, Revocation,
+    Objective, ResultSummary, Revocation,
 };
 
 /// The federation, as its genesis declared it.
@@ -50,6 +50,8 @@ pub struct RegistryView {
     pub budgets: BTreeMap<String, Budget>,
     /// Learnings by id.
     pub learnings: BTreeMap<String, Learning>,
+    /// Result summaries of concluded experiments, by experiment key.
+    pub results: BTreeMap<String, ResultSummary>,
     /// Spent invite nonces and the key that redeemed each.
     pub invites: BTreeMap<String, String>,
     /// Cost above which an experiment is high-impact, per quarter.

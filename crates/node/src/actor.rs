@@ -4,7 +4,7 @@
 //! ```text
 //!  net::EventLoop ──Event──┐
 //!  ticker ─────────Tick────┤
-//!  API handlers ──Exec/Status/Metrics──► inbox ──► Actor (this thread, owns Node + Syncer)
+//!  API handlers ──Exec/Events/Status/Metrics──► inbox ──► Actor (this thread, owns Node + Syncer)
 //!  outbound request tasks ─Response─┘                 │
 //!                                                     └──► net::Client (publish, request, respond, set_members)
 //! ```
@@ -110,6 +110,13 @@ pub enum Input {
         request: ExecRequest,
         /// Where to answer.
         reply: oneshot::Sender<ExecResponse>,
+    },
+    /// A batch of events to ingest (`POST /v1/events`).
+    Events {
+        /// JSON array or JSON lines.
+        body: Vec<u8>,
+        /// The ingestion report, or why the body was refused.
+        reply: oneshot::Sender<Result<crate::events::IngestReport, String>>,
     },
     /// A status query.
     Status {
@@ -223,6 +230,10 @@ impl Actor {
                     let response = (self.exec)(&mut self.node, &request, &status);
                     let _ = reply.send(response);
                     self.after_change();
+                }
+                Input::Events { body, reply } => {
+                    let report = self.node.ingest_body(&body, now_ms() as i64);
+                    let _ = reply.send(report.map_err(|e| e.to_string()));
                 }
                 Input::Status { reply } => {
                     let _ = reply.send((self.status(), self.node.heads()));

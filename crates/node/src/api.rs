@@ -1,5 +1,5 @@
 //! The local HTTP API of a running node (loopback only): `/health` and `/metrics` for operators, and, behind a bearer
-//! token, `/v1/status` and `/v1/exec` (a CLI command run against the node's own store).
+//! token, `/v1/status`, `/v1/exec` (a CLI command run against the node's own store) and `/v1/events` (ingestion).
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -10,6 +10,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::actor::{ExecRequest, Input};
 use crate::remote::StatusDocument;
+
+/// Largest body `POST /v1/events` takes.
+pub const MAX_EVENTS_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// Shared by the handlers.
 #[derive(Clone)]
@@ -27,6 +30,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/exec", post(exec))
+        .route(
+            "/v1/events",
+            post(events).layer(axum::extract::DefaultBodyLimit::max(MAX_EVENTS_BODY_BYTES)),
+        )
         .with_state(state)
 }
 
@@ -84,6 +91,27 @@ async fn exec(
     }
     match ask(&state, |reply| Input::Exec { request, reply }).await {
         Ok(response) => Json(response).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// `POST /v1/events`: a JSON array of track calls or JSON lines, ingested like `growthmesh ingest`.
+async fn events(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+    }
+    match ask(&state, |reply| Input::Events {
+        body: body.to_vec(),
+        reply,
+    })
+    .await
+    {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(message)) => (StatusCode::BAD_REQUEST, message).into_response(),
         Err(response) => response,
     }
 }

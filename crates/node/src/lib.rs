@@ -9,6 +9,7 @@
 //!   CLI commands arriving over the API, announcements.
 //! - `api.rs`: the local HTTP API (axum): `/health`, `/metrics`, `/v1/status`, `/v1/exec`.
 //! - `remote.rs`: the CLI side: find a running daemon for a data dir and hand it a command.
+//! - `events.rs`: event ingestion into the store, the quarantine, and experiment analysis over stored events.
 //! - `invite.rs`: invite tickets and their redemption messages.
 //! - `config.rs`: [`config::Config`], every setting with a default.
 //!
@@ -18,6 +19,7 @@ pub mod actor;
 pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod events;
 mod exchange;
 pub mod invite;
 pub mod remote;

@@ -7,7 +7,7 @@ use automerge::transaction::Transactable;
 use automerge::{ROOT, ReadDoc};
 use model::{
     Approval, Budget, DocId, EventSchema, Experiment, ExperimentStatus, KeyResult, Learning,
-    Member, MetricDefinition, Objective, Revocation, Role,
+    Member, MetricDefinition, Objective, ResultSummary, Revocation, Role,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -84,6 +84,9 @@ pub enum Op {
     },
     /// A pod or partner shares a learning.
     AddLearning(Learning),
+    /// A pod concludes its experiment: the result summary is stored and the experiment's status set to concluded,
+    /// in one change (so the experiment must be in the author's pod document).
+    ConcludeExperiment(ResultSummary),
 }
 
 /// Where a record lives: its document and root key.
@@ -151,6 +154,7 @@ impl Op {
                 (own("experiments")?, format!("experiments/{key}"))
             }
             Op::AddLearning(l) => (own("learnings")?, format!("learnings/{}", l.id)),
+            Op::ConcludeExperiment(r) => (own("results")?, format!("results/{}", r.experiment)),
         };
         Ok(Target { doc, key })
     }
@@ -205,6 +209,11 @@ impl Op {
                 let record = record_object(tx, key)?;
                 let text = json(status);
                 tx.put(&record, "status", text.as_str().unwrap_or("draft"))?;
+            }
+            Op::ConcludeExperiment(r) => {
+                let experiment = record_object(tx, &format!("experiments/{}", r.experiment))?;
+                tx.put(&experiment, "status", "concluded")?;
+                value::put(tx, &ROOT, key, &json(r))?;
             }
         }
         Ok(())

@@ -130,6 +130,13 @@ fn read_pod(view: &mut RegistryView, pod: &str, root: &Map<String, Value>) {
         // Two pods may register the same key concurrently; the lower pod name wins, on every replica.
         view.experiments.entry(key).or_insert(experiment);
     }
+    for (key, mut result) in records::<model::ResultSummary>(root, "results") {
+        result.experiment.clone_from(&key);
+        // Only the pod that owns the experiment may conclude it; the same lower-pod-wins rule as experiments.
+        if view.experiments.get(&key).is_some_and(|e| e.pod == pod) {
+            view.results.entry(key).or_insert(result);
+        }
+    }
     for (id, mut kr) in records::<model::KeyResult>(root, "key_results") {
         kr.pod = pod.to_owned();
         view.key_results.insert(format!("{pod}/{id}"), kr);

@@ -12,6 +12,8 @@
 //! Durability: [`Store::commit`] writes a receipt and flushes before it returns, so whatever a command reports as
 //! accepted survives a kill -9. Only this crate imports sled.
 
+pub mod events;
+
 use std::path::Path;
 
 use registry::{ChangeHash, Envelope, Reason, Receipt, Replica, ReplicaState};

@@ -32,6 +32,8 @@ pub enum ExperimentCommand {
         /// draft, running, stopped or concluded.
         status: String,
     },
+    /// Analyse an experiment of this pod and store its signed result summary (marks it concluded).
+    Conclude(super::events::ConcludeArgs),
 }
 
 /// Arguments of `experiment new`.
@@ -241,6 +243,7 @@ pub fn experiment(
                 .map_err(map_write)?;
             context.print_write(&outcome, "status set")
         }
+        ExperimentCommand::Conclude(args) => super::events::conclude(context, node, args),
     }
 }
 

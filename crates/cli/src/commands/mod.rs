@@ -3,6 +3,7 @@
 pub mod assign;
 pub mod demo;
 pub mod demo_network;
+pub mod events;
 pub mod experiment;
 pub mod federation;
 pub mod network;

@@ -1,0 +1,157 @@
+//! RFC 3339 timestamps (what Segment's `timestamp` holds) to and from Unix milliseconds, without a date library.
+
+/// Milliseconds in a day.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// Parses `2026-01-31T12:00:00Z`, `2026-01-31T12:00:00.123+02:00` (a space may replace the `T`; fractions beyond
+/// milliseconds are truncated). A zone is required: a time without one means different instants on different pods.
+pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
+    let bad = |why: &str| format!("timestamp `{text}` is not RFC 3339 ({why})");
+    let bytes = text.as_bytes();
+    if bytes.len() < 20 {
+        return Err(bad("too short; expected e.g. 2026-01-31T12:00:00Z"));
+    }
+    let digits = |range: std::ops::Range<usize>| -> Result<i64, String> {
+        let part = &text[range];
+        if part.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(part.parse::<i64>().unwrap_or_default())
+        } else {
+            Err(bad("expected digits"))
+        }
+    };
+    let separators_ok = bytes[4] == b'-'
+        && bytes[7] == b'-'
+        && matches!(bytes[10], b'T' | b't' | b' ')
+        && bytes[13] == b':'
+        && bytes[16] == b':';
+    if !separators_ok {
+        return Err(bad("expected YYYY-MM-DDTHH:MM:SS"));
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return Err(bad("no such date"));
+    }
+    if hour > 23 || minute > 59 || second > 60 {
+        return Err(bad("no such time of day"));
+    }
+    let mut rest = &text[19..];
+    let mut millis = 0;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let end = fraction
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(fraction.len());
+        if end == 0 {
+            return Err(bad("empty fraction of a second"));
+        }
+        let padded = format!("{:0<3}", &fraction[..end.min(3)]);
+        millis = padded.parse::<i64>().unwrap_or_default();
+        rest = &fraction[end..];
+    }
+    let offset_minutes = match rest {
+        "Z" | "z" => 0,
+        zone if zone.len() == 6 && matches!(&zone[..1], "+" | "-") && &zone[3..4] == ":" => {
+            let sign = if zone.starts_with('-') { -1 } else { 1 };
+            let (h, m) = (&zone[1..3], &zone[4..6]);
+            let parse = |p: &str| p.parse::<i64>().map_err(|_| bad("bad zone offset"));
+            let (h, m) = (parse(h)?, parse(m)?);
+            if h > 23 || m > 59 {
+                return Err(bad("bad zone offset"));
+            }
+            sign * (h * 60 + m)
+        }
+        "" => return Err(bad("no time zone; add Z or an offset like +02:00")),
+        _ => return Err(bad("bad time zone")),
+    };
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second.min(59) - offset_minutes * 60;
+    Ok(seconds * 1000 + millis)
+}
+
+/// Formats Unix milliseconds as `2026-01-31T12:00:00.000Z`.
+pub fn format_rfc3339(ms: i64) -> String {
+    let days = ms.div_euclid(DAY_MS);
+    let in_day = ms.rem_euclid(DAY_MS);
+    let (year, month, day) = civil_from_days(days);
+    let (hour, minute) = (in_day / 3_600_000, in_day / 60_000 % 60);
+    let (second, millis) = (in_day / 1000 % 60, in_day % 1000);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z")
+}
+
+fn is_leap(year: i64) -> bool {
+    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if is_leap(year) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_instants() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(
+            parse_rfc3339("2026-01-31T12:00:00.5+02:00"),
+            Ok(1_769_853_600_500)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29 23:59:59.999999Z"),
+            Ok(1_709_251_199_999)
+        );
+        assert_eq!(parse_rfc3339("1969-12-31T23:59:59Z"), Ok(-1000));
+    }
+
+    #[test]
+    fn round_trips() {
+        for ms in [0, 1_769_853_600_500, -86_400_001, 4_102_444_800_000] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(ms)), Ok(ms));
+        }
+    }
+
+    #[test]
+    fn rejects_what_is_not_an_instant() {
+        for text in [
+            "2026-01-31",
+            "2026-01-31T12:00:00",
+            "2026-02-30T00:00:00Z",
+            "2026-01-31T25:00:00Z",
+            "yesterday at noon!!",
+            "2026-01-31T12:00:00+2",
+        ] {
+            let error = parse_rfc3339(text).expect_err(text);
+            assert!(error.contains(text), "{error}");
+        }
+    }
+}

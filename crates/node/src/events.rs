@@ -1,0 +1,331 @@
+//! Raw events on a pod's node: ingestion (files, stdin, `POST /v1/events`) through the registry's schemas into the
+//! store, the quarantine of rejected lines and its retry, and the analysis of an experiment over what was stored.
+//!
+//! Every path into the store goes through [`Ingestor`]: lines are checked by `analysis::track`, accepted events are
+//! written in batches and flushed before a report is returned, rejected lines go to the quarantine unchanged with
+//! their source, line number and reason.
+
+use std::io::BufRead;
+
+use analysis::aggregate::ExposureBuilder;
+use analysis::track::{self, Schemas};
+use analysis::{Analysis, Options, Plan, Report};
+use serde::Serialize;
+use store::events::{Events, NewEvent, QuarantineEntry};
+
+use crate::Node;
+
+/// Events written to the store in one batch.
+pub const BATCH_EVENTS: usize = 8192;
+/// Rejections listed in a report (all are quarantined).
+pub const MAX_REPORTED_REJECTIONS: usize = 100;
+/// Source name of events posted to the API.
+pub const API_SOURCE: &str = "POST /v1/events";
+
+/// Errors of ingestion and analysis.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// Reading the input failed (a truncated gzip stream, a vanished file).
+    #[error("{source_name}: reading after line {line}: {error}")]
+    Read {
+        /// File name, `-` or the API.
+        source_name: String,
+        /// Last line read completely.
+        line: u64,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// A posted body is neither a JSON array nor JSON lines.
+    #[error("{API_SOURCE}: {0}")]
+    Body(String),
+    /// The analysis cannot be planned or run.
+    #[error(transparent)]
+    Analysis(#[from] analysis::Error),
+}
+
+/// One rejected line, as reports list them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RejectedLine {
+    /// Source (file, `-`, or the API).
+    pub file: String,
+    /// Line number, from 1 (array index + 1 for a posted array).
+    pub line: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// What an ingestion did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct IngestReport {
+    /// Events newly stored.
+    pub accepted: u64,
+    /// Events already stored (same `messageId` or content), skipped.
+    pub duplicates: u64,
+    /// Lines rejected and quarantined.
+    pub quarantined: u64,
+    /// The first [`MAX_REPORTED_REJECTIONS`] rejections.
+    pub rejected: Vec<RejectedLine>,
+}
+
+/// Checks and stores lines; [`Ingestor::finish`] flushes and reports.
+pub struct Ingestor {
+    events: Events,
+    schemas: Schemas,
+    now_ms: i64,
+    batch: Vec<NewEvent>,
+    quarantine: Vec<QuarantineEntry>,
+    released: Vec<[u8; 16]>,
+    report: IngestReport,
+}
+
+impl std::fmt::Debug for Ingestor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingestor")
+            .field("report", &self.report)
+            .finish()
+    }
+}
+
+impl Node {
+    /// Starts an ingestion against the schemas approved now; `now_ms` bounds event timestamps.
+    pub fn ingestor(&self, now_ms: i64) -> Result<Ingestor, Error> {
+        Ok(Ingestor {
+            events: self.store.events()?,
+            schemas: Schemas::from_view(&self.view()),
+            now_ms,
+            batch: Vec::with_capacity(BATCH_EVENTS),
+            quarantine: Vec::new(),
+            released: Vec::new(),
+            report: IngestReport::default(),
+        })
+    }
+
+    /// Ingests a request body: a JSON array of track calls, or JSON lines.
+    pub fn ingest_body(&self, body: &[u8], now_ms: i64) -> Result<IngestReport, Error> {
+        let mut ingestor = self.ingestor(now_ms)?;
+        if body.trim_ascii_start().starts_with(b"[") {
+            let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)
+                .map_err(|e| Error::Body(format!("not a JSON array of events: {e}")))?;
+            for (index, item) in items.iter().enumerate() {
+                ingestor.line(API_SOURCE, index as u64 + 1, item.get().as_bytes())?;
+            }
+        } else {
+            ingestor.read(API_SOURCE, &mut &body[..])?;
+        }
+        ingestor.finish()
+    }
+
+    /// Quarantined lines, by source and line.
+    pub fn quarantined(&self) -> Result<Vec<QuarantineEntry>, Error> {
+        Ok(self.store.events()?.quarantined()?)
+    }
+
+    /// Checks every quarantined line again (after a schema was approved): accepted ones are stored and leave the
+    /// quarantine; the others stay, with their reason brought up to date.
+    pub fn retry_quarantine(&self, now_ms: i64) -> Result<IngestReport, Error> {
+        let mut ingestor = self.ingestor(now_ms)?;
+        for entry in ingestor.events.quarantined()? {
+            ingestor.retry(entry)?;
+        }
+        ingestor.finish()
+    }
+
+    /// Analyses `experiment` over the stored exposures and events.
+    pub fn analyze(
+        &self,
+        experiment: &str,
+        extra_metrics: &[String],
+        options: &Options,
+    ) -> Result<Report, Error> {
+        let plan = Plan::new(&self.view(), experiment, extra_metrics)?;
+        let events = self.store.events()?;
+        let mut exposures = ExposureBuilder::new(&plan.variants);
+        for exposure in events.scan_exposures(experiment) {
+            let exposure = exposure?;
+            exposures.push(exposure.user(), exposure.timestamp_ms(), exposure.value());
+        }
+        let mut analysis = Analysis::new(&plan, exposures);
+        for name in plan.event_uses().keys() {
+            let mut sink = analysis.events(name);
+            for event in events.scan_event(name) {
+                let event = event?;
+                sink.push(event.user(), event.timestamp_ms(), event.value());
+            }
+        }
+        Ok(analysis.finish(options)?)
+    }
+}
+
+impl Ingestor {
+    /// Reads JSON lines from `reader` (blank lines are skipped; over-long lines are rejected without being held).
+    pub fn read(&mut self, source: &str, reader: &mut dyn BufRead) -> Result<(), Error> {
+        let mut buffer = Vec::with_capacity(1024);
+        let mut number = 0u64;
+        loop {
+            buffer.clear();
+            let read = read_line(reader, &mut buffer).map_err(|error| Error::Read {
+                source_name: source.to_owned(),
+                line: number,
+                error,
+            })?;
+            let Some(too_long) = read else { break };
+            number += 1;
+            if too_long {
+                let reason = format!(
+                    "line is longer than {} bytes; kept truncated",
+                    track::MAX_LINE_BYTES
+                );
+                self.reject(source, number, &buffer, reason)?;
+                continue;
+            }
+            let line = buffer.trim_ascii();
+            if !line.is_empty() {
+                self.line(source, number, line)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks one line and stores or quarantines it.
+    pub fn line(&mut self, source: &str, number: u64, line: &[u8]) -> Result<(), Error> {
+        match track::check_line(line, &self.schemas, self.now_ms) {
+            Ok(accepted) => self.accept(accepted),
+            Err(reason) => self.reject(source, number, line, reason),
+        }
+    }
+
+    fn retry(&mut self, entry: QuarantineEntry) -> Result<(), Error> {
+        match track::check_line(&entry.raw, &self.schemas, self.now_ms) {
+            Ok(accepted) => {
+                self.released.push(entry.key);
+                self.accept(accepted)
+            }
+            Err(reason) => self.reject(&entry.source, entry.line, &entry.raw, reason),
+        }
+    }
+
+    fn accept(&mut self, accepted: track::Accepted) -> Result<(), Error> {
+        self.batch.push(NewEvent {
+            event: accepted.name,
+            user: accepted.user,
+            timestamp_ms: accepted.timestamp_ms,
+            id: accepted.id,
+            value: accepted.value,
+            exposure: accepted.exposure,
+        });
+        if self.batch.len() >= BATCH_EVENTS {
+            self.write_batch()?;
+        }
+        Ok(())
+    }
+
+    fn reject(
+        &mut self,
+        source: &str,
+        number: u64,
+        line: &[u8],
+        reason: String,
+    ) -> Result<(), Error> {
+        self.report.quarantined += 1;
+        if self.report.rejected.len() < MAX_REPORTED_REJECTIONS {
+            self.report.rejected.push(RejectedLine {
+                file: source.to_owned(),
+                line: number,
+                reason: reason.clone(),
+            });
+        }
+        self.quarantine.push(QuarantineEntry {
+            key: track::line_hash(line),
+            source: source.to_owned(),
+            line: number,
+            reason,
+            at_ms: self.now_ms,
+            raw: line.to_vec(),
+        });
+        if self.quarantine.len() >= BATCH_EVENTS {
+            self.events.quarantine(&self.quarantine)?;
+            self.quarantine.clear();
+        }
+        Ok(())
+    }
+
+    fn write_batch(&mut self) -> Result<(), Error> {
+        let counts = self.events.write(&self.batch)?;
+        self.report.accepted += counts.accepted;
+        self.report.duplicates += counts.duplicates;
+        self.batch.clear();
+        Ok(())
+    }
+
+    /// Writes what is pending and flushes: everything the report counts is durable when this returns.
+    pub fn finish(mut self) -> Result<IngestReport, Error> {
+        self.write_batch()?;
+        self.events.quarantine(&self.quarantine)?;
+        // Released only once the events are stored, so a crash in between leaves the line quarantined, and a
+        // retry finds the event a duplicate.
+        self.events.release(&self.released)?;
+        self.events.flush()?;
+        Ok(self.report)
+    }
+}
+
+/// Reads one line into `buffer` (without its newline), holding at most [`track::MAX_LINE_BYTES`] + 1 bytes of it.
+/// `None` at the end of input, else whether the line was longer than that.
+fn read_line(reader: &mut dyn BufRead, buffer: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
+    let limit = track::MAX_LINE_BYTES + 1;
+    let mut any = false;
+    let mut too_long = false;
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            return Ok(any.then_some(too_long));
+        }
+        any = true;
+        let (chunk, done) = match memchr(available) {
+            Some(end) => (&available[..end], Some(end + 1)),
+            None => (available, None),
+        };
+        let room = limit.saturating_sub(buffer.len());
+        too_long |= chunk.len() > room;
+        buffer.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let consumed = done.unwrap_or(available.len());
+        reader.consume(consumed);
+        if done.is_some() {
+            return Ok(Some(too_long));
+        }
+    }
+}
+
+fn memchr(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_read_bounded() {
+        let long = "x".repeat(track::MAX_LINE_BYTES + 10);
+        let input = format!("a\r\n\n{long}\nlast");
+        let mut reader = std::io::BufReader::with_capacity(16, input.as_bytes());
+        let mut buffer = Vec::new();
+        let mut lines = Vec::new();
+        while let Some(too_long) = read_line(&mut reader, &mut buffer).expect("memory") {
+            lines.push((buffer.len(), too_long));
+            buffer.clear();
+        }
+        assert_eq!(
+            lines,
+            vec![
+                (2, false),
+                (0, false),
+                (track::MAX_LINE_BYTES + 1, true),
+                (4, false)
+            ]
+        );
+    }
+}

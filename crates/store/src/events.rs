@@ -1,0 +1,391 @@
+//! Raw events of the pod: accepted track events and exposures, laid out for analysis scans, the ids that make
+//! ingestion idempotent, and the quarantine of rejected lines.
+//!
+//! # Layout (sled trees)
+//! - `events`: `event \0 user \0 timestamp (8, order-preserving) id (8)` -> properties (JSON object bytes).
+//!   One prefix scan per metric event yields users in byte order and each user's events in time order.
+//! - `exposures`: `experiment \0 user \0 timestamp id` -> variation id. One prefix scan per experiment.
+//! - `event_ids`: event id (16 bytes: a hash of `messageId`, else of the content) -> nothing.
+//! - `quarantine`: hash of the raw line (16 bytes) -> [`QuarantineEntry`].
+//!
+//! Event and user names never contain NUL (ingestion rejects them), so the separators are unambiguous.
+//! Writes go events first, ids second: a crash between the two leaves an event whose id is missing, and a retry
+//! rewrites the same key (the id is part of it), so no event is ever counted twice and none is lost.
+
+use sled::IVec;
+
+use crate::{Error, Store};
+
+/// Bytes of the id suffix of an event key.
+const KEY_ID_BYTES: usize = 8;
+/// Bytes of the timestamp in an event key.
+const KEY_TIME_BYTES: usize = 8;
+
+/// An accepted event, ready to store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    /// Event name (for an exposure, the experiment id).
+    pub event: String,
+    /// `userId`, else `anonymousId`.
+    pub user: String,
+    /// Unix milliseconds.
+    pub timestamp_ms: i64,
+    /// Idempotency id.
+    pub id: [u8; 16],
+    /// What is stored: properties JSON for an event, the variation id for an exposure.
+    pub value: Vec<u8>,
+    /// Whether this is an exposure (`Experiment Viewed`).
+    pub exposure: bool,
+}
+
+/// How many events of a batch were new and how many were already stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteCounts {
+    /// Newly stored.
+    pub accepted: u64,
+    /// Already stored (same id), skipped.
+    pub duplicates: u64,
+}
+
+/// A stored event or exposure as a scan yields it.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    key: IVec,
+    value: IVec,
+    prefix_len: usize,
+}
+
+impl StoredEvent {
+    /// The user id bytes.
+    pub fn user(&self) -> &[u8] {
+        &self.key[self.prefix_len..self.key.len() - KEY_TIME_BYTES - KEY_ID_BYTES - 1]
+    }
+
+    /// Unix milliseconds.
+    pub fn timestamp_ms(&self) -> i64 {
+        let end = self.key.len() - KEY_ID_BYTES;
+        let bytes: [u8; 8] = self.key[end - KEY_TIME_BYTES..end]
+            .try_into()
+            .expect("keys are built with an 8-byte timestamp");
+        decode_time(bytes)
+    }
+
+    /// Properties JSON (events) or variation id (exposures).
+    pub fn value(&self) -> &[u8] {
+        &self.value
+    }
+}
+
+/// A rejected line kept for the user to inspect and retry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuarantineEntry {
+    /// Key in the quarantine tree (hash of the raw line).
+    pub key: [u8; 16],
+    /// File (or `POST /v1/events`, or `-`) it came from.
+    pub source: String,
+    /// Line number in that source, from 1.
+    pub line: u64,
+    /// Why it was rejected.
+    pub reason: String,
+    /// When it was quarantined (Unix ms).
+    pub at_ms: i64,
+    /// The line, unchanged.
+    pub raw: Vec<u8>,
+}
+
+impl QuarantineEntry {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.raw.len() + self.reason.len() + 64);
+        put_bytes(&mut out, self.source.as_bytes());
+        out.extend_from_slice(&self.line.to_be_bytes());
+        put_bytes(&mut out, self.reason.as_bytes());
+        out.extend_from_slice(&self.at_ms.to_be_bytes());
+        out.extend_from_slice(&self.raw);
+        out
+    }
+
+    fn decode(key: &[u8], bytes: &[u8]) -> Result<Self, Error> {
+        let corrupt = || Error::Corrupt {
+            what: "quarantine entry",
+            detail: format!("{} bytes do not decode", bytes.len()),
+        };
+        let mut rest = bytes;
+        let source = take_bytes(&mut rest).ok_or_else(corrupt)?;
+        let line = take_u64(&mut rest).ok_or_else(corrupt)?;
+        let reason = take_bytes(&mut rest).ok_or_else(corrupt)?;
+        let at_ms = take_u64(&mut rest).ok_or_else(corrupt)? as i64;
+        Ok(Self {
+            key: key.try_into().map_err(|_| corrupt())?,
+            source: String::from_utf8_lossy(source).into_owned(),
+            line,
+            reason: String::from_utf8_lossy(reason).into_owned(),
+            at_ms,
+            raw: rest.to_vec(),
+        })
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn take_u64(rest: &mut &[u8]) -> Option<u64> {
+    let (head, tail) = rest.split_first_chunk::<8>()?;
+    *rest = tail;
+    Some(u64::from_be_bytes(*head))
+}
+
+fn take_bytes<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let (head, tail) = rest.split_first_chunk::<4>()?;
+    let len = u32::from_be_bytes(*head) as usize;
+    if tail.len() < len {
+        return None;
+    }
+    let (bytes, tail) = tail.split_at(len);
+    *rest = tail;
+    Some(bytes)
+}
+
+/// Maps a signed time to bytes that sort like the numbers.
+fn encode_time(ms: i64) -> [u8; 8] {
+    ((ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn decode_time(bytes: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(bytes) ^ (1 << 63)) as i64
+}
+
+/// The key of an event: `name \0 user \0 time id`.
+pub fn event_key(name: &str, user: &str, timestamp_ms: i64, id: &[u8; 16]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(name.len() + user.len() + 2 + KEY_TIME_BYTES + KEY_ID_BYTES);
+    key.extend_from_slice(name.as_bytes());
+    key.push(0);
+    key.extend_from_slice(user.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&encode_time(timestamp_ms));
+    key.extend_from_slice(&id[..KEY_ID_BYTES]);
+    key
+}
+
+/// The raw-event trees of a store.
+pub struct Events {
+    db: sled::Db,
+    path: String,
+    events: sled::Tree,
+    exposures: sled::Tree,
+    ids: sled::Tree,
+    quarantine: sled::Tree,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// The raw-event trees of this database.
+    pub fn events(&self) -> Result<Events, Error> {
+        let tree = |name: &str| self.sled(self.db.open_tree(name));
+        Ok(Events {
+            events: tree("events")?,
+            exposures: tree("exposures")?,
+            ids: tree("event_ids")?,
+            quarantine: tree("quarantine")?,
+            db: self.db.clone(),
+            path: self.path.clone(),
+        })
+    }
+}
+
+impl Events {
+    fn sled<T>(&self, result: Result<T, sled::Error>) -> Result<T, Error> {
+        result.map_err(|source| Error::Sled {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Stores a batch of accepted events, skipping those whose id is already stored (or repeated in the batch).
+    /// Not durable until [`Events::flush`].
+    pub fn write(&self, batch: &[NewEvent]) -> Result<WriteCounts, Error> {
+        let mut counts = WriteCounts::default();
+        let mut seen = std::collections::HashSet::with_capacity(batch.len());
+        let mut events = sled::Batch::default();
+        let mut exposures = sled::Batch::default();
+        let mut ids = sled::Batch::default();
+        for event in batch {
+            if !seen.insert(event.id) || self.sled(self.ids.contains_key(event.id))? {
+                counts.duplicates += 1;
+                continue;
+            }
+            let key = event_key(&event.event, &event.user, event.timestamp_ms, &event.id);
+            if event.exposure {
+                exposures.insert(key, &event.value[..]);
+            } else {
+                events.insert(key, &event.value[..]);
+            }
+            ids.insert(&event.id[..], &[][..]);
+            counts.accepted += 1;
+        }
+        self.sled(self.events.apply_batch(events))?;
+        self.sled(self.exposures.apply_batch(exposures))?;
+        self.sled(self.ids.apply_batch(ids))?;
+        Ok(counts)
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.sled(self.db.flush())?;
+        Ok(())
+    }
+
+    /// Events named `event`, by user (byte order) then time.
+    pub fn scan_event(&self, event: &str) -> impl Iterator<Item = Result<StoredEvent, Error>> + '_ {
+        scan(self, &self.events, event)
+    }
+
+    /// Exposures to `experiment`, by user (byte order) then time.
+    pub fn scan_exposures(
+        &self,
+        experiment: &str,
+    ) -> impl Iterator<Item = Result<StoredEvent, Error>> + '_ {
+        scan(self, &self.exposures, experiment)
+    }
+
+    /// Number of stored events and exposures.
+    pub fn len(&self) -> usize {
+        self.events.len() + self.exposures.len()
+    }
+
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds lines to the quarantine (a line already there is replaced, so re-ingesting a file adds nothing).
+    pub fn quarantine(&self, entries: &[QuarantineEntry]) -> Result<(), Error> {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            batch.insert(&entry.key[..], entry.encode());
+        }
+        self.sled(self.quarantine.apply_batch(batch))
+    }
+
+    /// Every quarantined line, by source then line number.
+    pub fn quarantined(&self) -> Result<Vec<QuarantineEntry>, Error> {
+        let mut entries = Vec::new();
+        for item in self.quarantine.iter() {
+            let (key, value) = self.sled(item)?;
+            entries.push(QuarantineEntry::decode(&key, &value)?);
+        }
+        entries.sort_by(|a, b| (&a.source, a.line, a.at_ms).cmp(&(&b.source, b.line, b.at_ms)));
+        Ok(entries)
+    }
+
+    /// Removes lines from the quarantine.
+    pub fn release(&self, keys: &[[u8; 16]]) -> Result<(), Error> {
+        let mut batch = sled::Batch::default();
+        for key in keys {
+            batch.remove(&key[..]);
+        }
+        self.sled(self.quarantine.apply_batch(batch))
+    }
+}
+
+fn scan<'a>(
+    events: &'a Events,
+    tree: &'a sled::Tree,
+    name: &str,
+) -> impl Iterator<Item = Result<StoredEvent, Error>> + 'a {
+    let mut prefix = name.as_bytes().to_vec();
+    prefix.push(0);
+    let prefix_len = prefix.len();
+    tree.scan_prefix(prefix).map(move |item| {
+        let (key, value) = events.sled(item)?;
+        if key.len() < prefix_len + 1 + KEY_TIME_BYTES + KEY_ID_BYTES {
+            return Err(Error::Corrupt {
+                what: "event key",
+                detail: format!("{} bytes is too short", key.len()),
+            });
+        }
+        Ok(StoredEvent {
+            key,
+            value,
+            prefix_len,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(name: &str, user: &str, ts: i64, id: u8) -> NewEvent {
+        NewEvent {
+            event: name.into(),
+            user: user.into(),
+            timestamp_ms: ts,
+            id: [id; 16],
+            value: b"{}".to_vec(),
+            exposure: false,
+        }
+    }
+
+    #[test]
+    fn scans_are_by_user_then_time_and_ids_deduplicate() {
+        let store = Store::in_memory().expect("memory store");
+        let events = store.events().expect("trees");
+        let batch = [
+            event("Order", "u2", 5, 1),
+            event("Order", "u1", 9, 2),
+            event("Order", "u1", -3, 3),
+            event("Order", "u1", -3, 3),
+            event("Orders", "u0", 1, 4),
+        ];
+        let counts = events.write(&batch).expect("write");
+        assert_eq!(
+            counts,
+            WriteCounts {
+                accepted: 4,
+                duplicates: 1
+            }
+        );
+        let again = events.write(&batch[..2]).expect("write");
+        assert_eq!(again.duplicates, 2);
+        let scanned: Vec<(Vec<u8>, i64)> = events
+            .scan_event("Order")
+            .map(|e| e.map(|e| (e.user().to_vec(), e.timestamp_ms())))
+            .collect::<Result<_, _>>()
+            .expect("scan");
+        assert_eq!(
+            scanned,
+            vec![
+                (b"u1".to_vec(), -3),
+                (b"u1".to_vec(), 9),
+                (b"u2".to_vec(), 5)
+            ]
+        );
+    }
+
+    #[test]
+    fn quarantine_round_trips() {
+        let store = Store::in_memory().expect("memory store");
+        let events = store.events().expect("trees");
+        let entry = QuarantineEntry {
+            key: [7; 16],
+            source: "a.jsonl".into(),
+            line: 3,
+            reason: "unknown event `X`".into(),
+            at_ms: 42,
+            raw: b"{\"event\":\"X\"}".to_vec(),
+        };
+        events
+            .quarantine(&[entry.clone(), entry.clone()])
+            .expect("quarantine");
+        assert_eq!(events.quarantined().expect("list"), vec![entry.clone()]);
+        events.release(&[entry.key]).expect("release");
+        assert!(events.quarantined().expect("list").is_empty());
+    }
+}
