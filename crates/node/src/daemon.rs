@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -12,12 +12,23 @@ use crate::config::Config;
 use crate::remote::{API_FILE_NAME, ApiInfo, TOKEN_FILE_NAME};
 use crate::{Error, Node};
 
+/// How long a starting node waits for a CLI command that holds the store (run just before the node took it).
+pub const STORE_WAIT_MS: u64 = 10_000;
+
 /// Errors that stop the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     /// The node could not be opened.
     #[error(transparent)]
     Node(Box<Error>),
+    /// Another process kept the store locked.
+    #[error(
+        "the store in {dir} stayed locked by another process for {STORE_WAIT_MS} ms: is another `growthmesh node` running on this data dir?"
+    )]
+    Locked {
+        /// The data dir.
+        dir: String,
+    },
     /// The node belongs to no federation and has no invite to redeem.
     #[error(
         "this node belongs to no federation: run `federation create`, `registry import` a bundle, or `join` a ticket"
@@ -84,7 +95,7 @@ pub async fn run(
     exec: Exec,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    let mut node = Node::open(dir)?;
+    let mut node = open_node(dir).await?;
     let ticket = actor::pending_ticket(&node).transpose()?;
     if let Some(ticket) = &ticket {
         let federation: registry::FederationId =
@@ -197,6 +208,28 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(2), client.shutdown()).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     Ok(())
+}
+
+/// Opens the node, waiting while another process holds the store: a CLI command that found no running node and
+/// opened the store itself just before this node started. sled says "locked" only in its message.
+async fn open_node(dir: &Path) -> Result<Node, DaemonError> {
+    let deadline = Instant::now() + Duration::from_millis(STORE_WAIT_MS);
+    loop {
+        match Node::open(dir) {
+            Err(Error::Store(store::Error::Sled { ref source, .. }))
+                if source.to_string().contains("could not acquire lock") =>
+            {
+                if Instant::now() >= deadline {
+                    return Err(DaemonError::Locked {
+                        dir: dir.display().to_string(),
+                    });
+                }
+                tracing::info!("the store is held by another process; waiting");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DaemonError> {
