@@ -27,6 +27,9 @@ use crate::invite::{self, Redeem, Redeemed, Ticket, TicketError};
 pub const INBOX_CAPACITY: usize = 1024;
 /// First byte of an error answer to a request.
 const ERROR_TAG: u8 = 6;
+/// A bootstrap peer that is not connected is dialed again this often, so a node finds a restarted peer (or a peer
+/// finds it after its own restart) without an operator.
+pub const REDIAL_INTERVAL_MS: u64 = 5_000;
 
 /// A CLI command handed to the running node.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
@@ -170,6 +173,7 @@ pub struct Actor {
     announced_heads: Vec<registry::ChangeHash>,
     dirty_since_ms: Option<u64>,
     last_announce_ms: u64,
+    last_redial_ms: u64,
     ticket: Option<Ticket>,
     redeem_in_flight: bool,
     invite_outcome: Option<String>,
@@ -211,6 +215,7 @@ impl Actor {
             announced_heads: Vec::new(),
             dirty_since_ms: Some(0),
             last_announce_ms: 0,
+            last_redial_ms: now_ms(),
             ticket,
             redeem_in_flight: false,
             invite_outcome: None,
@@ -491,6 +496,36 @@ impl Actor {
             now.saturating_sub(self.last_announce_ms) >= self.config.announce_interval_ms;
         if debounced || periodic {
             self.announce(now);
+        }
+        if now.saturating_sub(self.last_redial_ms) >= REDIAL_INTERVAL_MS {
+            self.last_redial_ms = now;
+            self.redial();
+        }
+    }
+
+    /// Dials the bootstrap addresses whose peer is not connected (an address without `/p2p/ID` only while no peer
+    /// is connected at all).
+    fn redial(&self) {
+        for text in &self.config.bootstrap_addrs {
+            let peer = text
+                .rsplit_once("/p2p/")
+                .and_then(|(_, id)| id.parse::<PeerId>().ok());
+            let connected = match peer {
+                Some(peer) => self.connected.contains(&peer),
+                None => !self.connected.is_empty(),
+            };
+            let Ok(addr) = text.parse::<net::Multiaddr>() else {
+                continue;
+            };
+            if connected {
+                continue;
+            }
+            let client = self.client.clone();
+            self.runtime.spawn(async move {
+                if let Err(error) = client.dial(addr.clone()).await {
+                    tracing::debug!(%addr, %error, "redial failed");
+                }
+            });
         }
     }
 

@@ -12,6 +12,9 @@ use crate::config::Config;
 use crate::remote::{API_FILE_NAME, ApiInfo, TOKEN_FILE_NAME};
 use crate::{Error, Node};
 
+/// File in the data dir listing addresses dialed at every start, one multiaddr a line: the bootstrap addresses of
+/// the ticket this node joined with, so a restarted node finds its federation again without flags.
+pub const BOOTSTRAP_FILE_NAME: &str = "bootstrap";
 /// How long a starting node waits for a CLI command that holds the store (run just before the node took it).
 pub const STORE_WAIT_MS: u64 = 10_000;
 
@@ -103,9 +106,12 @@ pub async fn run(
         if node.replica().federation().is_none() {
             node.adopt(federation)?;
         }
-        config
-            .bootstrap_addrs
-            .extend(ticket.body.bootstrap.iter().cloned());
+        remember_bootstrap(dir, &ticket.body.bootstrap)?;
+    }
+    for addr in remembered_bootstrap(dir) {
+        if !config.bootstrap_addrs.contains(&addr) {
+            config.bootstrap_addrs.push(addr);
+        }
     }
     let federation = node
         .replica()
@@ -230,6 +236,34 @@ async fn open_node(dir: &Path) -> Result<Node, DaemonError> {
             other => return Ok(other?),
         }
     }
+}
+
+/// The addresses in the data dir's bootstrap file.
+fn remembered_bootstrap(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join(BOOTSTRAP_FILE_NAME))
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Adds `addrs` to the data dir's bootstrap file.
+fn remember_bootstrap(dir: &Path, addrs: &[String]) -> Result<(), DaemonError> {
+    let mut known = remembered_bootstrap(dir);
+    let before = known.len();
+    for addr in addrs {
+        if !known.contains(addr) {
+            known.push(addr.clone());
+        }
+    }
+    if known.len() == before {
+        return Ok(());
+    }
+    let text: String = known.iter().map(|a| format!("{a}\n")).collect();
+    std::fs::write(dir.join(BOOTSTRAP_FILE_NAME), text)
+        .map_err(io(format!("writing {BOOTSTRAP_FILE_NAME}")))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DaemonError> {

@@ -13,7 +13,9 @@
 //! - `invite.rs`: invite tickets and their redemption messages.
 //! - `config.rs`: [`config::Config`], every setting with a default.
 //!
-//! A data dir holds `node.key` (mode 0600) and `db/` (sled). It holds no absolute paths, so a copied data dir works.
+//! A data dir holds `node.key` (mode 0600) and `db/` (sled); while a node runs, `api.json` and `api.token`; after
+//! `join`, `ticket` (until redeemed) and `bootstrap` (the ticket's addresses, dialed at every start). It holds no
+//! absolute paths, so a copied data dir works.
 
 pub mod actor;
 pub mod api;
