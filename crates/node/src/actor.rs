@@ -656,9 +656,11 @@ impl Actor {
 
     fn status(&self) -> NetworkStatus {
         let view = self.node.view();
+        // A revoked member is no member: it is not listed even while its connection waits out the grace period.
         let by_peer: BTreeMap<PeerId, &model::Member> = view
             .members
             .values()
+            .filter(|m| !m.revoked)
             .filter_map(|m| {
                 let key: identity::PublicKey = m.public_key.parse().ok()?;
                 Some((net::peer_id_from_public_key(key.as_bytes()).ok()?, m))
