@@ -1,0 +1,139 @@
+//! Support for the network tests: the `growthmesh` binary on temp data dirs (`Node`), and `growthmesh node` running
+//! as a child process (`node.rs`: [`Daemon`], status polling, invites).
+
+// Test files use different parts of this module.
+#![allow(dead_code)]
+
+pub mod node;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub use node::*;
+
+/// The binary under test, with logs quiet and no fallback to the user's data dir.
+pub fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_growthmesh"));
+    command
+        .env_remove("GROWTHMESH_DATA_DIR")
+        .env("RUST_LOG", "warn");
+    command
+}
+
+/// One node's data dir, removed when dropped.
+pub struct Node {
+    _temp: tempfile::TempDir,
+    /// The data dir.
+    pub dir: PathBuf,
+    /// The public key `init` printed.
+    pub public_key: String,
+}
+
+impl Node {
+    /// A fresh data dir on which `init --name NAME` ran.
+    pub fn init(name: &str) -> Self {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut node = Self {
+            dir: temp.path().join("data"),
+            _temp: temp,
+            public_key: String::new(),
+        };
+        let identity = node.json(&["init", "--name", name]);
+        node.public_key = identity["public_key"]
+            .as_str()
+            .expect("init prints public_key")
+            .to_owned();
+        node
+    }
+
+    /// A file path next to the data dir.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.parent().expect("data dir has a parent").join(name)
+    }
+
+    /// Runs `growthmesh --data-dir DIR ARGS`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        binary()
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .expect("the binary runs")
+    }
+
+    /// Runs with `--json`, expects success and returns the one JSON document printed.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut argv = args.to_vec();
+        argv.push("--json");
+        let output = self.run(&argv);
+        assert_success(&argv, &output);
+        one_json_document(&output.stdout)
+    }
+
+    /// Runs with `--json` and expects exit status `code`; returns stdout parsed (or Null when empty) and stderr.
+    pub fn json_status(&self, args: &[&str], code: i32) -> (Value, String) {
+        let mut argv = args.to_vec();
+        argv.push("--json");
+        let output = self.run(&argv);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{argv:?}\nstdout: {}\nstderr: {stderr}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let value = if output.stdout.is_empty() {
+            Value::Null
+        } else {
+            one_json_document(&output.stdout)
+        };
+        (value, stderr)
+    }
+
+    /// Exports everything to a bundle file named `name` and returns its path.
+    pub fn export(&self, name: &str) -> PathBuf {
+        let out = self.file(name);
+        self.json(&["registry", "export", "--out", path_str(&out)]);
+        out
+    }
+
+    /// Imports `bundle`, expecting no rejection; returns the report.
+    pub fn import_all(&self, bundle: &Path) -> Value {
+        let report = self.json(&["registry", "import", path_str(bundle)]);
+        assert_eq!(report["rejected"], Value::Array(Vec::new()), "{report}");
+        report
+    }
+
+    /// The registry view.
+    pub fn show(&self) -> Value {
+        self.json(&["registry", "show"])
+    }
+}
+
+/// Panics with the command's output unless it exited 0.
+pub fn assert_success(argv: &[&str], output: &Output) {
+    assert!(
+        output.status.success(),
+        "{argv:?} exited {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Parses `stdout` as exactly one JSON document.
+pub fn one_json_document(stdout: &[u8]) -> Value {
+    serde_json::from_slice(stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON document ({e}):\n{}",
+            String::from_utf8_lossy(stdout)
+        )
+    })
+}
+
+/// A path as UTF-8 (temp paths are).
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
