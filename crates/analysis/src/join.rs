@@ -95,3 +95,109 @@ impl EventSink<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use model::{
+        EventSchema, Experiment, MetricDefinition, MetricKind, RegistryView, StandardStatus,
+        Variant,
+    };
+
+    use super::*;
+    use crate::generate::{self, DEFAULT_START_MS, ORDER_COMPLETED, SCHEMAS};
+    use crate::time::DAY_MS;
+    use crate::track::{Schemas, check_line};
+    use crate::{Plan, Verdict};
+
+    fn view() -> RegistryView {
+        let mut view = RegistryView::default();
+        for (event, properties) in SCHEMAS {
+            let schema = EventSchema {
+                event: event.into(),
+                version: 1,
+                properties: properties
+                    .iter()
+                    .map(|p| p.parse().expect("valid"))
+                    .collect(),
+                legal_basis: String::new(),
+                retention_days: 0,
+                status: StandardStatus::Approved,
+                proposed_by: String::new(),
+                approved_by: None,
+            };
+            view.schemas.insert(schema.key(), schema);
+        }
+        let metric = MetricDefinition {
+            key: "conversion".into(),
+            kind: MetricKind::Binomial {
+                event: ORDER_COMPLETED.into(),
+                window_days: 14,
+            },
+            direction: model::Direction::Higher,
+            capping_percentile: None,
+            status: StandardStatus::Approved,
+            proposed_by: String::new(),
+            approved_by: None,
+        };
+        view.metrics.insert(metric.key.clone(), metric);
+        let experiment: Experiment = serde_json::from_value(serde_json::json!({
+            "key": "exp", "pod": "emea", "primary_metric": "conversion",
+        }))
+        .expect("a minimal experiment");
+        let variants = ["control", "treatment"].map(|key| Variant {
+            key: key.into(),
+            weight: 0.5,
+        });
+        view.experiments.insert(
+            "exp".into(),
+            Experiment {
+                variants: variants.to_vec(),
+                ..experiment
+            },
+        );
+        view
+    }
+
+    /// Generates, checks, sorts like the store and analyses in memory.
+    fn verdict(view: &RegistryView, lift: f64, seed: u64) -> Verdict {
+        let config = generate::Config {
+            lift,
+            ..generate::Config::new("exp", 1_000, 5_000, seed)
+        };
+        let mut bytes = Vec::new();
+        generate::generate(&config, &mut bytes).expect("memory write");
+        let schemas = Schemas::from_view(view);
+        let mut accepted: Vec<_> = bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| check_line(l, &schemas, DEFAULT_START_MS + 100 * DAY_MS).expect("valid"))
+            .collect();
+        accepted.sort_by(|a, b| {
+            (&a.name, &a.user, a.timestamp_ms).cmp(&(&b.name, &b.user, b.timestamp_ms))
+        });
+        let plan = Plan::new(view, "exp", &[]).expect("a plan");
+        let mut exposures = ExposureBuilder::new(&plan.variants);
+        for e in accepted.iter().filter(|e| e.exposure) {
+            exposures.push(e.user.as_bytes(), e.timestamp_ms, &e.value);
+        }
+        let mut analysis = Analysis::new(&plan, exposures);
+        let mut sink = analysis.events(ORDER_COMPLETED);
+        for e in accepted.iter().filter(|e| e.name == ORDER_COMPLETED) {
+            sink.push(e.user.as_bytes(), e.timestamp_ms, &e.value);
+        }
+        let report = analysis.finish(&Options::default()).expect("a report");
+        assert_eq!(report.users.iter().sum::<u64>(), 1_000);
+        report.verdict
+    }
+
+    #[test]
+    fn a_real_lift_is_detected_and_aa_tests_are_rarely_called() {
+        let view = view();
+        assert_eq!(verdict(&view, 0.6, 1), Verdict::Ship);
+        let called = (0..20)
+            .filter(|&seed| verdict(&view, 0.0, 100 + seed) != Verdict::KeepRunning)
+            .count();
+        // 5% expected at alpha 0.05; 4 or more of 20 has probability under 2%.
+        assert!(called <= 3, "{called} of 20 A/A tests were called");
+    }
+}

@@ -307,6 +307,35 @@ fn memchr(bytes: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
+    const EXPOSURE: &str = r#"{"userId":"u1","event":"Experiment Viewed","timestamp":"2025-03-01T09:00:00Z","properties":{"experimentId":"x","variationId":"0"}}"#;
+    const UNKNOWN: &str = r#"{"userId":"u1","event":"Nope","timestamp":"2025-03-01T09:00:00Z"}"#;
+
+    #[test]
+    fn posted_bodies_are_arrays_or_lines() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let node = Node::open(dir.path()).expect("a node");
+        let array = format!("[{EXPOSURE}, {UNKNOWN}]");
+        let report = node
+            .ingest_body(array.as_bytes(), 1_800_000_000_000)
+            .expect("ingested");
+        assert_eq!((report.accepted, report.quarantined), (1, 1));
+        assert_eq!(report.rejected[0].line, 2);
+        assert_eq!(report.rejected[0].file, API_SOURCE);
+        let lines = format!("{EXPOSURE}\n{UNKNOWN}\n");
+        let report = node
+            .ingest_body(lines.as_bytes(), 1_800_000_000_000)
+            .expect("ingested");
+        assert_eq!((report.accepted, report.duplicates), (0, 1));
+        assert_eq!(node.quarantined().expect("listed").len(), 1);
+        let error = node.ingest_body(b"[{", 0).expect_err("not an array");
+        assert!(
+            error
+                .to_string()
+                .starts_with("POST /v1/events: not a JSON array"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn lines_are_read_bounded() {
         let long = "x".repeat(track::MAX_LINE_BYTES + 10);

@@ -1,16 +1,18 @@
-//! Raw events of the pod: accepted track events and exposures, laid out for analysis scans, the ids that make
-//! ingestion idempotent, and the quarantine of rejected lines.
+//! Raw events of the pod: accepted track events and exposures, laid out for analysis scans and keyed so that
+//! ingesting an event twice stores it once, and the quarantine of rejected lines.
 //!
 //! # Layout (sled trees)
 //! - `events`: `event \0 user \0 timestamp (8, order-preserving) id (8)` -> properties (JSON object bytes).
 //!   One prefix scan per metric event yields users in byte order and each user's events in time order.
 //! - `exposures`: `experiment \0 user \0 timestamp id` -> variation id. One prefix scan per experiment.
-//! - `event_ids`: event id (16 bytes: a hash of `messageId`, else of the content) -> nothing.
 //! - `quarantine`: hash of the raw line (16 bytes) -> [`QuarantineEntry`].
 //!
 //! Event and user names never contain NUL (ingestion rejects them), so the separators are unambiguous.
-//! Writes go events first, ids second: a crash between the two leaves an event whose id is missing, and a retry
-//! rewrites the same key (the id is part of it), so no event is ever counted twice and none is lost.
+//!
+//! Idempotency lives in the key: its last 8 bytes are the event id (a hash of `messageId`, else of the content), so
+//! the same event ingested again finds its key and is skipped, and a crash mid-batch can only leave events that a
+//! retry skips. A `messageId` therefore deduplicates within one (event, user, timestamp), which is what a Segment
+//! retry resends; keeping a separate id index would cost a second sled write per event (see docs/analysis.md).
 
 use sled::IVec;
 
@@ -174,7 +176,6 @@ pub struct Events {
     path: String,
     events: sled::Tree,
     exposures: sled::Tree,
-    ids: sled::Tree,
     quarantine: sled::Tree,
 }
 
@@ -191,7 +192,6 @@ impl Store {
         Ok(Events {
             events: tree("events")?,
             exposures: tree("exposures")?,
-            ids: tree("event_ids")?,
             quarantine: tree("quarantine")?,
             db: self.db.clone(),
             path: self.path.clone(),
@@ -207,31 +207,34 @@ impl Events {
         })
     }
 
-    /// Stores a batch of accepted events, skipping those whose id is already stored (or repeated in the batch).
-    /// Not durable until [`Events::flush`].
+    /// Stores a batch of accepted events, skipping those already stored (same key, hence same id) or repeated in
+    /// the batch. Not durable until [`Events::flush`].
     pub fn write(&self, batch: &[NewEvent]) -> Result<WriteCounts, Error> {
         let mut counts = WriteCounts::default();
         let mut seen = std::collections::HashSet::with_capacity(batch.len());
         let mut events = sled::Batch::default();
         let mut exposures = sled::Batch::default();
-        let mut ids = sled::Batch::default();
         for event in batch {
-            if !seen.insert(event.id) || self.sled(self.ids.contains_key(event.id))? {
+            let key = event_key(&event.event, &event.user, event.timestamp_ms, &event.id);
+            let tree = if event.exposure {
+                &self.exposures
+            } else {
+                &self.events
+            };
+            if seen.contains(&key) || self.sled(tree.contains_key(&key))? {
                 counts.duplicates += 1;
                 continue;
             }
-            let key = event_key(&event.event, &event.user, event.timestamp_ms, &event.id);
             if event.exposure {
-                exposures.insert(key, &event.value[..]);
+                exposures.insert(&key[..], &event.value[..]);
             } else {
-                events.insert(key, &event.value[..]);
+                events.insert(&key[..], &event.value[..]);
             }
-            ids.insert(&event.id[..], &[][..]);
+            seen.insert(key);
             counts.accepted += 1;
         }
         self.sled(self.events.apply_batch(events))?;
         self.sled(self.exposures.apply_batch(exposures))?;
-        self.sled(self.ids.apply_batch(ids))?;
         Ok(counts)
     }
 

@@ -1,0 +1,449 @@
+//! Event ingestion, the quarantine, analysis and conclusion through the real `growthmesh` binary: a council and a
+//! pod on temp data dirs, exchanging bundles.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_growthmesh"));
+    command
+        .env_remove("GROWTHMESH_DATA_DIR")
+        .env("RUST_LOG", "warn");
+    command
+}
+
+/// One data dir, removed with its temp dir.
+struct Node {
+    _temp: tempfile::TempDir,
+    dir: PathBuf,
+    public_key: String,
+}
+
+impl Node {
+    fn init(name: &str) -> Self {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut node = Self {
+            dir: temp.path().join("data"),
+            _temp: temp,
+            public_key: String::new(),
+        };
+        let identity = node.json(&["init", "--name", name]);
+        node.public_key = identity["public_key"].as_str().expect("a key").to_owned();
+        node
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.parent().expect("a parent").join(name)
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut command = binary();
+        command.arg("--data-dir").arg(&self.dir).args(args);
+        let Some(input) = stdin else {
+            return command.output().expect("the binary runs");
+        };
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(input)
+            .expect("stdin takes the input");
+        child.wait_with_output().expect("the binary ends")
+    }
+
+    /// Runs with `--json`, expects exit status `code`, returns the JSON printed and stderr.
+    fn json_status(&self, args: &[&str], code: i32, stdin: Option<&[u8]>) -> (Value, String) {
+        let mut argv = args.to_vec();
+        argv.push("--json");
+        let output = self.run(&argv, stdin);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{argv:?}\nstdout: {}\nstderr: {stderr}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let value = if output.stdout.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&output.stdout).expect("one JSON document")
+        };
+        (value, stderr)
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        self.json_status(args, 0, None).0
+    }
+
+    fn export(&self, name: &str) -> PathBuf {
+        let out = self.file(name);
+        self.json(&["registry", "export", "--out", path(&out)]);
+        out
+    }
+
+    fn import(&self, bundle: &Path) {
+        let report = self.json(&["registry", "import", path(bundle)]);
+        assert_eq!(report["rejected"], Value::Array(Vec::new()), "{report}");
+    }
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
+
+/// A council and the `emea` pod; the pod proposed the schemas and metrics named, the council approved them, and
+/// the pod registered the experiment `checkout` (primary `conversion`, guardrail `pages`).
+fn federation(schemas: &[&str]) -> (Node, Node) {
+    let council = Node::init("Council");
+    council.json(&["federation", "create", "--name", "Acme"]);
+    let pod = Node::init("Pod");
+    council.json(&[
+        "member",
+        "add",
+        &pod.public_key,
+        "--role",
+        "pod",
+        "--name",
+        "Pod",
+        "--pod",
+        "emea",
+    ]);
+    pod.import(&council.export("founding.gmb"));
+    for schema in schemas {
+        let mut args = vec!["schema", "propose", "--event", schema];
+        for (event, properties) in analysis::generate::SCHEMAS {
+            if event == *schema {
+                for property in properties {
+                    args.extend(["--property", property]);
+                }
+            }
+        }
+        pod.json(&args);
+    }
+    for metric in [
+        &[
+            "--key",
+            "conversion",
+            "--type",
+            "binomial",
+            "--event",
+            "Order Completed",
+        ][..],
+        &["--key", "pages", "--type", "mean", "--event", "Page Viewed"],
+        &[
+            "--key",
+            "signups",
+            "--type",
+            "binomial",
+            "--event",
+            "Signed Up",
+        ],
+    ] {
+        let mut args = vec!["metric", "propose"];
+        args.extend_from_slice(metric);
+        pod.json(&args);
+    }
+    pod.json(&[
+        "experiment",
+        "new",
+        "--key",
+        "checkout",
+        "--hypothesis",
+        "if checkout is shorter then more people order because there is less friction",
+        "--primary-metric",
+        "conversion",
+        "--guardrail",
+        "pages",
+        "--weights",
+        "0.4,0.6",
+    ]);
+    council.import(&pod.export("pod.gmb"));
+    for schema in schemas {
+        council.json(&["schema", "approve", schema]);
+    }
+    for metric in ["conversion", "pages", "signups"] {
+        council.json(&["metric", "approve", metric]);
+    }
+    pod.import(&council.export("standards.gmb"));
+    (council, pod)
+}
+
+fn write_lines(node: &Node, name: &str, lines: &[&str]) -> PathBuf {
+    let file = node.file(name);
+    std::fs::write(&file, lines.join("\n") + "\n").expect("temp file");
+    file
+}
+
+const ORDER: &str = r#"{"messageId":"m1","userId":"u1","event":"Order Completed","timestamp":"2025-03-01T10:00:00Z","properties":{"revenue":12.5,"currency":"EUR"}}"#;
+const EXPOSURE: &str = r#"{"userId":"u1","event":"Experiment Viewed","timestamp":"2025-03-01T09:00:00Z","properties":{"experimentId":"checkout","variationId":"treatment"}}"#;
+const PAGE: &str = r#"{"userId":"u1","event":"Page Viewed","timestamp":"2025-03-01T09:30:00Z","properties":{"path":"/cart"}}"#;
+
+#[test]
+fn bad_lines_are_quarantined_and_released_after_their_schema_is_approved() {
+    let (council, pod) = federation(&["Order Completed"]);
+    let file = write_lines(
+        &pod,
+        "events.jsonl",
+        &[
+            ORDER,
+            "{not json",
+            r#"{"userId":"u2","event":"Order Completed","timestamp":"2025-03-01T10:00:00Z","properties":{"revenue":"12","currency":"EUR"}}"#,
+            PAGE,
+            r#"{"userId":"u3","event":"Order Completed","timestamp":"2999-01-01T00:00:00Z","properties":{"revenue":1,"currency":"EUR"}}"#,
+            r#"{"userId":"u3","event":"Order Completed","timestamp":"01/03/2025","properties":{"revenue":1,"currency":"EUR"}}"#,
+            "",
+            EXPOSURE,
+        ],
+    );
+    let (report, _) = pod.json_status(&["ingest", path(&file)], 3, None);
+    assert_eq!(
+        (
+            &report["accepted"],
+            &report["duplicates"],
+            &report["quarantined"]
+        ),
+        (&Value::from(2), &Value::from(0), &Value::from(5)),
+        "{report}"
+    );
+    let rejected = report["rejected"].as_array().expect("a list");
+    let lines: Vec<u64> = rejected
+        .iter()
+        .map(|r| r["line"].as_u64().expect("n"))
+        .collect();
+    assert_eq!(lines, vec![2, 3, 4, 5, 6]);
+    let reason = |line: u64| {
+        rejected
+            .iter()
+            .find(|r| r["line"] == line)
+            .and_then(|r| r["reason"].as_str())
+            .expect("a reason")
+            .to_owned()
+    };
+    assert!(reason(2).contains("malformed JSON"), "{}", reason(2));
+    assert!(
+        reason(3).contains("property `revenue` must be a number"),
+        "{}",
+        reason(3)
+    );
+    assert!(
+        reason(4).contains("unknown event `Page Viewed`"),
+        "{}",
+        reason(4)
+    );
+    assert!(reason(5).contains("in the future"), "{}", reason(5));
+    assert!(reason(6).contains("is not RFC 3339"), "{}", reason(6));
+
+    // The same file again: nothing new, nothing counted twice, the quarantine holds each line once.
+    let (again, _) = pod.json_status(&["ingest", path(&file)], 3, None);
+    assert_eq!(
+        (&again["accepted"], &again["duplicates"]),
+        (&Value::from(0), &Value::from(2))
+    );
+    let listed = pod.json(&["quarantine", "list"]);
+    let listed = listed["quarantined"].as_array().expect("a list");
+    assert_eq!(listed.len(), 5);
+    assert_eq!(listed[2]["line"], 4);
+    assert_eq!(listed[2]["raw"], PAGE, "the line is kept unchanged");
+
+    // Approving the missing schema releases its line, and only it.
+    pod.json(&[
+        "schema",
+        "propose",
+        "--event",
+        "Page Viewed",
+        "--property",
+        "path:string",
+    ]);
+    council.import(&pod.export("proposal.gmb"));
+    council.json(&["schema", "approve", "Page Viewed"]);
+    pod.import(&council.export("approval.gmb"));
+    let (retried, _) = pod.json_status(&["quarantine", "retry"], 3, None);
+    assert_eq!(
+        (&retried["accepted"], &retried["quarantined"]),
+        (&Value::from(1), &Value::from(4))
+    );
+    let listed = pod.json(&["quarantine", "list"]);
+    assert_eq!(listed["quarantined"].as_array().expect("a list").len(), 4);
+}
+
+#[test]
+fn gzip_files_and_stdin_are_ingested() {
+    let (_council, pod) = federation(&["Order Completed", "Page Viewed"]);
+    let gz = pod.file("events.jsonl.gz");
+    let generated = binary()
+        .args([
+            "generate-events",
+            "--users",
+            "50",
+            "--events",
+            "300",
+            "--experiment",
+            "checkout",
+            "--out",
+            path(&gz),
+            "--json",
+        ])
+        .output()
+        .expect("the binary runs");
+    assert!(generated.status.success(), "{generated:?}");
+    let report = pod.json(&["ingest", path(&gz)]);
+    assert_eq!(
+        (&report["accepted"], &report["quarantined"]),
+        (&Value::from(300), &Value::from(0))
+    );
+
+    let input = format!("{ORDER}\n{PAGE}\n");
+    let (report, _) = pod.json_status(&["ingest", "-"], 0, Some(input.as_bytes()));
+    assert_eq!(report["accepted"], 2, "{report}");
+    let (again, _) = pod.json_status(&["ingest", "-"], 0, Some(input.as_bytes()));
+    assert_eq!(
+        (&again["accepted"], &again["duplicates"]),
+        (&Value::from(0), &Value::from(2))
+    );
+
+    let missing = pod.run(&["ingest", path(&pod.file("nope.jsonl"))], None);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.jsonl: cannot open"));
+}
+
+fn generate(pod: &Node, name: &str, lift: &str, seed: &str) -> PathBuf {
+    let out = pod.file(name);
+    let output = binary()
+        .args([
+            "generate-events",
+            "--users",
+            "4000",
+            "--events",
+            "40000",
+            "--seed",
+            seed,
+            "--experiment",
+            "checkout",
+            "--weights",
+            "0.4,0.6",
+            "--lift",
+            lift,
+            "--out",
+            path(&out),
+        ])
+        .output()
+        .expect("the binary runs");
+    assert!(output.status.success(), "{output:?}");
+    out
+}
+
+#[test]
+fn analysis_detects_a_lift_and_the_conclusion_replicates() {
+    let (council, pod) = federation(&["Order Completed", "Page Viewed"]);
+    let file = generate(&pod, "lift.jsonl", "0.5", "11");
+    pod.json(&["ingest", path(&file)]);
+    let report = pod.json(&["analyze", "checkout"]);
+    assert_eq!(report["verdict"], "ship", "{report:#}");
+    assert_eq!(report["srm"], false);
+    let conversion = &report["metrics"][0];
+    assert_eq!(conversion["metric"], "conversion");
+    let lift = &conversion["lifts"][0];
+    assert!(
+        lift["relative_lift"].as_f64().expect("a number") > 0.2,
+        "{lift}"
+    );
+    assert!(
+        lift["p_value"].as_f64().expect("a number") < 0.001,
+        "{lift}"
+    );
+    assert!(
+        lift["chance_to_win"].as_f64().expect("a number") > 0.99,
+        "{lift}"
+    );
+    let users: u64 = report["users"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|u| u.as_u64().expect("n"))
+        .sum();
+    assert_eq!(users, 4000);
+
+    let text = pod.run(&["analyze", "checkout"], None);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("verdict: ship") && text.contains("conversion (binomial"),
+        "{text}"
+    );
+
+    let concluded = pod.json(&["experiment", "conclude", "checkout"]);
+    assert_eq!(concluded["decision"], "ship");
+    council.import(&pod.export("result.gmb"));
+    let view = council.json(&["registry", "show"]);
+    let summary = &view["results"]["checkout"];
+    assert_eq!(summary["decision"], "ship", "{view:#}");
+    assert_eq!(view["experiments"]["checkout"]["status"], "concluded");
+    let control = &summary["metrics"][0]["variants"][0];
+    assert_eq!(control["variant"], "control");
+    assert!(control["n"].as_u64().expect("n") > 1000, "{control}");
+    assert!(control["sum_squares"].is_number() && control["pre_sum"].is_number());
+}
+
+#[test]
+fn an_aa_test_is_not_called() {
+    let (_council, pod) = federation(&["Order Completed", "Page Viewed"]);
+    let file = generate(&pod, "aa.jsonl", "0", "5");
+    pod.json(&["ingest", path(&file)]);
+    let report = pod.json(&["analyze", "checkout"]);
+    assert_eq!(report["verdict"], "keep_running", "{report:#}");
+    assert_eq!(report["metrics"][0]["lifts"][0]["significant"], false);
+}
+
+#[test]
+fn a_metric_on_an_unapproved_event_is_named() {
+    let (_council, pod) = federation(&["Order Completed", "Page Viewed"]);
+    let (_, stderr) = pod.json_status(&["analyze", "checkout", "--metric", "signups"], 2, None);
+    assert!(
+        stderr.contains("metric `signups`: event `Signed Up` has no approved event schema"),
+        "{stderr}"
+    );
+    let (_, stderr) = pod.json_status(&["analyze", "nope"], 2, None);
+    assert!(stderr.contains("no experiment `nope`"), "{stderr}");
+    let (_, stderr) = pod.json_status(&["analyze", "checkout", "--metric", "ghost"], 2, None);
+    assert!(
+        stderr.contains("metric `ghost` (--metric of experiment `checkout`)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn assign_uses_the_registered_weights() {
+    let (_council, pod) = federation(&[]);
+    let registered = pod.json(&["assign", "--experiment", "checkout", "--user", "user-7"]);
+    let flags = binary()
+        .args([
+            "assign",
+            "--experiment",
+            "checkout",
+            "--user",
+            "user-7",
+            "--weights",
+            "0.4,0.6",
+            "--json",
+        ])
+        .output()
+        .expect("the binary runs");
+    let flags: Value = serde_json::from_slice(&flags.stdout).expect("JSON");
+    assert_eq!(registered, flags);
+    // Over many users the registered 40/60 split shows.
+    let treated = (0..100)
+        .filter(|i| {
+            let user = format!("u{i}");
+            pod.json(&["assign", "--experiment", "checkout", "--user", &user])["variation"] == 1
+        })
+        .count();
+    assert!((45..=75).contains(&treated), "{treated}");
+}
