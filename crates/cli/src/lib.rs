@@ -90,6 +90,8 @@ pub enum Command {
     Analyze(commands::events::AnalyzeArgs),
     /// Write seeded synthetic events for an experiment (no data dir needed).
     GenerateEvents(commands::events::GenerateArgs),
+    /// Simulate a scenario of partitions, crashes and hostile peers, and check the invariants.
+    Sim(commands::sim::SimArgs),
 }
 
 /// Entry point of the binary: parses arguments, runs the command, maps errors to exit statuses.
@@ -104,6 +106,7 @@ pub fn main() -> ExitCode {
         Command::GenerateEvents(args) => commands::events::generate(args, json),
         Command::Demo(args) => commands::demo::run(args, json),
         Command::Node(args) => commands::network::run_node(data_dir, args),
+        Command::Sim(args) => commands::sim::run(args, json),
         command => with_node(context::Context::terminal(data_dir, json), command),
     };
     match result {
@@ -181,6 +184,7 @@ pub fn exec_in_node(
         | Command::Assign(_)
         | Command::Demo(_)
         | Command::Node(_)
+        | Command::Sim(_)
         | Command::GenerateEvents(_) => {
             Err(exit::input_error("this command does not run inside a node"))
         }
@@ -231,6 +235,7 @@ fn dispatch(
         | Command::Assign(_)
         | Command::Demo(_)
         | Command::Node(_)
+        | Command::Sim(_)
         | Command::GenerateEvents(_) => {
             unreachable!("handled before a node is opened")
         }

@@ -46,6 +46,12 @@ impl EnvelopeSource for std::collections::HashMap<ChangeHash, Envelope> {
     }
 }
 
+impl EnvelopeSource for BTreeMap<ChangeHash, Envelope> {
+    fn envelope(&self, hash: &ChangeHash) -> Option<Envelope> {
+        self.get(hash).cloned()
+    }
+}
+
 /// A node's heads, gossiped when they change and periodically.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Announcement {

@@ -10,4 +10,5 @@ pub mod network;
 pub mod okr;
 pub mod registry;
 pub mod schema;
+pub mod sim;
 pub mod stats;

@@ -1,0 +1,974 @@
+//! Deterministic mode: many nodes running the production registry and sync code (`registry::Replica`,
+//! `registry::sync::Syncer`, the real wire codecs) over a virtual clock and an in-memory network with drop, delay,
+//! duplicate, reorder and partition filters, all driven by one seeded generator. Same seed, same report.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use identity::Keypair;
+use model::{DocId, Role};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use registry::sync::{self, Announcement, Syncer};
+use registry::{ChangeHash, Envelope, Op, Replica};
+
+use crate::report::{Invariant, Phase, Report};
+use crate::scenario::{Action, Scenario};
+
+/// Fault injection for the simulator's self-test.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InjectedBug {
+    /// No bug.
+    #[default]
+    None,
+    /// The first honest node accepts envelopes without checking signatures.
+    SkipSignatureChecks,
+}
+
+enum Payload {
+    Announcement(Vec<u8>),
+    Request(Vec<u8>),
+    Response(Vec<u8>),
+}
+
+impl Payload {
+    fn len(&self) -> usize {
+        match self {
+            Payload::Announcement(b) | Payload::Request(b) | Payload::Response(b) => b.len(),
+        }
+    }
+}
+
+struct Message {
+    from: usize,
+    to: usize,
+    payload: Payload,
+}
+
+struct SimNode {
+    name: String,
+    region: String,
+    role: Role,
+    observer: bool,
+    key: Keypair,
+    replica: Replica,
+    /// What the node's store holds: accepted and pending envelopes (survives a crash).
+    stored: BTreeMap<ChangeHash, Envelope>,
+    syncer: Syncer<usize>,
+    alive: bool,
+    attacks: Vec<String>,
+    attack_turn: usize,
+    revoked: bool,
+    /// Changes a revoked node made after it saw its revocation, served to whoever pulls.
+    outbox: Vec<Envelope>,
+    last_announce_ms: u64,
+    announced: Vec<ChangeHash>,
+    writes: u64,
+}
+
+impl SimNode {
+    fn writer(&self) -> bool {
+        !self.observer && self.attacks.is_empty()
+    }
+
+    fn honest(&self) -> bool {
+        self.attacks.is_empty() && !self.revoked
+    }
+}
+
+struct Links {
+    drop: f64,
+    duplicate: f64,
+    latency_ms: [u64; 2],
+    sides: Option<Vec<BTreeSet<usize>>>,
+    flap: Option<(u64, u64)>,
+}
+
+/// The engine.
+struct Sim<'a> {
+    scenario: &'a Scenario,
+    seed: u64,
+    rng: StdRng,
+    now_ms: u64,
+    nodes: Vec<SimNode>,
+    queue: BTreeMap<(u64, u64), Message>,
+    next_seq: u64,
+    links: Links,
+    /// Changes crafted to be refused (forged, unauthorized, post-revocation): none may be applied by an honest node.
+    bad: BTreeSet<ChangeHash>,
+    phases: Vec<Phase>,
+    messages: u64,
+    bytes: u64,
+    rounds: u64,
+    rejected: BTreeMap<String, u64>,
+    largest_divergence: u64,
+    converged_since: Option<u64>,
+    last_disruption_ms: u64,
+    counter: u64,
+}
+
+fn node_key(seed: u64, name: &str) -> Keypair {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(b"growthmesh/sim/key");
+    hasher.update(seed.to_le_bytes());
+    hasher.update(name.as_bytes());
+    Keypair::from_seed(hasher.finalize().into())
+}
+
+/// Runs a scenario deterministically.
+pub fn run(scenario: &Scenario, seed: u64, bug: InjectedBug, replay: String) -> Report {
+    let mut sim = Sim::new(scenario, seed);
+    if bug == InjectedBug::SkipSignatureChecks
+        && let Some(node) = sim.nodes.iter_mut().find(|n| n.attacks.is_empty())
+    {
+        node.replica.insecure_skip_signature_checks();
+    }
+    sim.run();
+    sim.report(replay)
+}
+
+impl<'a> Sim<'a> {
+    fn new(scenario: &'a Scenario, seed: u64) -> Self {
+        let mut nodes: Vec<SimNode> = scenario
+            .node_names()
+            .into_iter()
+            .map(|(name, region, role, observer)| SimNode {
+                key: node_key(seed, &name),
+                name,
+                region,
+                role,
+                observer,
+                replica: Replica::new(),
+                stored: BTreeMap::new(),
+                syncer: Syncer::new(),
+                alive: true,
+                attacks: Vec::new(),
+                attack_turn: 0,
+                revoked: false,
+                outbox: Vec::new(),
+                last_announce_ms: 0,
+                announced: Vec::new(),
+                writes: 0,
+            })
+            .collect();
+        let setup = found(&mut nodes);
+        for node in &mut nodes {
+            if node.replica.federation().is_none() {
+                node.replica.adopt(setup.0).expect("a fresh replica adopts");
+            }
+            let receipt = node.replica.receive(setup.1.clone()).expect("federated");
+            for envelope in receipt.accepted {
+                node.stored.insert(envelope.hash(), envelope);
+            }
+            for envelope in &setup.1 {
+                if node.replica.contains(&envelope.hash()) {
+                    node.stored.insert(envelope.hash(), envelope.clone());
+                }
+            }
+        }
+        let network = &scenario.network;
+        let links = Links {
+            drop: network.drop,
+            duplicate: network.duplicate,
+            latency_ms: network.latency_ms,
+            sides: None,
+            flap: None,
+        };
+        let phases = vec![Phase {
+            name: "start".into(),
+            ..Phase::default()
+        }];
+        Self {
+            scenario,
+            seed,
+            rng: StdRng::seed_from_u64(seed),
+            now_ms: 0,
+            nodes,
+            queue: BTreeMap::new(),
+            next_seq: 0,
+            links,
+            bad: BTreeSet::new(),
+            phases,
+            messages: 0,
+            bytes: 0,
+            rounds: 0,
+            rejected: BTreeMap::new(),
+            largest_divergence: 0,
+            converged_since: None,
+            last_disruption_ms: 0,
+            counter: 0,
+        }
+    }
+
+    fn run(&mut self) {
+        let mut schedule: Vec<_> = self.scenario.schedule.iter().collect();
+        schedule.sort_by_key(|e| e.at_ms);
+        let mut next_event = 0;
+        let tick = self.scenario.tick_ms;
+        let mut t = 0;
+        while t <= self.scenario.duration_ms {
+            self.now_ms = t;
+            while next_event < schedule.len() && schedule[next_event].at_ms <= t {
+                self.apply(&schedule[next_event].action);
+                next_event += 1;
+            }
+            self.flap();
+            if t < self.scenario.workload.stop_at_ms {
+                self.workload();
+            }
+            self.announce();
+            self.deliver();
+            for node in &mut self.nodes {
+                node.syncer.on_tick(t);
+            }
+            self.observe();
+            t += tick;
+        }
+        if let Some(phase) = self.phases.last_mut() {
+            phase.end_ms = self.scenario.duration_ms;
+        }
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    fn disrupted(&mut self, name: String) {
+        self.last_disruption_ms = self.now_ms;
+        self.converged_since = None;
+        if let Some(phase) = self.phases.last_mut() {
+            phase.end_ms = self.now_ms;
+        }
+        self.phases.push(Phase {
+            name,
+            start_ms: self.now_ms,
+            ..Phase::default()
+        });
+    }
+
+    fn apply(&mut self, action: &Action) {
+        match action {
+            Action::Partition { sides } => {
+                let sides: Vec<BTreeSet<usize>> = sides
+                    .iter()
+                    .map(|side| {
+                        (0..self.nodes.len())
+                            .filter(|i| {
+                                side.iter().any(|s| {
+                                    *s == self.nodes[*i].name || *s == self.nodes[*i].region
+                                })
+                            })
+                            .collect()
+                    })
+                    .collect();
+                self.links.sides = Some(sides);
+                self.disrupted("partition".into());
+            }
+            Action::Heal => {
+                let network = &self.scenario.network;
+                self.links = Links {
+                    drop: network.drop,
+                    duplicate: network.duplicate,
+                    latency_ms: network.latency_ms,
+                    sides: None,
+                    flap: None,
+                };
+                self.disrupted("heal".into());
+            }
+            Action::Links {
+                drop,
+                latency_ms,
+                duplicate,
+            } => {
+                self.links.drop = drop.unwrap_or(self.links.drop);
+                self.links.duplicate = duplicate.unwrap_or(self.links.duplicate);
+                self.links.latency_ms = latency_ms.unwrap_or(self.links.latency_ms);
+                self.disrupted("links".into());
+            }
+            Action::Flap {
+                period_ms,
+                until_ms,
+            } => {
+                self.links.flap = Some((*period_ms, *until_ms));
+                self.disrupted("flapping".into());
+            }
+            Action::Crash { node } => {
+                if let Some(i) = self.index(node) {
+                    self.nodes[i].alive = false;
+                    self.disrupted(format!("crash {node}"));
+                }
+            }
+            Action::Restart { node } => {
+                if let Some(i) = self.index(node) {
+                    restart(&mut self.nodes[i]);
+                    self.disrupted(format!("restart {node}"));
+                }
+            }
+            Action::Revoke { node } => {
+                if let Some(i) = self.index(node) {
+                    self.revoke(i);
+                    self.disrupted(format!("revoke {node}"));
+                }
+            }
+            Action::Hostile { node, attacks } => {
+                if let Some(i) = self.index(node) {
+                    self.nodes[i].attacks.clone_from(attacks);
+                    self.disrupted(format!("hostile {node}"));
+                }
+            }
+        }
+    }
+
+    fn revoke(&mut self, target: usize) {
+        let Some(council) = self
+            .nodes
+            .iter()
+            .position(|n| n.alive && n.role == Role::Council && !n.observer)
+        else {
+            return;
+        };
+        let revocation = model::Revocation {
+            by: self.nodes[council].key.public().to_hex(),
+            reason: "scheduled".into(),
+            at_ms: self.now_ms as i64,
+        };
+        let op = Op::RevokeMember {
+            public_key: self.nodes[target].key.public().to_hex(),
+            revocation,
+        };
+        self.write(council, &op);
+        self.nodes[target].revoked = true;
+    }
+
+    fn flap(&mut self) {
+        if let Some((period, until)) = self.links.flap
+            && self.now_ms >= until
+        {
+            self.links.flap = None;
+            self.links.sides = None;
+            self.disrupted("flapping ends".into());
+            let _ = period;
+        }
+    }
+
+    /// Whether a message from `a` can reach `b` now.
+    fn reachable(&self, a: usize, b: usize) -> bool {
+        if !self.nodes[b].alive {
+            return false;
+        }
+        if let Some((period, _)) = self.links.flap {
+            let down = (self.now_ms / period.max(1)) % 2 == 1;
+            if down && (a % 2) != (b % 2) {
+                return false;
+            }
+        }
+        match &self.links.sides {
+            Some(sides) => {
+                sides
+                    .iter()
+                    .any(|side| side.contains(&a) == side.contains(&b) && side.contains(&a))
+                    || !sides.iter().any(|s| s.contains(&a) || s.contains(&b))
+            }
+            None => true,
+        }
+    }
+
+    fn send(&mut self, from: usize, to: usize, payload: Payload) {
+        let len = payload.len() as u64;
+        self.messages += 1;
+        self.bytes += len;
+        if let Some(phase) = self.phases.last_mut() {
+            phase.messages += 1;
+            phase.bytes += len;
+        }
+        if self.rng.random_bool(self.links.drop) {
+            return;
+        }
+        let [low, high] = self.links.latency_ms;
+        let duplicate = self.rng.random_bool(self.links.duplicate);
+        let copy = if duplicate {
+            Some(match &payload {
+                Payload::Announcement(b) => Payload::Announcement(b.clone()),
+                Payload::Request(b) => Payload::Request(b.clone()),
+                Payload::Response(b) => Payload::Response(b.clone()),
+            })
+        } else {
+            None
+        };
+        for payload in std::iter::once(payload).chain(copy) {
+            let at = self.now_ms + self.rng.random_range(low..=high);
+            self.queue
+                .insert((at, self.next_seq), Message { from, to, payload });
+            self.next_seq += 1;
+        }
+    }
+
+    fn workload(&mut self) {
+        for i in 0..self.nodes.len() {
+            let node = &self.nodes[i];
+            if !node.alive || !node.writer() {
+                continue;
+            }
+            if !self
+                .rng
+                .random_bool(self.scenario.workload.write_probability)
+            {
+                continue;
+            }
+            let op = self.next_op(i);
+            if let Some(op) = op {
+                self.write(i, &op);
+            }
+        }
+    }
+
+    fn next_op(&mut self, i: usize) -> Option<Op> {
+        self.counter += 1;
+        let id = format!("{}-{}", self.nodes[i].name, self.counter);
+        let roll: f64 = self.rng.random();
+        let node = &self.nodes[i];
+        let now = self.now_ms as i64;
+        Some(match node.role {
+            Role::Council if roll < 0.5 => Op::AddObjective(model::Objective {
+                id,
+                title: "Grow weekly active teams".into(),
+                quarter: "2026Q4".into(),
+                north_star_metric: None,
+                target: None,
+                created_by: String::new(),
+            }),
+            Role::Council => Op::SetThreshold {
+                quarter: "2026Q4".into(),
+                cost: (self.counter % 100) as f64 * 100.0,
+            },
+            Role::Pod if roll < 0.3 && self.scenario.workload.conflicts => Op::UpdateKeyResult {
+                id: format!("kr-{}", node.region),
+                current: (self.counter % 1000) as f64 / 1000.0,
+                updated_at_ms: now,
+            },
+            Role::Pod if roll < 0.5 => Op::ProposeSchema(model::EventSchema {
+                event: format!("Event {id}"),
+                version: 1,
+                properties: Vec::new(),
+                legal_basis: String::new(),
+                retention_days: 30,
+                status: model::StandardStatus::Proposed,
+                proposed_by: String::new(),
+                approved_by: None,
+            }),
+            Role::Pod | Role::Partner => Op::AddLearning(learning(&id, now)),
+            Role::Steward => {
+                let view = node.replica.view();
+                let proposal = view
+                    .schema_proposals
+                    .values()
+                    .find(|p| !view.schemas.contains_key(&p.key()))?
+                    .clone();
+                Op::ApproveSchema(model::EventSchema {
+                    status: model::StandardStatus::Approved,
+                    ..proposal
+                })
+            }
+        })
+    }
+
+    fn write(&mut self, i: usize, op: &Op) {
+        let now = self.now_ms as i64;
+        let node = &mut self.nodes[i];
+        match node.replica.write(&node.key, op, now) {
+            Ok(envelope) => {
+                node.stored.insert(envelope.hash(), envelope);
+                node.writes += 1;
+            }
+            Err(registry::Error::NotAllowed { .. }) if node.revoked => {
+                // It saw its revocation and writes anyway (a misbehaving node): craft the change and serve it.
+                let doc = DocId::Pod(node.region.clone());
+                if let Ok(envelope) = node.replica.craft(&node.key, &doc, op, now) {
+                    self.bad.insert(envelope.hash());
+                    node.outbox.push(envelope);
+                }
+            }
+            Err(error) => tracing::debug!(node = %node.name, %error, "write refused"),
+        }
+    }
+
+    fn announce(&mut self) {
+        let interval = self.scenario.network.announce_interval_ms;
+        for i in 0..self.nodes.len() {
+            let node = &self.nodes[i];
+            if !node.alive {
+                continue;
+            }
+            let heads = node.replica.heads();
+            let due = heads != node.announced
+                || self.now_ms.saturating_sub(node.last_announce_ms) >= interval;
+            if !due {
+                continue;
+            }
+            let hostile = !node.attacks.is_empty();
+            let Some(mut announcement) = node.replica.announcement() else {
+                continue;
+            };
+            let bytes = if hostile
+                && node.attacks.iter().any(|a| a == "garbage")
+                && self.rng.random_bool(0.5)
+            {
+                garbage(&mut self.rng, 64)
+            } else {
+                if hostile {
+                    // Claim a head nobody has, so honest nodes pull from it and meet its attacks.
+                    let fake = ChangeHash(self.rng.random());
+                    announcement.heads = vec![fake];
+                    announcement.digest = sync::heads_digest(&announcement.heads);
+                }
+                announcement.encode()
+            };
+            self.nodes[i].announced = heads;
+            self.nodes[i].last_announce_ms = self.now_ms;
+            let targets = self.gossip_targets(i);
+            for to in targets {
+                self.send(i, to, Payload::Announcement(bytes.clone()));
+            }
+        }
+    }
+
+    fn gossip_targets(&mut self, from: usize) -> Vec<usize> {
+        let n = self.nodes.len();
+        let fanout = self.scenario.network.fanout.min(n.saturating_sub(1));
+        let mut targets = BTreeSet::new();
+        let mut attempts = 0;
+        while targets.len() < fanout && attempts < fanout * 8 {
+            attempts += 1;
+            let to = self.rng.random_range(0..n);
+            if to != from {
+                targets.insert(to);
+            }
+        }
+        targets.into_iter().collect()
+    }
+
+    fn deliver(&mut self) {
+        while let Some((&key, _)) = self.queue.first_key_value() {
+            if key.0 > self.now_ms {
+                break;
+            }
+            let message = self.queue.remove(&key).expect("just seen");
+            if !self.reachable(message.from, message.to) {
+                continue;
+            }
+            match message.payload {
+                Payload::Announcement(bytes) => {
+                    self.on_announcement(message.from, message.to, &bytes)
+                }
+                Payload::Request(bytes) => self.on_request(message.from, message.to, &bytes),
+                Payload::Response(bytes) => self.on_response(message.from, message.to, &bytes),
+            }
+        }
+    }
+
+    fn reject(&mut self, reason: &str, count: u64) {
+        *self.rejected.entry(reason.to_owned()).or_default() += count;
+        if let Some(phase) = self.phases.last_mut() {
+            *phase.rejected.entry(reason.to_owned()).or_default() += count;
+        }
+    }
+
+    fn on_announcement(&mut self, from: usize, to: usize, bytes: &[u8]) {
+        if !self.nodes[to].attacks.is_empty() {
+            return;
+        }
+        let announcement = match Announcement::decode(bytes) {
+            Ok(a) => a,
+            Err(_) => return self.reject("malformed_message", 1),
+        };
+        let now = self.now_ms;
+        let node = &mut self.nodes[to];
+        if let Some(request) = node
+            .syncer
+            .on_announcement(from, &announcement, &node.replica, now)
+        {
+            self.send(to, from, Payload::Request(request.encode()));
+        }
+    }
+
+    fn on_request(&mut self, from: usize, to: usize, bytes: &[u8]) {
+        if !self.nodes[to].attacks.is_empty() {
+            let answer = self.attack(to, bytes);
+            return self.send(to, from, Payload::Response(answer));
+        }
+        let request = match sync::Request::decode(bytes) {
+            Ok(r) => r,
+            Err(_) => return self.reject("malformed_message", 1),
+        };
+        let node = &self.nodes[to];
+        let mut response = node.replica.sync_response(&request, &node.stored);
+        response.envelopes.extend(node.outbox.iter().cloned());
+        self.send(to, from, Payload::Response(response.encode()));
+    }
+
+    fn on_response(&mut self, from: usize, to: usize, bytes: &[u8]) {
+        if bytes.len() > self.scenario.network.max_message_bytes {
+            self.nodes[to].syncer.on_failure(&from);
+            return self.reject("oversized_message", 1);
+        }
+        let response = match sync::Response::decode(bytes) {
+            Ok(r) => r,
+            Err(_) => {
+                self.nodes[to].syncer.on_failure(&from);
+                return self.reject("malformed_message", 1);
+            }
+        };
+        self.rounds += 1;
+        if let Some(phase) = self.phases.last_mut() {
+            phase.rounds += 1;
+        }
+        let now = self.now_ms;
+        let node = &mut self.nodes[to];
+        let receipt = match node.replica.receive(response.envelopes.clone()) {
+            Ok(receipt) => receipt,
+            Err(_) => return,
+        };
+        for envelope in receipt.accepted.iter().chain(&receipt.pending_added) {
+            node.stored.insert(envelope.hash(), envelope.clone());
+        }
+        let reasons: Vec<&'static str> = receipt.rejected.iter().map(|r| r.reason.code()).collect();
+        let next = node.syncer.on_response(
+            &from,
+            &response,
+            receipt.accepted.len(),
+            receipt.rejected.len(),
+            &node.replica,
+            now,
+        );
+        for reason in reasons {
+            self.reject(reason, 1);
+        }
+        if let Some(request) = next {
+            self.send(to, from, Payload::Request(request.encode()));
+        }
+    }
+
+    /// A hostile node's answer to a pull: the next attack in its list.
+    fn attack(&mut self, i: usize, request: &[u8]) -> Vec<u8> {
+        let node = &mut self.nodes[i];
+        let attack = node.attacks[node.attack_turn % node.attacks.len()].clone();
+        node.attack_turn += 1;
+        let now = self.now_ms as i64;
+        self.counter += 1;
+        let id = format!("{}-attack-{}", node.name, self.counter);
+        let envelopes = match attack.as_str() {
+            "forged" => {
+                let doc = DocId::Pod(node.region.clone());
+                let mut envelope = match node.replica.craft(
+                    &node.key,
+                    &doc,
+                    &Op::AddLearning(learning(&id, now)),
+                    now,
+                ) {
+                    Ok(e) => e,
+                    Err(_) => return Vec::new(),
+                };
+                envelope.signature[7] ^= 0x40;
+                self.bad.insert(envelope.hash());
+                vec![envelope]
+            }
+            "unauthorized" => {
+                let objective = model::Objective {
+                    id,
+                    title: "hostile goal".into(),
+                    quarter: "2026Q4".into(),
+                    north_star_metric: None,
+                    target: None,
+                    created_by: String::new(),
+                };
+                match node.replica.craft(
+                    &node.key,
+                    &DocId::Council,
+                    &Op::AddObjective(objective),
+                    now,
+                ) {
+                    Ok(envelope) => {
+                        self.bad.insert(envelope.hash());
+                        vec![envelope]
+                    }
+                    Err(_) => Vec::new(),
+                }
+            }
+            "replay" => {
+                let _ = request;
+                node.stored.values().take(64).cloned().collect()
+            }
+            "garbage" => return garbage(&mut self.rng, 512),
+            _ => return vec![0xAB; self.scenario.network.max_message_bytes + 1],
+        };
+        sync::Response {
+            heads: Vec::new(),
+            envelopes,
+            more: false,
+        }
+        .encode()
+    }
+
+    /// Tracks divergence and convergence of the honest live nodes.
+    fn observe(&mut self) {
+        let honest: Vec<&SimNode> = self
+            .nodes
+            .iter()
+            .filter(|n| n.alive && n.honest())
+            .collect();
+        let counts: Vec<u64> = honest.iter().map(|n| n.replica.len() as u64).collect();
+        let spread =
+            counts.iter().max().copied().unwrap_or(0) - counts.iter().min().copied().unwrap_or(0);
+        self.largest_divergence = self.largest_divergence.max(spread);
+        if let Some(phase) = self.phases.last_mut() {
+            phase.max_divergence = phase.max_divergence.max(spread);
+        }
+        let equal = spread == 0
+            && honest
+                .windows(2)
+                .all(|w| w[0].replica.heads() == w[1].replica.heads());
+        let quiet = self.now_ms
+            >= self
+                .scenario
+                .workload
+                .stop_at_ms
+                .min(self.scenario.duration_ms);
+        if equal {
+            if let Some(phase) = self.phases.last_mut()
+                && phase.converged_at_ms.is_none()
+            {
+                phase.converged_at_ms = Some(self.now_ms);
+            }
+            if self.converged_since.is_none()
+                && (quiet || self.scenario.workload.write_probability == 0.0)
+            {
+                self.converged_since = Some(self.now_ms);
+            }
+        } else {
+            self.converged_since = None;
+        }
+    }
+
+    fn report(&self, replay: String) -> Report {
+        let honest: Vec<&SimNode> = self
+            .nodes
+            .iter()
+            .filter(|n| n.alive && n.honest())
+            .collect();
+        let quiet_from = self.last_disruption_ms.max(
+            self.scenario
+                .workload
+                .stop_at_ms
+                .min(self.scenario.duration_ms),
+        );
+        let converged = self.converged_since.is_some();
+        let convergence_ms = self
+            .converged_since
+            .map(|since| since.saturating_sub(quiet_from));
+        let mut invariants = Vec::new();
+        let within = convergence_ms.is_some_and(|ms| ms <= self.scenario.converge_within_ms);
+        invariants.push(Invariant {
+            name: "honest nodes converge".into(),
+            ok: converged && within,
+            detail: match convergence_ms {
+                Some(ms) => format!(
+                    "{} honest nodes identical {ms} ms after the last disruption (bound {} ms)",
+                    honest.len(),
+                    self.scenario.converge_within_ms
+                ),
+                None => format!(
+                    "{} honest nodes never all showed identical heads after the last disruption",
+                    honest.len()
+                ),
+            },
+        });
+        let all: BTreeSet<ChangeHash> = self
+            .nodes
+            .iter()
+            .filter(|n| n.honest())
+            .flat_map(|n| n.stored.keys().filter(|h| n.replica.contains(h)).copied())
+            .collect();
+        let lost: Vec<String> = honest
+            .iter()
+            .filter_map(|n| {
+                let missing = all.iter().filter(|h| !n.replica.contains(h)).count();
+                (missing > 0).then(|| format!("{} lacks {missing}", n.name))
+            })
+            .collect();
+        invariants.push(Invariant {
+            name: "no accepted change is lost".into(),
+            ok: lost.is_empty(),
+            detail: if lost.is_empty() {
+                format!(
+                    "all {} accepted changes are on every honest node",
+                    all.len()
+                )
+            } else {
+                lost.join("; ")
+            },
+        });
+        let applied: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.honest())
+            .flat_map(|n| {
+                self.bad
+                    .iter()
+                    .filter(|h| n.replica.contains(h))
+                    .map(move |h| format!("{} applied {}", n.name, &h.to_string()[..12]))
+            })
+            .collect();
+        invariants.push(Invariant {
+            name: "no forged or unauthorized change is applied".into(),
+            ok: applied.is_empty(),
+            detail: if applied.is_empty() {
+                format!("{} crafted changes refused everywhere", self.bad.len())
+            } else {
+                applied.join("; ")
+            },
+        });
+        invariants.push(Invariant {
+            name: "no node panics".into(),
+            ok: true,
+            detail: "the run completed".into(),
+        });
+        Report {
+            scenario: self.scenario.name.clone(),
+            mode: "deterministic".into(),
+            seed: self.seed,
+            nodes: self.nodes.len(),
+            converged,
+            convergence_ms,
+            simulated_ms: self.scenario.duration_ms,
+            messages: self.messages,
+            bytes: self.bytes,
+            rounds: self.rounds,
+            changes: honest.first().map_or(0, |n| n.replica.len() as u64),
+            rejected: self.rejected.clone(),
+            largest_divergence: self.largest_divergence,
+            phases: self.phases.clone(),
+            invariants,
+            replay,
+        }
+    }
+}
+
+fn learning(id: &str, now: i64) -> model::Learning {
+    model::Learning {
+        id: id.to_owned(),
+        title: format!("Learning {id}"),
+        body: "Shorter forms lifted activation in the second week.".into(),
+        outcome: Some(model::Outcome::Win),
+        tags: vec!["signup".into()],
+        experiment: None,
+        source: String::new(),
+        author: String::new(),
+        created_at_ms: now,
+    }
+}
+
+fn garbage(rng: &mut StdRng, max: usize) -> Vec<u8> {
+    let len = rng.random_range(1..=max);
+    (0..len).map(|_| rng.random()).collect()
+}
+
+/// Reopens a node from what it persisted: a fresh replica fed its stored envelopes, as a restarted node loads its
+/// store.
+fn restart(node: &mut SimNode) {
+    let federation = node.replica.federation();
+    let mut replica = Replica::new();
+    if let Some(federation) = federation {
+        let _ = replica.adopt(federation);
+        let _ = replica.receive(node.stored.values().cloned().collect());
+    }
+    node.replica = replica;
+    node.syncer = Syncer::new();
+    node.alive = true;
+    node.announced = Vec::new();
+}
+
+/// Genesis by the first council node, membership for every member node, an objective and one key result per region
+/// with pods. Returns the federation and the envelopes every node starts with.
+fn found(nodes: &mut [SimNode]) -> (registry::FederationId, Vec<Envelope>) {
+    let founder = nodes
+        .iter()
+        .position(|n| n.role == Role::Council && !n.observer)
+        .expect("validated: a council node exists");
+    let member = |n: &SimNode| model::Member {
+        public_key: n.key.public().to_hex(),
+        name: n.name.clone(),
+        role: n.role,
+        scope: matches!(n.role, Role::Pod | Role::Partner).then(|| n.region.clone()),
+        admitted_by: String::new(),
+        admitted_at_ms: 0,
+        revoked: false,
+    };
+    let mut envelopes = Vec::new();
+    let genesis = Op::Genesis {
+        name: "simulated federation".into(),
+        founder: member(&nodes[founder]),
+    };
+    let key = nodes[founder].key.public();
+    let _ = key;
+    let founder_node = &mut nodes[founder];
+    envelopes.push(
+        founder_node
+            .replica
+            .write(&founder_node.key, &genesis, 0)
+            .expect("genesis"),
+    );
+    let members: Vec<model::Member> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| *i != founder && !n.observer)
+        .map(|(_, n)| member(n))
+        .collect();
+    let founder_node = &mut nodes[founder];
+    for m in members {
+        envelopes.push(
+            founder_node
+                .replica
+                .write(&founder_node.key, &Op::AddMember(m), 0)
+                .expect("admit"),
+        );
+    }
+    let objective = model::Objective {
+        id: "obj-main".into(),
+        title: "Grow".into(),
+        quarter: "2026Q4".into(),
+        north_star_metric: None,
+        target: None,
+        created_by: String::new(),
+    };
+    envelopes.push(
+        founder_node
+            .replica
+            .write(&founder_node.key, &Op::AddObjective(objective), 0)
+            .expect("objective"),
+    );
+    let federation = founder_node.replica.federation().expect("founded");
+    let mut regions_done = BTreeSet::new();
+    for node in nodes.iter_mut() {
+        if node.role != Role::Pod || node.observer || !regions_done.insert(node.region.clone()) {
+            continue;
+        }
+        node.replica.adopt(federation).expect("adopt");
+        node.replica.receive(envelopes.clone()).expect("federated");
+        let kr = model::KeyResult {
+            id: format!("kr-{}", node.region),
+            objective: "obj-main".into(),
+            pod: String::new(),
+            metric: "activation".into(),
+            baseline: 0.3,
+            target: 0.4,
+            current: None,
+            updated_at_ms: 0,
+        };
+        envelopes.push(
+            node.replica
+                .write(&node.key, &Op::AddKeyResult(kr), 0)
+                .expect("key result"),
+        );
+    }
+    (federation, envelopes)
+}
