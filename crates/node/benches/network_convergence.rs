@@ -4,13 +4,15 @@
 //!
 //! `cargo bench -p node --bench network_convergence -- [--nodes 8,32] [--changes 10000]`
 
+#![allow(clippy::print_stdout)] // a benchmark harness prints its figures
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use node::Node;
 use node::actor::{ExecRequest, ExecResponse, NetworkStatus};
 use node::remote::Remote;
-use node::Node;
 use registry::Op;
 
 fn exec(node: &mut Node, request: &ExecRequest, _: &NetworkStatus) -> ExecResponse {
@@ -19,7 +21,8 @@ fn exec(node: &mut Node, request: &ExecRequest, _: &NetworkStatus) -> ExecRespon
         [kind, id] if kind == "learning" => Op::AddLearning(model::Learning {
             id: id.clone(),
             title: format!("Learning {id}"),
-            body: "Shorter signup forms lifted activation by four percent in the second week.".into(),
+            body: "Shorter signup forms lifted activation by four percent in the second week."
+                .into(),
             outcome: Some(model::Outcome::Win),
             tags: vec!["signup".into()],
             experiment: None,
@@ -35,11 +38,25 @@ fn exec(node: &mut Node, request: &ExecRequest, _: &NetworkStatus) -> ExecRespon
             target: Some(1000.0),
             created_by: String::new(),
         }),
-        _ => return ExecResponse { status: 2, stderr: "unknown".into(), ..Default::default() },
+        _ => {
+            return ExecResponse {
+                status: 2,
+                stderr: "unknown".into(),
+                ..Default::default()
+            };
+        }
     };
     match node.write(&op, now) {
-        Ok(outcome) => ExecResponse { status: 0, stdout: outcome.change, ..Default::default() },
-        Err(error) => ExecResponse { status: 1, stderr: error.to_string(), ..Default::default() },
+        Ok(outcome) => ExecResponse {
+            status: 0,
+            stdout: outcome.change,
+            ..Default::default()
+        },
+        Err(error) => ExecResponse {
+            status: 1,
+            stderr: error.to_string(),
+            ..Default::default()
+        },
     }
 }
 
@@ -74,7 +91,10 @@ fn setup(root: &Path, nodes: usize) -> Vec<std::path::PathBuf> {
     let bundle = council.export(None).expect("export");
     drop(council);
     for dir in &dirs[1..] {
-        Node::open(dir).expect("open").import("setup", &bundle, |_, _| {}).expect("import");
+        Node::open(dir)
+            .expect("open")
+            .import("setup", &bundle, |_, _| {})
+            .expect("import");
     }
     dirs
 }
@@ -82,7 +102,11 @@ fn setup(root: &Path, nodes: usize) -> Vec<std::path::PathBuf> {
 fn run(nodes: usize, changes: usize) -> Run {
     let root = tempfile::tempdir().expect("temp dir");
     let dirs = setup(root.path(), nodes);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut handles = Vec::new();
     let mut first_addr = None::<String>;
@@ -101,7 +125,12 @@ fn run(nodes: usize, changes: usize) -> Run {
             config.bootstrap_addrs.push(addr.clone());
         }
         if i >= 2 {
-            let previous = remotes[i - 1].status().expect("status").network.listen_addrs[0].clone();
+            let previous = remotes[i - 1]
+                .status()
+                .expect("status")
+                .network
+                .listen_addrs[0]
+                .clone();
             config.bootstrap_addrs.push(previous);
         }
         let dir = dir.clone();
@@ -110,11 +139,20 @@ fn run(nodes: usize, changes: usize) -> Run {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            node::daemon::run(&dir, config, Arc::new(exec), shutdown).await.expect("node runs");
+            node::daemon::run(&dir, config, Arc::new(exec), shutdown)
+                .await
+                .expect("node runs");
         }));
         let remote = node::remote::wait_for(&dirs[i]).expect("api up");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while remote.status().expect("status").network.listen_addrs.is_empty() && Instant::now() < deadline {
+        while remote
+            .status()
+            .expect("status")
+            .network
+            .listen_addrs
+            .is_empty()
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
         if first_addr.is_none() {
@@ -123,8 +161,14 @@ fn run(nodes: usize, changes: usize) -> Run {
         remotes.push(remote);
     }
     wait_connected(&remotes);
-    let baseline_bytes: u64 = remotes.iter().map(|r| r.status().expect("status").network.sync_bytes_out).sum();
-    let baseline_rounds: u64 = remotes.iter().map(|r| r.status().expect("status").network.round_trips).sum();
+    let baseline_bytes: u64 = remotes
+        .iter()
+        .map(|r| r.status().expect("status").network.sync_bytes_out)
+        .sum();
+    let baseline_rounds: u64 = remotes
+        .iter()
+        .map(|r| r.status().expect("status").network.round_trips)
+        .sum();
     let before = remotes[0].status().expect("status").heads;
     let started = Instant::now();
     std::thread::scope(|scope| {
@@ -133,7 +177,10 @@ fn run(nodes: usize, changes: usize) -> Run {
             scope.spawn(move || {
                 for n in 0..count {
                     let kind = if i == 0 { "objective" } else { "learning" };
-                    let request = ExecRequest { args: vec![kind.into(), format!("n{i}-{n}")], cwd: String::new() };
+                    let request = ExecRequest {
+                        args: vec![kind.into(), format!("n{i}-{n}")],
+                        cwd: String::new(),
+                    };
                     let response = remote.exec(&request).expect("exec");
                     assert_eq!(response.status, 0, "{}", response.stderr);
                 }
@@ -144,7 +191,10 @@ fn run(nodes: usize, changes: usize) -> Run {
     let last_write = Instant::now();
     let deadline = last_write + Duration::from_secs(120);
     loop {
-        let heads: Vec<Vec<String>> = remotes.iter().map(|r| r.status().expect("status").heads).collect();
+        let heads: Vec<Vec<String>> = remotes
+            .iter()
+            .map(|r| r.status().expect("status").heads)
+            .collect();
         if heads.windows(2).all(|w| w[0] == w[1]) {
             break;
         }
@@ -152,7 +202,10 @@ fn run(nodes: usize, changes: usize) -> Run {
         std::thread::sleep(Duration::from_millis(5));
     }
     let converge_ms = last_write.elapsed().as_secs_f64() * 1000.0;
-    let statuses: Vec<NetworkStatus> = remotes.iter().map(|r| r.status().expect("status").network).collect();
+    let statuses: Vec<NetworkStatus> = remotes
+        .iter()
+        .map(|r| r.status().expect("status").network)
+        .collect();
     let bytes_sent = statuses.iter().map(|s| s.sync_bytes_out).sum::<u64>() - baseline_bytes;
     let round_trips = statuses.iter().map(|s| s.round_trips).sum::<u64>() - baseline_rounds;
     let _ = stop.send(true);
@@ -160,7 +213,9 @@ fn run(nodes: usize, changes: usize) -> Run {
         let _ = runtime.block_on(handle);
     }
     let node = Node::open(&dirs[0]).expect("reopen");
-    let since = registry::parse_hash(&before[0]).map(|h| vec![h]).unwrap_or_default();
+    let since = registry::parse_hash(&before[0])
+        .map(|h| vec![h])
+        .unwrap_or_default();
     let _ = since;
     let bundle = node.export(None).expect("export");
     let parsed = registry::bundle::read(&bundle).expect("bundle");
@@ -171,13 +226,25 @@ fn run(nodes: usize, changes: usize) -> Run {
             envelope_bytes += envelope.to_bytes().len() as u64;
         }
     }
-    Run { nodes, changes, write_s, converge_ms, bytes_sent, raw_change_bytes: raw, envelope_bytes, round_trips }
+    Run {
+        nodes,
+        changes,
+        write_s,
+        converge_ms,
+        bytes_sent,
+        raw_change_bytes: raw,
+        envelope_bytes,
+        round_trips,
+    }
 }
 
 fn wait_connected(remotes: &[Remote]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if remotes.iter().all(|r| !r.status().expect("status").network.peers.is_empty()) {
+        if remotes
+            .iter()
+            .all(|r| !r.status().expect("status").network.peers.is_empty())
+        {
             return;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -187,15 +254,33 @@ fn wait_connected(remotes: &[Remote]) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let node_counts: Vec<usize> = value("--nodes")
         .unwrap_or_else(|| "8,32".into())
         .split(',')
         .map(|n| n.parse().expect("--nodes: comma-separated counts"))
         .collect();
-    let changes: usize = value("--changes").map_or(10_000, |c| c.parse().expect("--changes: a count"));
-    println!("network convergence: {changes} signed changes written across N nodes on loopback (one process)");
-    println!("{:>5} {:>9} {:>10} {:>14} {:>12} {:>11} {:>12} {:>11}", "nodes", "write s", "converge", "bytes sent", "raw x(N-1)", "wire/raw", "round trips", "env/raw");
+    let changes: usize =
+        value("--changes").map_or(10_000, |c| c.parse().expect("--changes: a count"));
+    println!(
+        "network convergence: {changes} signed changes written across N nodes on loopback (one process)"
+    );
+    println!(
+        "{:>5} {:>9} {:>10} {:>14} {:>12} {:>11} {:>12} {:>11}",
+        "nodes",
+        "write s",
+        "converge",
+        "bytes sent",
+        "raw x(N-1)",
+        "wire/raw",
+        "round trips",
+        "env/raw"
+    );
     let mut results = Vec::new();
     for nodes in node_counts {
         let r = run(nodes, changes);
@@ -222,7 +307,11 @@ fn main() {
             ratio,
             if ratio <= 1.5 { "PASS" } else { "MISS" },
             r.converge_ms,
-            if r.converge_ms < 1000.0 { "PASS" } else { "MISS" }
+            if r.converge_ms < 1000.0 {
+                "PASS"
+            } else {
+                "MISS"
+            }
         );
         let _ = r.changes;
     }
