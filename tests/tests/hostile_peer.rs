@@ -426,11 +426,26 @@ fn learning(id: &str, title: &str, source: &str, author: &identity::Keypair) -> 
     })
 }
 
+/// Mallory's own legitimate change (`id`) and a copy of it with a broken signature.
+fn own_and_broken(setup: &Setup, replica: &mut Replica, id: &str) -> (Envelope, Envelope) {
+    let own = replica
+        .write(
+            &setup.hostile,
+            &learning(id, "Mallory's real note", "pod/mallory", &setup.hostile),
+            now_ms(),
+        )
+        .expect("mallory may write its own pod");
+    let mut broken = own.clone();
+    broken.signature[0] ^= 0xff;
+    (own, broken)
+}
+
 fn response(replica: &Replica, envelopes: Vec<Envelope>) -> Vec<u8> {
     Response {
         heads: replica.heads(),
         envelopes,
         more: false,
+        unknown_ref: false,
     }
     .encode()
 }
@@ -623,20 +638,7 @@ fn forged_unauthorized_and_badly_signed_changes_are_rejected_and_counted() {
         )
         .expect("crafted");
     // Mallory's own legitimate change, first with a broken signature, then intact.
-    let own = replica
-        .write(
-            &setup.hostile,
-            &learning(
-                "l-own",
-                "Mallory's real note",
-                "pod/mallory",
-                &setup.hostile,
-            ),
-            now,
-        )
-        .expect("mallory may write its own pod");
-    let mut broken = own.clone();
-    broken.signature[0] ^= 0xff;
+    let (own, broken) = own_and_broken(&setup, &mut replica, "l-own");
 
     setup.serve_to_council(
         &mallory,
@@ -720,4 +722,72 @@ impl CloneForTest for Replica {
         registry::ReplicaState::decode(&registry::ReplicaState::encode(self))
             .expect("a replica's own state decodes")
     }
+}
+
+#[test]
+fn pushed_forgeries_and_garbage_are_refused_like_pulled_ones() {
+    let setup = Setup::new();
+    let mallory = setup.client(setup.hostile.secret_bytes());
+    let mut replica = setup.replica.clone_for_test();
+    let now = now_ms();
+    let penalties_before = setup.council.penalties();
+    let other_pod = replica
+        .craft(
+            &setup.hostile,
+            &DocId::Pod("emea".into()),
+            &learning(
+                "l-push-emea",
+                "Pushed into emea",
+                "pod/emea",
+                &setup.hostile,
+            ),
+            now,
+        )
+        .expect("crafted");
+    let (own, broken) = own_and_broken(&setup, &mut replica, "l-push-own");
+    let push = |envelopes: Vec<Envelope>| registry::sync::Push::encode_envelopes(envelopes);
+    for (what, bytes) in [
+        ("a badly signed push", push(vec![broken])),
+        ("an unauthorized push", push(vec![other_pod.clone()])),
+    ] {
+        let answer = setup
+            .request(&mallory, bytes)
+            .unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+        assert_ne!(answer.first(), Some(&ERROR_TAG), "{what}: it is read");
+    }
+    let truncated = push(vec![own.clone()]);
+    for (what, bytes) in [
+        ("garbage after the push tag", vec![5, 0xff, 0xff, 0xff]),
+        (
+            "a truncated push",
+            truncated[..truncated.len() / 2].to_vec(),
+        ),
+    ] {
+        let answer = setup
+            .request(&mallory, bytes)
+            .unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+        assert_eq!(answer.first(), Some(&ERROR_TAG), "{what}: {answer:?}");
+    }
+    let status = wait_for(
+        "the council to count the pushed rejections and penalize the garbage",
+        || {
+            let status = setup.council.status();
+            let count = |reason: &str| status.network.rejections.get(reason).copied().unwrap_or(0);
+            (count("bad_signature") >= 1
+                && count("not_allowed") >= 1
+                && setup.council.penalties() >= penalties_before + 2)
+                .then_some(status)
+        },
+        || format!("{:?}", setup.council.status().network),
+    );
+    assert!(!status.heads.contains(&other_pod.hash().to_string()));
+    // The intact change, pushed, is accepted and reaches the other honest node too.
+    let answer = setup
+        .request(&mallory, push(vec![own.clone()]))
+        .expect("an intact push is answered");
+    assert_ne!(answer.first(), Some(&ERROR_TAG));
+    let own_hash = own.hash().to_string();
+    setup.wait_converged("mallory's pushed change to reach both nodes", |heads| {
+        heads.contains(&own_hash)
+    });
 }

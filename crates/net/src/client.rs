@@ -53,6 +53,10 @@ pub(crate) enum Command {
         peer: PeerId,
         reply: oneshot::Sender<()>,
     },
+    SetBlockedPeers {
+        peers: BTreeSet<PeerId>,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
     Penalize {
         peer: PeerId,
         reply: oneshot::Sender<()>,
@@ -149,9 +153,19 @@ impl Client {
         self.call(|reply| Command::Block { peer, reply }).await
     }
 
-    /// Accepts connections from `peer` again and forgets its penalties.
+    /// Accepts connections from `peer` again and forgets its penalties (unless the operator's set blocks it).
     pub async fn unblock(&self, peer: PeerId) -> Result<(), Error> {
         self.call(|reply| Command::Unblock { peer, reply }).await
+    }
+
+    /// Replaces the operator's set of blocked peers (at most [`crate::MAX_BLOCKED_PEERS`]), for example the other
+    /// sides of a simulated partition: connections to newly blocked peers close at once, new connections with them
+    /// are refused both ways (dials included), and gossip they originate is dropped even when others relay it.
+    /// Peers left out of the new set may connect again, unless `block` or penalties block them; nothing is redialed
+    /// here, the caller dials whom it wants back. An empty set lifts every operator block.
+    pub async fn set_blocked_peers(&self, peers: BTreeSet<PeerId>) -> Result<(), Error> {
+        self.call(|reply| Command::SetBlockedPeers { peers, reply })
+            .await?
     }
 
     /// Lowers `peer`'s gossipsub score for misbehaviour found by the caller (for example a rejected change);

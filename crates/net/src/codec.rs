@@ -1,4 +1,4 @@
-//! The `/growthmesh/sync/1` wire format: length-prefixed frames of opaque bytes, refused before reading when too long.
+//! The `/growthmesh/sync/2` wire format: length-prefixed frames of opaque bytes, refused before reading when too long.
 //!
 //! A request frame is a 4-byte big-endian length followed by that many bytes. A response frame has the same
 //! prefix, then one status byte (`0` accepted, `1` refused) and either the body or a one-byte refusal code.
@@ -15,7 +15,7 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{StreamProtocol, request_response};
 
 /// The request-response protocol carrying sync messages.
-pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/growthmesh/sync/1");
+pub(crate) const PROTOCOL: StreamProtocol = StreamProtocol::new("/growthmesh/sync/2");
 
 const LENGTH_PREFIX_BYTES: usize = 4;
 const STATUS_ACCEPTED: u8 = 0;

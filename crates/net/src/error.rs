@@ -97,6 +97,9 @@ pub enum Error {
     /// The requester went away (timeout or disconnect) before the response could be sent.
     #[error("the requester of {id} is gone")]
     ResponseChannelClosed { id: RequestId },
+    /// The operator's block set is larger than the limit.
+    #[error("{limit} blocked peers at most")]
+    TooManyBlockedPeers { limit: usize },
     /// Too many temporary allowances are live.
     #[error("{limit} temporary allowances are already live")]
     TooManyTemporaryAllowances { limit: usize },

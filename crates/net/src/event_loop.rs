@@ -11,7 +11,7 @@
 //! the event channel would deadlock. A full channel drops the event (counted) and refuses an inbound request.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     io,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -34,7 +34,7 @@ use crate::{
     behaviour::{Behaviour, BehaviourEvent},
     client::Command,
     codec::{Request, Response},
-    gate::{self, Gate},
+    gate::{self, BlockList, Gate},
 };
 
 /// Events queued for the node before new ones are dropped.
@@ -79,6 +79,7 @@ pub(crate) struct EventLoop {
     federation_id: String,
     limits: Limits,
     gate: Gate,
+    blocks: BlockList,
     peers: HashMap<PeerId, ConnectedPeer>,
     pending_dials: HashMap<ConnectionId, PendingDial>,
     pending_requests: HashMap<OutboundRequestId, PendingRequest>,
@@ -101,6 +102,7 @@ impl EventLoop {
             federation_id: config.federation_id.clone(),
             limits: config.limits.clone(),
             gate: Gate::new(config.limits.max_requests_per_peer_per_second),
+            blocks: BlockList::default(),
             peers: HashMap::new(),
             pending_dials: HashMap::new(),
             pending_requests: HashMap::new(),
@@ -179,14 +181,16 @@ impl EventLoop {
                 let _ = reply.send(());
             }
             Command::Unblock { peer, reply } => {
-                info!(peer = %peer, "peer unblocked");
-                self.swarm.behaviour_mut().blocked.unblock_peer(peer);
-                self.swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .remove_blacklisted_peer(&peer);
                 self.gate.clear_penalties(&peer);
+                if self.blocks.unblock(&peer) {
+                    self.lift_block(peer);
+                } else {
+                    info!(peer = %peer, "peer stays blocked by the operator");
+                }
                 let _ = reply.send(());
+            }
+            Command::SetBlockedPeers { peers, reply } => {
+                let _ = reply.send(self.set_blocked_peers(peers));
             }
             Command::Penalize { peer, reply } => {
                 self.penalize(peer, "reported by node");
@@ -299,10 +303,48 @@ impl EventLoop {
     }
 
     fn block(&mut self, peer: PeerId) {
+        if self.blocks.block(peer) {
+            self.impose_block(peer);
+        }
+    }
+
+    /// Replaces the operator's block set: newly blocked peers are disconnected, peers no longer blocked by anything
+    /// may connect again (the caller redials them).
+    fn set_blocked_peers(&mut self, peers: BTreeSet<PeerId>) -> Result<(), Error> {
+        let change = self
+            .blocks
+            .set_operator(peers)
+            .map_err(|_| Error::TooManyBlockedPeers {
+                limit: gate::MAX_BLOCKED_PEERS,
+            })?;
+        for peer in change.blocked {
+            self.impose_block(peer);
+        }
+        for peer in change.unblocked {
+            self.lift_block(peer);
+        }
+        info!(
+            blocked = self.blocks.operator().len(),
+            "operator block set replaced"
+        );
+        Ok(())
+    }
+
+    fn impose_block(&mut self, peer: PeerId) {
         info!(peer = %peer, "peer blocked");
-        // The block list closes existing connections and refuses new ones; gossipsub drops its messages.
+        // The block list closes existing connections and refuses new ones, both ways; gossipsub drops its messages,
+        // including those it originated and others relay.
         self.swarm.behaviour_mut().blocked.block_peer(peer);
         self.swarm.behaviour_mut().gossipsub.blacklist_peer(&peer);
+    }
+
+    fn lift_block(&mut self, peer: PeerId) {
+        info!(peer = %peer, "peer unblocked");
+        self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .remove_blacklisted_peer(&peer);
     }
 
     fn penalize(&mut self, peer: PeerId, reason: &'static str) {

@@ -1,9 +1,10 @@
-//! The admission policy the event loop applies to peers: member set, temporary allowances, rate limits, penalties.
+//! The admission policy the event loop applies to peers: member set, temporary allowances, rate limits, penalties,
+//! and which peers are blocked (by penalties and by the operator).
 //!
 //! Pure bookkeeping: every method that depends on time takes `now`, so it is tested without a network or a clock.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -13,6 +14,8 @@ use libp2p::PeerId;
 pub(crate) const MAX_TEMPORARY_ALLOWANCES: usize = 64;
 /// Peers whose penalty count is remembered; past this the oldest-keyed entry is forgotten.
 pub(crate) const MAX_PENALIZED_PEERS: usize = 4096;
+/// Peers the operator may block at once (`Client::set_blocked_peers`).
+pub const MAX_BLOCKED_PEERS: usize = 4096;
 
 /// Who may talk to this node, and how much.
 #[derive(Debug)]
@@ -126,6 +129,75 @@ impl Gate {
     }
 }
 
+/// Why peers are blocked. Two sources that must not undo each other: single peers blocked for misbehaviour
+/// (penalties, `Client::block`, lifted by `Client::unblock`) and the operator's set, replaced as a whole
+/// (`Client::set_blocked_peers`, e.g. the sides of a simulated partition). A peer is blocked while either holds it.
+#[derive(Debug, Default)]
+pub(crate) struct BlockList {
+    single: HashSet<PeerId>,
+    operator: BTreeSet<PeerId>,
+}
+
+/// What a change to the block list means for the swarm's own block list.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct BlockChange {
+    /// Peers blocked now that were not before.
+    pub(crate) blocked: Vec<PeerId>,
+    /// Peers no longer blocked by anything.
+    pub(crate) unblocked: Vec<PeerId>,
+}
+
+/// The operator's set was larger than [`MAX_BLOCKED_PEERS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooManyBlocked;
+
+impl BlockList {
+    pub(crate) fn is_blocked(&self, peer: &PeerId) -> bool {
+        self.single.contains(peer) || self.operator.contains(peer)
+    }
+
+    /// Blocks one peer; returns whether it was not blocked before.
+    pub(crate) fn block(&mut self, peer: PeerId) -> bool {
+        let was = self.is_blocked(&peer);
+        self.single.insert(peer);
+        !was
+    }
+
+    /// Lifts the single block of `peer`; returns whether nothing blocks it any more.
+    pub(crate) fn unblock(&mut self, peer: &PeerId) -> bool {
+        self.single.remove(peer);
+        !self.is_blocked(peer)
+    }
+
+    /// Replaces the operator's set.
+    pub(crate) fn set_operator(
+        &mut self,
+        peers: BTreeSet<PeerId>,
+    ) -> Result<BlockChange, TooManyBlocked> {
+        if peers.len() > MAX_BLOCKED_PEERS {
+            return Err(TooManyBlocked);
+        }
+        let old = std::mem::replace(&mut self.operator, peers);
+        let blocked = self
+            .operator
+            .iter()
+            .filter(|p| !old.contains(*p) && !self.single.contains(*p))
+            .copied()
+            .collect();
+        let unblocked = old
+            .iter()
+            .filter(|p| !self.is_blocked(p))
+            .copied()
+            .collect();
+        Ok(BlockChange { blocked, unblocked })
+    }
+
+    /// The operator's set.
+    pub(crate) fn operator(&self) -> &BTreeSet<PeerId> {
+        &self.operator
+    }
+}
+
 /// Whether a connection open since `connected_at` has outlived the grace period given to non-members.
 pub(crate) fn grace_expired(connected_at: Instant, grace: Duration, now: Instant) -> bool {
     now.saturating_duration_since(connected_at) >= grace
@@ -200,6 +272,39 @@ mod tests {
         assert_eq!(gate.penalize(peer(1)), 2);
         gate.clear_penalties(&peer(1));
         assert_eq!(gate.penalize(peer(1)), 1);
+    }
+
+    #[test]
+    fn operator_blocks_and_penalty_blocks_do_not_undo_each_other() {
+        let mut list = BlockList::default();
+        assert!(list.block(peer(1)));
+        let change = list
+            .set_operator(BTreeSet::from([peer(1), peer(2)]))
+            .expect("small set");
+        // peer 1 was already blocked by a penalty: only peer 2 is new.
+        assert_eq!(change.blocked, vec![peer(2)]);
+        assert!(change.unblocked.is_empty());
+        // Lifting the penalty leaves the operator's block in place.
+        assert!(!list.unblock(&peer(1)));
+        assert!(list.is_blocked(&peer(1)));
+        assert!(list.block(peer(3)));
+        // Healing the operator's set frees 1 and 2 but not the penalized 3.
+        let change = list.set_operator(BTreeSet::new()).expect("empty set");
+        let mut unblocked = change.unblocked;
+        unblocked.sort();
+        let mut expected = vec![peer(1), peer(2)];
+        expected.sort();
+        assert_eq!(unblocked, expected);
+        assert!(list.is_blocked(&peer(3)));
+        assert!(!list.is_blocked(&peer(2)));
+    }
+
+    #[test]
+    fn operator_set_is_bounded() {
+        let mut list = BlockList::default();
+        let many: BTreeSet<PeerId> = (0..=MAX_BLOCKED_PEERS).map(|_| PeerId::random()).collect();
+        assert_eq!(list.set_operator(many), Err(TooManyBlocked));
+        assert!(list.operator().is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! - `config`: [`Config`] and [`Limits`], serde with defaults for every field.
 //! - `keys`: [`Keypair`] from the node's 32-byte ed25519 seed; [`peer_id_from_public_key`].
 //! - `behaviour`: the composed libp2p behaviour: block list, connection limits, identify, ping, gossipsub (signed,
-//!   scored), request-response `/growthmesh/sync/1`, mDNS (switchable), Kademlia (server mode).
+//!   scored), request-response `/growthmesh/sync/2`, mDNS (switchable), Kademlia (server mode).
 //! - `codec`: the sync wire format; length-prefixed frames refused before reading when oversized.
 //! - `gate`: admission policy: member set, temporary allowances, per-peer rate limits, penalty counts.
 //! - `event_loop`: `EventLoop`, the one task that owns the `Swarm`.
@@ -22,9 +22,15 @@
 //! invite. From then on, peers outside the set are disconnected after `gate_grace_period_ms`, their requests are
 //! refused unseen and their gossip ignored, unless [`Client::allow_temporarily`] lets them in for a while.
 //!
+//! # Blocking
+//! A peer is blocked (connections closed and refused both ways, its gossip dropped) while a penalty block
+//! ([`Client::block`], or `penalties_before_block` penalties; lifted by [`Client::unblock`]) or the operator's set
+//! ([`Client::set_blocked_peers`], replaced as a whole: how the simulator partitions real nodes) holds it.
+//!
 //! # Limits
 //! Channels and pending maps are bounded by the named constants [`EVENT_CHANNEL_CAPACITY`],
-//! [`COMMAND_CHANNEL_CAPACITY`], [`MAX_PENDING_REQUESTS`], [`MAX_PENDING_RESPONSES`], [`MAX_PENDING_DIALS`];
+//! [`COMMAND_CHANNEL_CAPACITY`], [`MAX_PENDING_REQUESTS`], [`MAX_PENDING_RESPONSES`], [`MAX_PENDING_DIALS`],
+//! [`MAX_BLOCKED_PEERS`];
 //! message sizes, request rates and timeouts by [`Limits`]. Nothing a peer sends panics the loop: bad frames are
 //! errors, counted in [`Counters`], and penalize the peer.
 
@@ -56,6 +62,7 @@ pub use crate::{
     event_loop::{
         EVENT_CHANNEL_CAPACITY, MAX_PENDING_DIALS, MAX_PENDING_REQUESTS, MAX_PENDING_RESPONSES,
     },
+    gate::MAX_BLOCKED_PEERS,
     keys::{Keypair, peer_id_from_public_key},
     types::{Counters, Event, PeerInfo, RequestId, Topic},
 };

@@ -352,6 +352,68 @@ async fn penalties_lead_to_a_block() {
 }
 
 #[tokio::test]
+async fn the_operator_block_set_partitions_and_heals_without_undoing_penalty_blocks() {
+    let mut a = spawn_node(81, |config| config.limits.penalties_before_block = 1).await;
+    let mut b = spawn_node(82, |_| {}).await;
+    let c = spawn_node(83, |_| {}).await;
+    within(b.client.dial(a.addr.clone())).await.expect("dial");
+    next(&mut a.events, |event| {
+        matches!(event, Event::PeerConnected { peer } if peer == b.peer_id).then_some(())
+    })
+    .await;
+
+    // Partition: a blocks b; the connection closes at once and neither side can dial the other.
+    within(a.client.set_blocked_peers(BTreeSet::from([b.peer_id])))
+        .await
+        .expect("block set");
+    next(&mut b.events, |event| {
+        matches!(event, Event::PeerDisconnected { peer } if peer == a.peer_id).then_some(())
+    })
+    .await;
+    assert!(
+        within(a.client.dial(b.addr.clone())).await.is_err(),
+        "a dials a peer it blocks"
+    );
+    if within(b.client.dial(a.addr.clone())).await.is_ok() {
+        // The handshake may finish before a's block list refuses the connection; it is closed right away.
+        next(&mut b.events, |event| {
+            matches!(event, Event::PeerDisconnected { peer } if peer == a.peer_id).then_some(())
+        })
+        .await;
+    }
+    assert!(
+        within(a.client.connected_peers())
+            .await
+            .expect("peers")
+            .is_empty()
+    );
+    // A penalty block of c, and a lifted single block of b, do not end the partition.
+    within(a.client.penalize(c.peer_id))
+        .await
+        .expect("penalize");
+    within(a.client.unblock(b.peer_id)).await.expect("unblock");
+    assert!(within(a.client.dial(b.addr.clone())).await.is_err());
+
+    // Heal: the set is emptied and a dials b again; c stays blocked by its penalty.
+    within(a.client.set_blocked_peers(BTreeSet::new()))
+        .await
+        .expect("empty block set");
+    let dialed = within(a.client.dial(b.addr.clone()))
+        .await
+        .expect("dial after heal");
+    assert_eq!(dialed, b.peer_id);
+    assert!(within(a.client.dial(c.addr.clone())).await.is_err());
+
+    let too_many: BTreeSet<_> = (0..=net::MAX_BLOCKED_PEERS)
+        .map(|_| net::PeerId::random())
+        .collect();
+    assert!(matches!(
+        within(a.client.set_blocked_peers(too_many)).await,
+        Err(Error::TooManyBlockedPeers { .. })
+    ));
+}
+
+#[tokio::test]
 async fn dropping_every_client_ends_the_loop() {
     let node = spawn_node(71, |_| {}).await;
     let mut events = node.events;

@@ -69,6 +69,10 @@ struct Run {
     raw_change_bytes: u64,
     envelope_bytes: u64,
     round_trips: u64,
+    by_kind: node::actor::SyncBytes,
+    duplicates: u64,
+    announcements_delivered: u64,
+    connections: f64,
 }
 
 fn setup(root: &Path, nodes: usize) -> Vec<std::path::PathBuf> {
@@ -116,7 +120,6 @@ fn run(nodes: usize, changes: usize) -> Run {
             listen_addrs: vec!["/ip4/127.0.0.1/tcp/0".into()],
             api_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             mdns: false,
-            announce_interval_ms: 1_000,
             ..Default::default()
         };
         config.limits.max_requests_per_peer_per_second = 1_000;
@@ -165,10 +168,11 @@ fn run(nodes: usize, changes: usize) -> Run {
         .iter()
         .map(|r| r.status().expect("status").network.sync_bytes_out)
         .sum();
-    let baseline_rounds: u64 = remotes
+    let baseline: Vec<NetworkStatus> = remotes
         .iter()
-        .map(|r| r.status().expect("status").network.round_trips)
-        .sum();
+        .map(|r| r.status().expect("status").network)
+        .collect();
+    let baseline_rounds: u64 = baseline.iter().map(|s| s.round_trips).sum();
     let before = remotes[0].status().expect("status").heads;
     let started = Instant::now();
     std::thread::scope(|scope| {
@@ -206,8 +210,25 @@ fn run(nodes: usize, changes: usize) -> Run {
         .iter()
         .map(|r| r.status().expect("status").network)
         .collect();
-    let bytes_sent = statuses.iter().map(|s| s.sync_bytes_out).sum::<u64>() - baseline_bytes;
+    let _ = baseline_bytes;
     let round_trips = statuses.iter().map(|s| s.round_trips).sum::<u64>() - baseline_rounds;
+    let kind_total = |f: fn(&NetworkStatus) -> u64| {
+        statuses.iter().map(f).sum::<u64>() - baseline.iter().map(f).sum::<u64>()
+    };
+    let by_kind = node::actor::SyncBytes {
+        announcements: kind_total(|s| s.sync_bytes_out_by_kind.announcements),
+        requests: kind_total(|s| s.sync_bytes_out_by_kind.requests),
+        responses: kind_total(|s| s.sync_bytes_out_by_kind.responses),
+        pushes: kind_total(|s| s.sync_bytes_out_by_kind.pushes),
+    };
+    let duplicates = kind_total(|s| s.duplicate_envelopes);
+    let announcements_delivered = kind_total(|s| s.announcement_bytes_received);
+    // What crossed the network: every request, response and push, and every delivery of an announcement (it is
+    // published once and gossiped to every subscriber).
+    let bytes_sent =
+        by_kind.requests + by_kind.responses + by_kind.pushes + announcements_delivered;
+    let connections =
+        statuses.iter().map(|s| s.peers.len()).sum::<usize>() as f64 / statuses.len() as f64;
     let _ = stop.send(true);
     for handle in handles {
         let _ = runtime.block_on(handle);
@@ -235,6 +256,10 @@ fn run(nodes: usize, changes: usize) -> Run {
         raw_change_bytes: raw,
         envelope_bytes,
         round_trips,
+        by_kind,
+        duplicates,
+        announcements_delivered,
+        connections,
     }
 }
 
@@ -296,6 +321,20 @@ fn main() {
             r.round_trips,
             r.envelope_bytes as f64 / r.raw_change_bytes as f64
         );
+        println!(
+            "      bytes by kind: announcements {} published, {} delivered ({:.2}x raw), pushes {} ({:.2}x), requests {} ({:.2}x), responses {} ({:.2}x); duplicate envelopes received {}; {:.1} connected peers per node",
+            r.by_kind.announcements,
+            r.announcements_delivered,
+            r.announcements_delivered as f64 / needed as f64,
+            r.by_kind.pushes,
+            r.by_kind.pushes as f64 / needed as f64,
+            r.by_kind.requests,
+            r.by_kind.requests as f64 / needed as f64,
+            r.by_kind.responses,
+            r.by_kind.responses as f64 / needed as f64,
+            r.duplicates,
+            r.connections
+        );
         results.push(r);
     }
     for r in &results {
@@ -314,5 +353,25 @@ fn main() {
             }
         );
         let _ = r.changes;
+    }
+    if let [first, .., last] = results.as_slice() {
+        let ratio =
+            |r: &Run| r.bytes_sent as f64 / (r.raw_change_bytes * (r.nodes as u64 - 1)) as f64;
+        println!(
+            "growth {} -> {} nodes ({:.1}x the nodes): bytes on the wire {:.2}x ({:.2}x per receiving node), wire/raw {:.2}x -> {:.2}x, convergence {:.0} ms -> {:.0} ms ({:.2}x), round trips {} -> {}",
+            first.nodes,
+            last.nodes,
+            last.nodes as f64 / first.nodes as f64,
+            last.bytes_sent as f64 / first.bytes_sent as f64,
+            (last.bytes_sent as f64 / (last.nodes - 1) as f64)
+                / (first.bytes_sent as f64 / (first.nodes - 1) as f64),
+            ratio(first),
+            ratio(last),
+            first.converge_ms,
+            last.converge_ms,
+            last.converge_ms / first.converge_ms.max(1.0),
+            first.round_trips,
+            last.round_trips
+        );
     }
 }

@@ -27,6 +27,8 @@ use crate::invite::{self, Redeem, Redeemed, Ticket, TicketError};
 pub const INBOX_CAPACITY: usize = 1024;
 /// First byte of an error answer to a request.
 const ERROR_TAG: u8 = 6;
+/// The answer to a push that was read.
+const PUSH_ACK_TAG: u8 = 7;
 /// A bootstrap peer that is not connected is dialed again this often, so a node finds a restarted peer (or a peer
 /// finds it after its own restart) without an operator.
 pub const REDIAL_INTERVAL_MS: u64 = 5_000;
@@ -90,8 +92,28 @@ pub struct NetworkStatus {
     pub sync_bytes_out: u64,
     /// Pull round trips completed.
     pub round_trips: u64,
+    /// Bytes sent, by message kind: heads announcements, pull requests, pull responses.
+    pub sync_bytes_out_by_kind: SyncBytes,
+    /// Envelopes received from peers that this node already held (wasted transfer).
+    pub duplicate_envelopes: u64,
+    /// Bytes of heads announcements delivered to this node by gossip (an announcement is published once and
+    /// delivered to every subscriber, so this is what announcements cost the network).
+    pub announcement_bytes_received: u64,
     /// Outcome of the last invite redemption, if any.
     pub invite: Option<String>,
+}
+
+/// Bytes sent, by message kind.
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize)]
+pub struct SyncBytes {
+    /// Heads announcements published (counted once per publish, not per gossip hop).
+    pub announcements: u64,
+    /// Pull requests sent.
+    pub requests: u64,
+    /// Pull responses sent (and acknowledgements of pushes).
+    pub responses: u64,
+    /// Pushes of changes written here, to connected peers.
+    pub pushes: u64,
 }
 
 /// What the actor receives.
@@ -131,6 +153,14 @@ pub enum Input {
         /// Where to answer.
         reply: oneshot::Sender<String>,
     },
+    /// Replace the operator's block set (`POST /v1/block`): connections to these peers close and are refused both
+    /// ways; bootstrap peers no longer blocked are redialed at once.
+    Block {
+        /// The peers to block; empty lifts every operator block.
+        peers: BTreeSet<PeerId>,
+        /// Done, or why the network refused.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Housekeeping.
     Tick,
     /// Stop.
@@ -144,6 +174,8 @@ pub enum Outbound {
     Sync,
     /// An invite redemption.
     Redeem,
+    /// A push of changes written here.
+    Push,
 }
 
 #[derive(Default)]
@@ -152,6 +184,9 @@ struct Metrics {
     accepted_remote: u64,
     bytes_in: u64,
     bytes_out: u64,
+    bytes_out_by_kind: SyncBytes,
+    duplicates: u64,
+    announcement_bytes_in: u64,
     round_trips: u64,
     requests_served: u64,
     penalties: u64,
@@ -170,8 +205,13 @@ pub struct Actor {
     connected: BTreeSet<PeerId>,
     listen_addrs: Vec<String>,
     members: Option<BTreeSet<PeerId>>,
+    /// Name and role of each unrevoked member, by peer id.
+    member_names: BTreeMap<PeerId, (String, String)>,
+    /// Council heads the member set was computed at.
+    council_heads: Vec<registry::ChangeHash>,
     announced_heads: Vec<registry::ChangeHash>,
     dirty_since_ms: Option<u64>,
+    dirty_own: bool,
     last_announce_ms: u64,
     last_redial_ms: u64,
     ticket: Option<Ticket>,
@@ -212,8 +252,11 @@ impl Actor {
             connected: BTreeSet::new(),
             listen_addrs: Vec::new(),
             members: None,
+            member_names: BTreeMap::new(),
+            council_heads: Vec::new(),
             announced_heads: Vec::new(),
             dirty_since_ms: Some(0),
+            dirty_own: true,
             last_announce_ms: 0,
             last_redial_ms: now_ms(),
             ticket,
@@ -232,9 +275,16 @@ impl Actor {
                 Input::Response { peer, result, kind } => self.on_response(peer, result, kind),
                 Input::Exec { request, reply } => {
                     let status = self.status();
+                    let before = self.node.replica().heads();
                     let response = (self.exec)(&mut self.node, &request, &status);
                     let _ = reply.send(response);
-                    self.after_change();
+                    // Pushed peers have the changes; the announcement is for members the push did not reach (and
+                    // not needed when it reached every one: the periodic announcement still goes out).
+                    if self.push_written(&before) {
+                        self.update_members();
+                    } else {
+                        self.after_change(true);
+                    }
                 }
                 Input::Events { body, reply } => {
                     let report = self.node.ingest_body(&body, now_ms() as i64);
@@ -246,9 +296,13 @@ impl Actor {
                 Input::Metrics { reply } => {
                     let _ = reply.send(self.metrics_text());
                 }
+                Input::Block { peers, reply } => self.on_block(peers, reply),
                 Input::Tick => self.on_tick(),
                 Input::Shutdown => break,
             }
+        }
+        if let Err(error) = self.node.flush() {
+            tracing::error!(%error, "flushing received changes at shutdown failed");
         }
         if let Err(error) = self.node.compact() {
             tracing::warn!(%error, "snapshot at shutdown failed");
@@ -267,6 +321,7 @@ impl Actor {
                 let answer = self.answer(peer, &bytes, member);
                 self.metrics.bytes_in += bytes.len() as u64;
                 self.metrics.bytes_out += answer.len() as u64;
+                self.metrics.bytes_out_by_kind.responses += answer.len() as u64;
                 let client = self.client.clone();
                 self.runtime.spawn(async move {
                     if let Err(error) = client.respond(id, answer).await {
@@ -312,10 +367,11 @@ impl Actor {
         match bytes.first() {
             Some(&invite::REDEEM_TAG) => self.on_redeem(peer, &bytes[1..]).encode(),
             Some(_) if !member => error_answer("not a member of this federation"),
+            Some(&sync::PUSH_TAG) => self.on_push(peer, bytes),
             Some(_) => match sync::Request::decode(bytes) {
                 Ok(request) if Some(request.federation) == self.node.replica().federation() => {
                     self.metrics.requests_served += 1;
-                    self.node.sync_response(&request).encode()
+                    self.node.sync_respond(&mut self.syncer, &request)
                 }
                 Ok(_) => error_answer("wrong federation"),
                 Err(error) => {
@@ -335,6 +391,7 @@ impl Actor {
         if !self.is_member(&origin) || origin == self.local_peer {
             return;
         }
+        self.metrics.announcement_bytes_in += bytes.len() as u64;
         match Announcement::decode(bytes) {
             Ok(announcement) => {
                 let request = self.syncer.on_announcement(
@@ -360,6 +417,9 @@ impl Actor {
 
     fn send(&mut self, peer: PeerId, bytes: Vec<u8>, kind: Outbound) {
         self.metrics.bytes_out += bytes.len() as u64;
+        if kind != Outbound::Push {
+            self.metrics.bytes_out_by_kind.requests += bytes.len() as u64;
+        }
         let client = self.client.clone();
         let inbox = self.inbox.clone();
         self.runtime.spawn(async move {
@@ -374,6 +434,7 @@ impl Actor {
             Err(error) => {
                 tracing::debug!(%peer, %error, "request failed");
                 self.syncer.on_failure(&peer);
+                self.send_followups();
                 if kind == Outbound::Redeem {
                     self.redeem_in_flight = false;
                 }
@@ -384,26 +445,55 @@ impl Actor {
         match kind {
             Outbound::Redeem => self.on_redeemed(peer, &bytes),
             Outbound::Sync => self.on_sync_response(peer, &bytes),
+            Outbound::Push => {
+                if bytes.first() != Some(&PUSH_ACK_TAG) {
+                    tracing::debug!(%peer, "push not taken");
+                }
+            }
         }
     }
 
     fn on_sync_response(&mut self, peer: PeerId, bytes: &[u8]) {
         self.metrics.round_trips += 1;
-        let response = match sync::Response::decode(bytes) {
-            Ok(response) => response,
+        let response = match self.syncer.decode_response(&peer, bytes) {
+            Ok(Some(response)) => response,
+            Ok(None) => {
+                tracing::debug!(%peer, "late answer to an earlier pull ignored");
+                return;
+            }
             Err(error) => {
                 if bytes.first() != Some(&ERROR_TAG) {
                     tracing::warn!(%peer, %error, "malformed sync response");
                     self.penalize(peer, "malformed sync response");
                 }
                 self.syncer.on_failure(&peer);
+                self.send_followups();
                 return;
             }
         };
         self.syncer.count_bytes(&peer, bytes.len());
-        let envelopes = response.envelopes.clone();
-        let (accepted, rejected) = match self.node.receive(envelopes) {
+        let (accepted, rejected) = self.absorb(peer, response.envelopes.clone());
+        let next = self.syncer.on_response(
+            &peer,
+            &response,
+            accepted,
+            rejected,
+            self.node.replica(),
+            now_ms(),
+        );
+        if accepted > 0 {
+            self.after_change(false);
+        }
+        self.send_pull(peer, next);
+        self.send_followups();
+    }
+
+    /// Feeds envelopes from `peer` to the node (the one acceptance path); counts, logs and penalizes rejections.
+    /// Returns (accepted, rejected).
+    fn absorb(&mut self, peer: PeerId, envelopes: Vec<registry::Envelope>) -> (usize, usize) {
+        let (accepted, rejected) = match self.node.receive_deferred(envelopes) {
             Ok(receipt) => {
+                self.metrics.duplicates += receipt.duplicates as u64;
                 for rejection in &receipt.rejected {
                     tracing::warn!(%peer, change = %rejection.change, reason = rejection.reason.code(), detail = %rejection.detail, "change from peer rejected");
                     *self
@@ -423,18 +513,72 @@ impl Actor {
         if rejected > 0 && (rejected as u64) >= self.config.rejections_per_penalty {
             self.penalize(peer, "sent rejected changes");
         }
-        let next = self.syncer.on_response(
-            &peer,
-            &response,
-            accepted,
-            rejected,
-            self.node.replica(),
-            now_ms(),
-        );
+        (accepted, rejected)
+    }
+
+    /// Changes a peer just wrote, pushed unasked: the same acceptance path as a pull's response.
+    fn on_push(&mut self, peer: PeerId, bytes: &[u8]) -> Vec<u8> {
+        let push = match self.syncer.decode_push(bytes) {
+            Ok(Some(push)) => push,
+            Ok(None) => {
+                tracing::debug!(%peer, "push coded against a head set sent before a restart; pulling instead");
+                let request = self.syncer.pull(peer, self.node.replica(), now_ms());
+                self.send_pull(peer, request);
+                return vec![PUSH_ACK_TAG];
+            }
+            Err(error) => {
+                tracing::warn!(%peer, %error, "malformed push");
+                self.penalize(peer, "malformed push");
+                return error_answer(&format!("malformed push: {error}"));
+            }
+        };
+        let (accepted, _) = self.absorb(peer, push.response.envelopes.clone());
+        let next = self
+            .syncer
+            .after_push(peer, &push, self.node.replica(), now_ms());
+        // No relay announcement: the author pushed to every member it is connected to and announces itself to
+        // those it is not.
         if accepted > 0 {
-            self.after_change();
+            self.update_members();
         }
         self.send_pull(peer, next);
+        vec![PUSH_ACK_TAG]
+    }
+
+    /// Pushes the changes written here since `before` to every connected member; returns whether that is every
+    /// other member.
+    fn push_written(&mut self, before: &[registry::ChangeHash]) -> bool {
+        let written = self.node.replica().changes_since(before);
+        if written.is_empty() {
+            return false;
+        }
+        let envelopes: Vec<registry::Envelope> = written
+            .iter()
+            .filter_map(|hash| self.node.stored_envelope(hash))
+            .collect();
+        let peers: Vec<PeerId> = self
+            .connected
+            .iter()
+            .filter(|p| self.members.as_ref().is_some_and(|m| m.contains(p)))
+            .copied()
+            .collect();
+        let bytes = sync::Push::encode_envelopes(envelopes);
+        for peer in &peers {
+            let bytes = bytes.clone();
+            self.metrics.bytes_out_by_kind.pushes += bytes.len() as u64;
+            self.send(*peer, bytes, Outbound::Push);
+        }
+        let others = self.members.as_ref().map_or(usize::MAX, |m| {
+            m.iter().filter(|p| **p != self.local_peer).count()
+        });
+        !peers.is_empty() && peers.len() >= others
+    }
+
+    /// Pulls that waited for another pull to end.
+    fn send_followups(&mut self) {
+        for (peer, request) in self.syncer.followups(self.node.replica(), now_ms()) {
+            self.send_pull(peer, Some(request));
+        }
     }
 
     fn penalize(&mut self, peer: PeerId, why: &str) {
@@ -446,26 +590,43 @@ impl Actor {
         });
     }
 
-    /// After the registry changed: announce soon, and refresh the member gate.
-    fn after_change(&mut self) {
-        if self.node.replica().heads() != self.announced_heads && self.dirty_since_ms.is_none() {
-            self.dirty_since_ms = Some(now_ms());
+    /// After the registry changed: announce soon (a change written here after `announce_debounce_ms`, one only
+    /// relayed from a peer after `relay_announce_debounce_ms`: every peer heard its author's announcement, so the
+    /// relay matters only to those that could not pull from the author), and refresh the member gate.
+    fn after_change(&mut self, own: bool) {
+        if self.node.replica().heads() != self.announced_heads {
+            if self.dirty_since_ms.is_none() {
+                self.dirty_since_ms = Some(now_ms());
+            }
+            self.dirty_own |= own;
         }
         self.update_members();
     }
 
+    /// Refreshes the member gate and the names `status` shows, when the council document changed (members live
+    /// there only, so most changes cost one heads comparison, not a rebuild of the view).
     fn update_members(&mut self) {
-        let view = self.node.view();
+        let council_heads = self.node.replica().doc_heads(&model::DocId::Council);
+        if council_heads == self.council_heads {
+            return;
+        }
+        let view = self.node.council_view();
         if view.members.is_empty() {
             return;
         }
-        let members: BTreeSet<PeerId> = view
+        self.council_heads = council_heads;
+        // A revoked member is no member: it is not listed even while its connection waits out the grace period.
+        self.member_names = view
             .members
             .values()
             .filter(|m| !m.revoked)
-            .filter_map(|m| m.public_key.parse::<identity::PublicKey>().ok())
-            .filter_map(|key| net::peer_id_from_public_key(key.as_bytes()).ok())
+            .filter_map(|m| {
+                let key: identity::PublicKey = m.public_key.parse().ok()?;
+                let peer = net::peer_id_from_public_key(key.as_bytes()).ok()?;
+                Some((peer, (m.name.clone(), m.role.to_string())))
+            })
             .collect();
+        let members: BTreeSet<PeerId> = self.member_names.keys().copied().collect();
         if self.members.as_ref() == Some(&members) {
             return;
         }
@@ -487,11 +648,23 @@ impl Actor {
     }
 
     fn on_tick(&mut self) {
+        // Changes taken from peers become durable once per tick (group commit), not once per message.
+        if let Err(error) = self.node.flush() {
+            tracing::error!(%error, "flushing received changes failed");
+        }
         let now = now_ms();
         self.syncer.on_tick(now);
+        if self.syncer.has_deferred() {
+            self.send_followups();
+        }
+        let debounce = if self.dirty_own {
+            self.config.announce_debounce_ms
+        } else {
+            self.config.relay_announce_debounce_ms
+        };
         let debounced = self
             .dirty_since_ms
-            .is_some_and(|since| now.saturating_sub(since) >= self.config.announce_debounce_ms);
+            .is_some_and(|since| now.saturating_sub(since) >= debounce);
         let periodic =
             now.saturating_sub(self.last_announce_ms) >= self.config.announce_interval_ms;
         if debounced || periodic {
@@ -506,6 +679,45 @@ impl Actor {
     /// Dials the bootstrap addresses whose peer is not connected (an address without `/p2p/ID` only while no peer
     /// is connected at all).
     fn redial(&self) {
+        for addr in self.unconnected_bootstrap() {
+            let client = self.client.clone();
+            self.runtime.spawn(async move {
+                if let Err(error) = client.dial(addr.clone()).await {
+                    tracing::debug!(%addr, %error, "redial failed");
+                }
+            });
+        }
+    }
+
+    /// Sets the operator's block set, then redials (in that order, so no dial races the unblocking).
+    fn on_block(&self, peers: BTreeSet<PeerId>, reply: oneshot::Sender<Result<(), String>>) {
+        tracing::info!(peers = peers.len(), "operator block set");
+        let redial = self.unconnected_bootstrap();
+        let client = self.client.clone();
+        self.runtime.spawn(async move {
+            let result = client
+                .set_blocked_peers(peers)
+                .await
+                .map_err(|e| e.to_string());
+            let ok = result.is_ok();
+            let _ = reply.send(result);
+            if !ok {
+                return;
+            }
+            // Dials of peers still blocked fail at once, locally.
+            for addr in redial {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = client.dial(addr.clone()).await {
+                        tracing::debug!(%addr, %error, "redial failed");
+                    }
+                });
+            }
+        });
+    }
+
+    fn unconnected_bootstrap(&self) -> Vec<net::Multiaddr> {
+        let mut out = Vec::new();
         for text in &self.config.bootstrap_addrs {
             let peer = text
                 .rsplit_once("/p2p/")
@@ -517,28 +729,25 @@ impl Actor {
             let Ok(addr) = text.parse::<net::Multiaddr>() else {
                 continue;
             };
-            if connected {
-                continue;
+            if !connected {
+                out.push(addr);
             }
-            let client = self.client.clone();
-            self.runtime.spawn(async move {
-                if let Err(error) = client.dial(addr.clone()).await {
-                    tracing::debug!(%addr, %error, "redial failed");
-                }
-            });
         }
+        out
     }
 
     fn announce(&mut self, now: u64) {
         self.dirty_since_ms = None;
+        self.dirty_own = false;
         self.last_announce_ms = now;
-        let Some(announcement) = self.node.replica().announcement() else {
+        let Some(announcement) = self.syncer.announcement(self.node.replica()) else {
             return;
         };
         self.announced_heads = self.node.replica().heads();
         let client = self.client.clone();
         let bytes = announcement.encode();
         self.metrics.bytes_out += bytes.len() as u64;
+        self.metrics.bytes_out_by_kind.announcements += bytes.len() as u64;
         self.runtime.spawn(async move {
             if let Err(error) = client.publish(Topic::Heads, bytes).await {
                 tracing::debug!(%error, "announcement not published");
@@ -650,32 +859,21 @@ impl Actor {
             .node
             .write(&op, now_ms() as i64)
             .map_err(|e| TicketError::Malformed(format!("admission failed: {e}")))?;
-        self.after_change();
+        self.after_change(true);
         Ok(outcome.change)
     }
 
     fn status(&self) -> NetworkStatus {
-        let view = self.node.view();
-        // A revoked member is no member: it is not listed even while its connection waits out the grace period.
-        let by_peer: BTreeMap<PeerId, &model::Member> = view
-            .members
-            .values()
-            .filter(|m| !m.revoked)
-            .filter_map(|m| {
-                let key: identity::PublicKey = m.public_key.parse().ok()?;
-                Some((net::peer_id_from_public_key(key.as_bytes()).ok()?, m))
-            })
-            .collect();
         let peers = self
             .connected
             .iter()
             .filter_map(|peer| {
-                let member = by_peer.get(peer)?;
+                let (name, role) = self.member_names.get(peer)?;
                 let sync = self.syncer.peers().get(peer);
                 Some(PeerStatus {
                     peer_id: peer.to_string(),
-                    name: member.name.clone(),
-                    role: member.role.to_string(),
+                    name: name.clone(),
+                    role: role.clone(),
                     connected: true,
                     last_sync_ms: sync.and_then(|s| s.last_sync_ms),
                     accepted: sync.map_or(0, |s| s.accepted),
@@ -691,6 +889,9 @@ impl Actor {
             sync_bytes_in: self.metrics.bytes_in,
             sync_bytes_out: self.metrics.bytes_out,
             round_trips: self.metrics.round_trips,
+            sync_bytes_out_by_kind: self.metrics.bytes_out_by_kind,
+            duplicate_envelopes: self.metrics.duplicates,
+            announcement_bytes_received: self.metrics.announcement_bytes_in,
             invite: self.invite_outcome.clone(),
         }
     }

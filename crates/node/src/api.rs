@@ -1,5 +1,6 @@
 //! The local HTTP API of a running node (loopback only): `/health` and `/metrics` for operators, and, behind a bearer
-//! token, `/v1/status`, `/v1/exec` (a CLI command run against the node's own store) and `/v1/events` (ingestion).
+//! token, `/v1/status`, `/v1/exec` (a CLI command run against the node's own store), `/v1/events` (ingestion) and
+//! `/v1/block` (the operator's block set: cut this node off from chosen peers, as the partition simulator does).
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -9,7 +10,7 @@ use axum::{Json, Router};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::actor::{ExecRequest, Input};
-use crate::remote::StatusDocument;
+use crate::remote::{BlockRequest, StatusDocument};
 
 /// Largest body `POST /v1/events` takes.
 pub const MAX_EVENTS_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -30,6 +31,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/exec", post(exec))
+        .route("/v1/block", post(block))
         .route(
             "/v1/events",
             post(events).layer(axum::extract::DefaultBodyLimit::max(MAX_EVENTS_BODY_BYTES)),
@@ -111,6 +113,38 @@ async fn events(
     .await
     {
         Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(message)) => (StatusCode::BAD_REQUEST, message).into_response(),
+        Err(response) => response,
+    }
+}
+
+/// `POST /v1/block`: `{"peers": [PEER_ID, ...]}` replaces the operator's block set; `{"peers": []}` lifts it.
+async fn block(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Json(request): Json<BlockRequest>,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+    }
+    let mut peers = std::collections::BTreeSet::new();
+    for text in &request.peers {
+        match text.parse::<net::PeerId>() {
+            Ok(peer) => {
+                peers.insert(peer);
+            }
+            Err(error) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("`{text}` is not a peer id: {error}"),
+                )
+                    .into_response();
+            }
+        }
+    }
+    let count = peers.len();
+    match ask(&state, |reply| Input::Block { peers, reply }).await {
+        Ok(Ok(())) => Json(serde_json::json!({ "blocked": count })).into_response(),
         Ok(Err(message)) => (StatusCode::BAD_REQUEST, message).into_response(),
         Err(response) => response,
     }

@@ -20,8 +20,10 @@ pub struct Config {
     pub api_addr: SocketAddr,
     /// Heads are announced at least this often (anti-entropy).
     pub announce_interval_ms: u64,
-    /// A change to the heads is announced after this quiet period (debounce).
+    /// A change written on this node is announced after this quiet period (debounce).
     pub announce_debounce_ms: u64,
+    /// Heads that changed only by changes pulled from peers are announced after this quiet period.
+    pub relay_announce_debounce_ms: u64,
     /// Period of the node's housekeeping tick (timeouts, announcements).
     pub tick_ms: u64,
     /// Rejected changes from one peer before it is penalized once more.
@@ -42,6 +44,7 @@ impl Default for Config {
             api_addr: SocketAddr::from(([127, 0, 0, 1], 7420)),
             announce_interval_ms: 5_000,
             announce_debounce_ms: 50,
+            relay_announce_debounce_ms: 500,
             tick_ms: 100,
             rejections_per_penalty: 1,
             limits: net::Limits::default(),

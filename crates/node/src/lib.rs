@@ -101,6 +101,8 @@ pub struct Node {
     key_created: bool,
     store: store::Store,
     replica: Replica,
+    /// Received changes were committed without a flush since the last one.
+    unflushed: bool,
 }
 
 impl std::fmt::Debug for Node {
@@ -147,6 +149,7 @@ impl Node {
             key_created,
             store,
             replica,
+            unflushed: false,
         })
     }
 
@@ -179,6 +182,11 @@ impl Node {
     /// The typed registry.
     pub fn view(&self) -> RegistryView {
         self.replica.view()
+    }
+
+    /// The typed view of the council document alone (members and roles live there).
+    pub fn council_view(&self) -> RegistryView {
+        self.replica.council_view()
     }
 
     /// Sorted heads as hex.
@@ -262,16 +270,46 @@ impl Node {
         &mut self,
         envelopes: Vec<registry::Envelope>,
     ) -> Result<registry::Receipt, Error> {
+        let receipt = self.receive_deferred(envelopes)?;
+        self.flush()?;
+        Ok(receipt)
+    }
+
+    /// Like [`Node::receive`], leaving the flush to a later [`Node::flush`]: how a running node takes changes from
+    /// peers (they still hold them, so a crash before the flush loses nothing the federation lacks).
+    pub fn receive_deferred(
+        &mut self,
+        envelopes: Vec<registry::Envelope>,
+    ) -> Result<registry::Receipt, Error> {
         let receipt = self.replica.receive(envelopes)?;
-        self.store.commit(&receipt)?;
+        self.store.commit_deferred(&receipt)?;
+        self.unflushed = true;
         self.store.maybe_snapshot(&self.replica, false)?;
         Ok(receipt)
     }
 
-    /// Answers a peer's pull request from the stored envelopes.
-    pub fn sync_response(&self, request: &registry::sync::Request) -> registry::sync::Response {
-        self.replica
-            .sync_response(request, &StoreSource(&self.store))
+    /// Makes every deferred commit durable (nothing to do when there is none).
+    pub fn flush(&mut self) -> Result<(), Error> {
+        if self.unflushed {
+            self.store.flush()?;
+            self.unflushed = false;
+        }
+        Ok(())
+    }
+
+    /// The stored envelope of an accepted change.
+    pub fn stored_envelope(&self, hash: &ChangeHash) -> Option<registry::Envelope> {
+        registry::sync::EnvelopeSource::envelope(&StoreSource(&self.store), hash)
+    }
+
+    /// Answers a peer's pull request from the stored envelopes, in wire form (`syncer` resolves the head set the
+    /// request names and remembers the heads sent).
+    pub fn sync_respond<P: Ord + Clone>(
+        &self,
+        syncer: &mut registry::sync::Syncer<P>,
+        request: &registry::sync::Request,
+    ) -> Vec<u8> {
+        syncer.respond(request, &self.replica, &StoreSource(&self.store))
     }
 
     /// Adopts a federation (a joining node, from its ticket).

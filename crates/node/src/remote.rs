@@ -57,6 +57,13 @@ pub struct StatusDocument {
     pub heads: Vec<String>,
 }
 
+/// The body of `POST /v1/block`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BlockRequest {
+    /// libp2p peer ids to block; the set replaces the previous one, empty lifts every operator block.
+    pub peers: Vec<String>,
+}
+
 fn agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
@@ -127,6 +134,37 @@ impl Remote {
         response
             .body_mut()
             .read_json()
+            .map_err(|e| self.http_error(e))
+    }
+
+    /// Replaces the node's operator block set with `peers` (peer ids); empty lifts it and redials.
+    pub fn block(&self, peers: &[String]) -> Result<(), RemoteError> {
+        let request = BlockRequest {
+            peers: peers.to_vec(),
+        };
+        let mut response = self
+            .agent
+            .post(&self.url("/v1/block"))
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .send_json(&request)
+            .map_err(|e| self.http_error(e))?;
+        if !response.status().is_success() {
+            let body = response.body_mut().read_to_string().unwrap_or_default();
+            return Err(self.http_error(format!("status {}: {body}", response.status())));
+        }
+        Ok(())
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> Result<String, RemoteError> {
+        let mut response = self
+            .agent
+            .get(&self.url("/metrics"))
+            .call()
+            .map_err(|e| self.http_error(e))?;
+        response
+            .body_mut()
+            .read_to_string()
             .map_err(|e| self.http_error(e))
     }
 

@@ -197,6 +197,16 @@ impl Replica {
         view::build(self.federation, &docs)
     }
 
+    /// The typed view of the council document alone (members, roles, objectives, approvals, budgets): what a
+    /// node needs to gate connections, at the cost of one document rather than the whole registry.
+    pub fn council_view(&self) -> RegistryView {
+        let docs: BTreeMap<DocId, Automerge> =
+            std::iter::once((DocId::Council, self.docs[COUNCIL as usize].clone()))
+                .filter(|(_, d)| !d.get_heads().is_empty())
+                .collect();
+        view::build(self.federation, &docs)
+    }
+
     /// Membership as of the current council heads.
     pub fn membership(&mut self) -> Arc<Membership> {
         let heads = self.docs[COUNCIL as usize].get_heads();
@@ -839,20 +849,26 @@ fn verify_signatures(
         .zip(&authors)
         .map(|((e, d), author)| (*author, d.as_slice(), e.signature))
         .collect();
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .max(1);
-    let per_thread = items.len().div_ceil(threads).max(SIGNATURE_BATCH);
-    let validity: Vec<bool> = std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(per_thread)
-            .map(|chunk| scope.spawn(move || verify_chunk(chunk)))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("signature verification does not panic"))
-            .collect()
-    });
+    // Most sync responses carry a batch or less: verify those on this thread, since spawning one (and asking the OS
+    // how many cores there are) costs more than the batch itself.
+    let validity: Vec<bool> = if items.len() <= SIGNATURE_BATCH {
+        verify_chunk(&items)
+    } else {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .max(1);
+        let per_thread = items.len().div_ceil(threads).max(SIGNATURE_BATCH);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = items
+                .chunks(per_thread)
+                .map(|chunk| scope.spawn(move || verify_chunk(chunk)))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("signature verification does not panic"))
+                .collect()
+        })
+    };
     let mut good = Vec::with_capacity(envelopes.len());
     for ((envelope, author), valid) in envelopes.into_iter().zip(authors).zip(validity) {
         if valid {

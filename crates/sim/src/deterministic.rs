@@ -13,6 +13,7 @@ use registry::{ChangeHash, Envelope, Op, Replica};
 
 use crate::report::{Invariant, Phase, Report};
 use crate::scenario::{Action, Scenario};
+use crate::workload::{self, Write, learning};
 
 /// Fault injection for the simulator's self-test.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,12 +57,18 @@ struct SimNode {
     syncer: Syncer<usize>,
     alive: bool,
     attacks: Vec<String>,
-    attack_turn: usize,
+    /// Per requesting node, the next attack to answer it with: every node that pulls from a hostile one meets
+    /// every attack in turn, whatever the order of the pulls.
+    attack_turns: BTreeMap<usize, usize>,
     revoked: bool,
     /// Changes a revoked node made after it saw its revocation, served to whoever pulls.
     outbox: Vec<Envelope>,
     last_announce_ms: u64,
-    announced: Vec<ChangeHash>,
+    /// Accepted changes when the node last announced: the accepted set only grows, so the heads changed exactly
+    /// when this count did (comparing counts each tick instead of heads keeps large runs fast).
+    announced_len: Option<usize>,
+    /// The heads as of an accepted-change count, so that `observe` computes them only after a change.
+    heads_memo: Option<(usize, Vec<ChangeHash>)>,
     writes: u64,
 }
 
@@ -106,7 +113,8 @@ struct Sim<'a> {
     counter: u64,
 }
 
-fn node_key(seed: u64, name: &str) -> Keypair {
+/// The key of node `name` in a run with `seed` (real mode writes the same keys into its data dirs).
+pub(crate) fn node_key(seed: u64, name: &str) -> Keypair {
     use sha2::Digest;
     let mut hasher = sha2::Sha256::new();
     hasher.update(b"growthmesh/sim/key");
@@ -143,11 +151,12 @@ impl<'a> Sim<'a> {
                 syncer: Syncer::new(),
                 alive: true,
                 attacks: Vec::new(),
-                attack_turn: 0,
+                attack_turns: BTreeMap::new(),
                 revoked: false,
                 outbox: Vec::new(),
                 last_announce_ms: 0,
-                announced: Vec::new(),
+                announced_len: None,
+                heads_memo: None,
                 writes: 0,
             })
             .collect();
@@ -218,8 +227,11 @@ impl<'a> Sim<'a> {
             }
             self.announce();
             self.deliver();
-            for node in &mut self.nodes {
-                node.syncer.on_tick(t);
+            for i in 0..self.nodes.len() {
+                self.nodes[i].syncer.on_tick(t);
+                if self.nodes[i].alive {
+                    self.followups(i);
+                }
             }
             self.observe();
             t += tick;
@@ -327,15 +339,14 @@ impl<'a> Sim<'a> {
         else {
             return;
         };
-        let revocation = model::Revocation {
+        let revocation = Write::Revoke {
+            public_key: self.nodes[target].key.public().to_hex(),
             by: self.nodes[council].key.public().to_hex(),
-            reason: "scheduled".into(),
             at_ms: self.now_ms as i64,
         };
-        let op = Op::RevokeMember {
-            public_key: self.nodes[target].key.public().to_hex(),
-            revocation,
-        };
+        let op = revocation
+            .op(|| self.nodes[council].replica.view())
+            .expect("a revocation needs no view");
         self.write(council, &op);
         self.nodes[target].revoked = true;
     }
@@ -424,52 +435,20 @@ impl<'a> Sim<'a> {
 
     fn next_op(&mut self, i: usize) -> Option<Op> {
         self.counter += 1;
-        let id = format!("{}-{}", self.nodes[i].name, self.counter);
-        let roll: f64 = self.rng.random();
         let node = &self.nodes[i];
-        let now = self.now_ms as i64;
-        Some(match node.role {
-            Role::Council if roll < 0.5 => Op::AddObjective(model::Objective {
-                id,
-                title: "Grow weekly active teams".into(),
-                quarter: "2026Q4".into(),
-                north_star_metric: None,
-                target: None,
-                created_by: String::new(),
-            }),
-            Role::Council => Op::SetThreshold {
-                quarter: "2026Q4".into(),
-                cost: (self.counter % 100) as f64 * 100.0,
-            },
-            Role::Pod if roll < 0.3 && self.scenario.workload.conflicts => Op::UpdateKeyResult {
-                id: format!("kr-{}", node.region),
-                current: (self.counter % 1000) as f64 / 1000.0,
-                updated_at_ms: now,
-            },
-            Role::Pod if roll < 0.5 => Op::ProposeSchema(model::EventSchema {
-                event: format!("Event {id}"),
-                version: 1,
-                properties: Vec::new(),
-                legal_basis: String::new(),
-                retention_days: 30,
-                status: model::StandardStatus::Proposed,
-                proposed_by: String::new(),
-                approved_by: None,
-            }),
-            Role::Pod | Role::Partner => Op::AddLearning(learning(&id, now)),
-            Role::Steward => {
-                let view = node.replica.view();
-                let proposal = view
-                    .schema_proposals
-                    .values()
-                    .find(|p| !view.schemas.contains_key(&p.key()))?
-                    .clone();
-                Op::ApproveSchema(model::EventSchema {
-                    status: model::StandardStatus::Approved,
-                    ..proposal
-                })
-            }
-        })
+        let writer = workload::Writer {
+            name: &node.name,
+            region: &node.region,
+            role: node.role,
+        };
+        let planned = workload::plan(
+            &mut self.rng,
+            self.counter,
+            writer,
+            self.scenario.workload.conflicts,
+            self.now_ms as i64,
+        );
+        planned.op(|| node.replica.view())
     }
 
     fn write(&mut self, i: usize, op: &Op) {
@@ -499,14 +478,15 @@ impl<'a> Sim<'a> {
             if !node.alive {
                 continue;
             }
-            let heads = node.replica.heads();
-            let due = heads != node.announced
+            let len = node.replica.len();
+            let due = node.announced_len != Some(len)
                 || self.now_ms.saturating_sub(node.last_announce_ms) >= interval;
             if !due {
                 continue;
             }
             let hostile = !node.attacks.is_empty();
-            let Some(mut announcement) = node.replica.announcement() else {
+            let node = &mut self.nodes[i];
+            let Some(mut announcement) = node.syncer.announcement(&node.replica) else {
                 continue;
             };
             let bytes = if hostile
@@ -523,7 +503,7 @@ impl<'a> Sim<'a> {
                 }
                 announcement.encode()
             };
-            self.nodes[i].announced = heads;
+            self.nodes[i].announced_len = Some(len);
             self.nodes[i].last_announce_ms = self.now_ms;
             let targets = self.gossip_targets(i);
             for to in targets {
@@ -593,28 +573,35 @@ impl<'a> Sim<'a> {
 
     fn on_request(&mut self, from: usize, to: usize, bytes: &[u8]) {
         if !self.nodes[to].attacks.is_empty() {
-            let answer = self.attack(to, bytes);
+            let answer = self.attack(to, from, bytes);
             return self.send(to, from, Payload::Response(answer));
         }
         let request = match sync::Request::decode(bytes) {
             Ok(r) => r,
             Err(_) => return self.reject("malformed_message", 1),
         };
-        let node = &self.nodes[to];
-        let mut response = node.replica.sync_response(&request, &node.stored);
-        response.envelopes.extend(node.outbox.iter().cloned());
-        self.send(to, from, Payload::Response(response.encode()));
+        let node = &mut self.nodes[to];
+        let (mut response, context) = node.syncer.prepare(&request, &node.replica, &node.stored);
+        if !response.unknown_ref {
+            response.envelopes.extend(node.outbox.iter().cloned());
+        }
+        let answer = response.encode_for(&context);
+        self.send(to, from, Payload::Response(answer));
     }
 
     fn on_response(&mut self, from: usize, to: usize, bytes: &[u8]) {
         if bytes.len() > self.scenario.network.max_message_bytes {
             self.nodes[to].syncer.on_failure(&from);
+            self.followups(to);
             return self.reject("oversized_message", 1);
         }
-        let response = match sync::Response::decode(bytes) {
-            Ok(r) => r,
+        let response = match self.nodes[to].syncer.decode_response(&from, bytes) {
+            Ok(Some(r)) => r,
+            // A late answer to an earlier request: not read.
+            Ok(None) => return,
             Err(_) => {
                 self.nodes[to].syncer.on_failure(&from);
+                self.followups(to);
                 return self.reject("malformed_message", 1);
             }
         };
@@ -646,13 +633,26 @@ impl<'a> Sim<'a> {
         if let Some(request) = next {
             self.send(to, from, Payload::Request(request.encode()));
         }
+        self.followups(to);
+    }
+
+    /// Pulls node `i` deferred while another pull was in flight.
+    fn followups(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if !node.syncer.has_deferred() {
+            return;
+        }
+        for (peer, request) in node.syncer.followups(&node.replica, self.now_ms) {
+            self.send(i, peer, Payload::Request(request.encode()));
+        }
     }
 
     /// A hostile node's answer to a pull: the next attack in its list.
-    fn attack(&mut self, i: usize, request: &[u8]) -> Vec<u8> {
+    fn attack(&mut self, i: usize, from: usize, request: &[u8]) -> Vec<u8> {
         let node = &mut self.nodes[i];
-        let attack = node.attacks[node.attack_turn % node.attacks.len()].clone();
-        node.attack_turn += 1;
+        let turn = node.attack_turns.entry(from).or_default();
+        let attack = node.attacks[*turn % node.attacks.len()].clone();
+        *turn += 1;
         let now = self.now_ms as i64;
         self.counter += 1;
         let id = format!("{}-attack-{}", node.name, self.counter);
@@ -705,28 +705,35 @@ impl<'a> Sim<'a> {
             heads: Vec::new(),
             envelopes,
             more: false,
+            unknown_ref: false,
         }
         .encode()
     }
 
     /// Tracks divergence and convergence of the honest live nodes.
     fn observe(&mut self) {
-        let honest: Vec<&SimNode> = self
-            .nodes
-            .iter()
-            .filter(|n| n.alive && n.honest())
+        let honest: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].alive && self.nodes[*i].honest())
             .collect();
-        let counts: Vec<u64> = honest.iter().map(|n| n.replica.len() as u64).collect();
+        let counts: Vec<u64> = honest
+            .iter()
+            .map(|i| self.nodes[*i].replica.len() as u64)
+            .collect();
         let spread =
             counts.iter().max().copied().unwrap_or(0) - counts.iter().min().copied().unwrap_or(0);
         self.largest_divergence = self.largest_divergence.max(spread);
         if let Some(phase) = self.phases.last_mut() {
             phase.max_divergence = phase.max_divergence.max(spread);
         }
-        let equal = spread == 0
-            && honest
-                .windows(2)
-                .all(|w| w[0].replica.heads() == w[1].replica.heads());
+        let equal = spread == 0 && {
+            let first = honest
+                .first()
+                .map(|i| memo_heads(&mut self.nodes[*i]).to_vec());
+            honest
+                .iter()
+                .skip(1)
+                .all(|i| Some(memo_heads(&mut self.nodes[*i])) == first.as_deref())
+        };
         let quiet = self.now_ms
             >= self
                 .scenario
@@ -849,27 +856,23 @@ impl<'a> Sim<'a> {
             phases: self.phases.clone(),
             invariants,
             replay,
+            notes: Vec::new(),
         }
-    }
-}
-
-fn learning(id: &str, now: i64) -> model::Learning {
-    model::Learning {
-        id: id.to_owned(),
-        title: format!("Learning {id}"),
-        body: "Shorter forms lifted activation in the second week.".into(),
-        outcome: Some(model::Outcome::Win),
-        tags: vec!["signup".into()],
-        experiment: None,
-        source: String::new(),
-        author: String::new(),
-        created_at_ms: now,
     }
 }
 
 fn garbage(rng: &mut StdRng, max: usize) -> Vec<u8> {
     let len = rng.random_range(1..=max);
     (0..len).map(|_| rng.random()).collect()
+}
+
+/// The node's heads, computed again only when it has accepted changes since the last call.
+fn memo_heads(node: &mut SimNode) -> &[ChangeHash] {
+    let len = node.replica.len();
+    if node.heads_memo.as_ref().is_none_or(|(at, _)| *at != len) {
+        node.heads_memo = Some((len, node.replica.heads()));
+    }
+    &node.heads_memo.as_ref().expect("just set").1
 }
 
 /// Reopens a node from what it persisted: a fresh replica fed its stored envelopes, as a restarted node loads its
@@ -884,7 +887,8 @@ fn restart(node: &mut SimNode) {
     node.replica = replica;
     node.syncer = Syncer::new();
     node.alive = true;
-    node.announced = Vec::new();
+    node.announced_len = None;
+    node.heads_memo = None;
 }
 
 /// Genesis by the first council node, membership for every member node, an objective and one key result per region
@@ -932,18 +936,14 @@ fn found(nodes: &mut [SimNode]) -> (registry::FederationId, Vec<Envelope>) {
                 .expect("admit"),
         );
     }
-    let objective = model::Objective {
-        id: "obj-main".into(),
-        title: "Grow".into(),
-        quarter: "2026Q4".into(),
-        north_star_metric: None,
-        target: None,
-        created_by: String::new(),
-    };
     envelopes.push(
         founder_node
             .replica
-            .write(&founder_node.key, &Op::AddObjective(objective), 0)
+            .write(
+                &founder_node.key,
+                &Op::AddObjective(workload::main_objective()),
+                0,
+            )
             .expect("objective"),
     );
     let federation = founder_node.replica.federation().expect("founded");
@@ -954,19 +954,13 @@ fn found(nodes: &mut [SimNode]) -> (registry::FederationId, Vec<Envelope>) {
         }
         node.replica.adopt(federation).expect("adopt");
         node.replica.receive(envelopes.clone()).expect("federated");
-        let kr = model::KeyResult {
-            id: format!("kr-{}", node.region),
-            objective: "obj-main".into(),
-            pod: String::new(),
-            metric: "activation".into(),
-            baseline: 0.3,
-            target: 0.4,
-            current: None,
-            updated_at_ms: 0,
-        };
         envelopes.push(
             node.replica
-                .write(&node.key, &Op::AddKeyResult(kr), 0)
+                .write(
+                    &node.key,
+                    &Op::AddKeyResult(workload::key_result(&node.region)),
+                    0,
+                )
                 .expect("key result"),
         );
     }

@@ -75,6 +75,10 @@ pub struct Report {
     pub invariants: Vec<Invariant>,
     /// The command that replays this run.
     pub replay: String,
+    /// What the run could not do as the scenario says, and other context (real mode; empty in deterministic mode,
+    /// and then left out of the JSON).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -86,9 +90,14 @@ impl Report {
     /// Human-readable rendering.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
+        let clock = if self.mode == "real" {
+            "wall"
+        } else {
+            "simulated"
+        };
         let _ = writeln!(
             out,
-            "scenario {} ({} mode, seed {}, {} nodes, {} ms simulated)",
+            "scenario {} ({} mode, seed {}, {} nodes, {} ms {clock})",
             self.scenario, self.mode, self.seed, self.nodes, self.simulated_ms
         );
         let _ = writeln!(
@@ -134,6 +143,9 @@ impl Report {
                 .map(|(r, n)| format!("{r}={n}"))
                 .collect();
             let _ = writeln!(out, "rejected: {}", reasons.join(", "));
+        }
+        for note in &self.notes {
+            let _ = writeln!(out, "note: {note}");
         }
         for invariant in &self.invariants {
             let _ = writeln!(

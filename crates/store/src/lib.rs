@@ -10,7 +10,9 @@
 //! - `meta`: `snapshot` -> [`registry::ReplicaState`] bytes; `snapshot_seq` -> last log entry it covers
 //!
 //! Durability: [`Store::commit`] writes a receipt and flushes before it returns, so whatever a command reports as
-//! accepted survives a kill -9. Only this crate imports sled.
+//! accepted survives a kill -9. [`Store::commit_deferred`] leaves the flush to the caller (a running node flushes
+//! changes received from peers once per tick: a crash loses at most that tick's received changes, which the peers
+//! still hold and send again). Only this crate imports sled.
 
 pub mod events;
 
@@ -180,6 +182,13 @@ impl Store {
 
     /// Persists a receipt (accepted, rejected, pending), durably.
     pub fn commit(&self, receipt: &Receipt) -> Result<(), Error> {
+        self.commit_deferred(receipt)?;
+        self.flush()
+    }
+
+    /// Persists a receipt without waiting for the disk: durable at the next [`Store::flush`] (sled writes in order,
+    /// so a crash before it loses a suffix of what was committed, never a middle part).
+    pub fn commit_deferred(&self, receipt: &Receipt) -> Result<(), Error> {
         self.append(&receipt.accepted)?;
         let mut rejected = sled::Batch::default();
         // Only decisions about a change are remembered; a refused copy (say, a forged signature) must not block
@@ -196,7 +205,7 @@ impl Store {
             pending.insert(&envelope.hash().0[..], envelope.to_bytes());
         }
         self.sled(self.pending.apply_batch(pending))?;
-        self.flush()
+        Ok(())
     }
 
     fn append(&self, accepted: &[Envelope]) -> Result<(), Error> {

@@ -1,5 +1,6 @@
-//! `growthmesh sim SCENARIO.toml [--seed N] [--mode deterministic|real] [--json]`: run a partition scenario and check
-//! its invariants. Exit 0 when every invariant holds, 1 when one fails, 2 for an unusable scenario file.
+//! `growthmesh sim SCENARIO.toml [--seed N] [--mode deterministic|real] [--time-scale F] [--json]`: run a partition
+//! scenario and check its invariants. Exit 0 when every invariant holds, 1 when one fails (or real nodes could not be
+//! started), 2 for an unusable scenario file or one real mode cannot run.
 
 use std::path::PathBuf;
 
@@ -15,9 +16,13 @@ pub struct SimArgs {
     /// Seed (any u64; default: the scenario's).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// deterministic (virtual clock, in-memory network); real (libp2p nodes on loopback) is not available yet.
+    /// deterministic (virtual clock, in-memory network) or real (node daemons with libp2p and sled on 127.0.0.1).
     #[arg(long, default_value = "deterministic")]
     pub mode: String,
+    /// Real mode: scenario times are multiplied by this on the wall clock (default 0.1: a 120 s scenario runs in
+    /// 12 s).
+    #[arg(long)]
+    pub time_scale: Option<f64>,
     /// Fault injection for testing the simulator itself: `skip-signatures` makes one honest node skip signature checks.
     #[arg(long, hide = true)]
     pub inject_bug: Option<String>,
@@ -37,11 +42,26 @@ pub fn run(args: SimArgs, json: bool) -> anyhow::Result<u8> {
     };
     let path = args.scenario.display().to_string();
     let report = match args.mode.as_str() {
+        "deterministic" if args.time_scale.is_some() => {
+            return Err(input_error("--time-scale: applies to --mode real only"));
+        }
         "deterministic" => sim::run_deterministic(&scenario, &path, args.seed, bug),
+        "real" if bug != sim::InjectedBug::None => {
+            return Err(input_error("--inject-bug: deterministic mode only"));
+        }
         "real" => {
-            return Err(input_error(
-                "--mode real: not available yet (see docs/simulation.md); the network integration tests cover real nodes",
-            ));
+            let options = sim::RealOptions {
+                time_scale: args.time_scale.unwrap_or(sim::real::DEFAULT_TIME_SCALE),
+            };
+            match sim::run_real(&scenario, &path, args.seed, &options) {
+                Ok(report) => report,
+                Err(error @ (sim::RealError::Unsupported(_) | sim::RealError::TimeScale(_))) => {
+                    return Err(input_error(format!("{path}: {error}")));
+                }
+                Err(error) => {
+                    return Err(anyhow::Error::new(error).context("--mode real"));
+                }
+            }
         }
         other => {
             return Err(input_error(format!(

@@ -1,0 +1,229 @@
+//! The seeded workload both modes share: which record a writing node writes next, decided by the scenario's
+//! generator. A [`Write`] is the plan; [`Write::op`] turns it into the `registry::Op` the node writes (a steward's
+//! approval needs the node's own view, so the plan is completed where the registry is: in the replica in
+//! deterministic mode, inside the running node in real mode).
+
+use model::{RegistryView, Role};
+use rand::RngExt;
+use rand::rngs::StdRng;
+use registry::Op;
+use serde::{Deserialize, Serialize};
+
+/// The quarter every simulated objective, threshold and key result belongs to.
+const QUARTER: &str = "2026Q4";
+
+/// One planned write.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Write {
+    /// A council objective.
+    Objective {
+        /// Record id.
+        id: String,
+    },
+    /// The council's high-impact threshold (the council nodes conflict on it).
+    Threshold {
+        /// New cost.
+        cost: f64,
+    },
+    /// A pod's key result update (the pods of a region conflict on it).
+    KeyResult {
+        /// Key result id.
+        id: String,
+        /// New current value.
+        current: f64,
+        /// When.
+        at_ms: i64,
+    },
+    /// A pod proposes an event schema.
+    Schema {
+        /// Event name.
+        event: String,
+    },
+    /// A pod or partner shares a learning.
+    Learning {
+        /// Record id.
+        id: String,
+        /// When.
+        at_ms: i64,
+    },
+    /// A steward approves the first proposed schema not yet approved (nothing when there is none).
+    ApproveSchema,
+    /// A council node revokes a member.
+    Revoke {
+        /// The member's public key (hex).
+        public_key: String,
+        /// The revoking council member's public key (hex).
+        by: String,
+        /// When.
+        at_ms: i64,
+    },
+}
+
+/// Who writes: a node's name, region and role.
+#[derive(Clone, Copy, Debug)]
+pub struct Writer<'a> {
+    /// Node name (record ids start with it).
+    pub name: &'a str,
+    /// Region (the pod its pod nodes share).
+    pub region: &'a str,
+    /// Role.
+    pub role: Role,
+}
+
+/// Plans the next write of `writer`: `counter` is the run's running write number (already advanced for this
+/// write), `conflicts` the scenario's `workload.conflicts`. Draws exactly one number from `rng`.
+pub fn plan(
+    rng: &mut StdRng,
+    counter: u64,
+    writer: Writer<'_>,
+    conflicts: bool,
+    now_ms: i64,
+) -> Write {
+    let id = format!("{}-{counter}", writer.name);
+    let roll: f64 = rng.random();
+    match writer.role {
+        Role::Council if roll < 0.5 => Write::Objective { id },
+        Role::Council => Write::Threshold {
+            cost: (counter % 100) as f64 * 100.0,
+        },
+        Role::Pod if roll < 0.3 && conflicts => Write::KeyResult {
+            id: format!("kr-{}", writer.region),
+            current: (counter % 1000) as f64 / 1000.0,
+            at_ms: now_ms,
+        },
+        Role::Pod if roll < 0.5 => Write::Schema {
+            event: format!("Event {id}"),
+        },
+        Role::Pod | Role::Partner => Write::Learning { id, at_ms: now_ms },
+        Role::Steward => Write::ApproveSchema,
+    }
+}
+
+impl Write {
+    /// The operation to write; `view` is asked for only by an approval. `None` when there is nothing to approve.
+    pub fn op(&self, view: impl FnOnce() -> RegistryView) -> Option<Op> {
+        Some(match self {
+            Write::Objective { id } => Op::AddObjective(model::Objective {
+                id: id.clone(),
+                title: "Grow weekly active teams".into(),
+                quarter: QUARTER.into(),
+                north_star_metric: None,
+                target: None,
+                created_by: String::new(),
+            }),
+            Write::Threshold { cost } => Op::SetThreshold {
+                quarter: QUARTER.into(),
+                cost: *cost,
+            },
+            Write::KeyResult { id, current, at_ms } => Op::UpdateKeyResult {
+                id: id.clone(),
+                current: *current,
+                updated_at_ms: *at_ms,
+            },
+            Write::Schema { event } => Op::ProposeSchema(model::EventSchema {
+                event: event.clone(),
+                version: 1,
+                properties: Vec::new(),
+                legal_basis: String::new(),
+                retention_days: 30,
+                status: model::StandardStatus::Proposed,
+                proposed_by: String::new(),
+                approved_by: None,
+            }),
+            Write::Learning { id, at_ms } => Op::AddLearning(learning(id, *at_ms)),
+            Write::ApproveSchema => {
+                let view = view();
+                let proposal = view
+                    .schema_proposals
+                    .values()
+                    .find(|p| !view.schemas.contains_key(&p.key()))?
+                    .clone();
+                Op::ApproveSchema(model::EventSchema {
+                    status: model::StandardStatus::Approved,
+                    ..proposal
+                })
+            }
+            Write::Revoke {
+                public_key,
+                by,
+                at_ms,
+            } => Op::RevokeMember {
+                public_key: public_key.clone(),
+                revocation: model::Revocation {
+                    by: by.clone(),
+                    reason: "scheduled".into(),
+                    at_ms: *at_ms,
+                },
+            },
+        })
+    }
+}
+
+/// A learning record (also what a hostile node forges).
+pub fn learning(id: &str, now_ms: i64) -> model::Learning {
+    model::Learning {
+        id: id.to_owned(),
+        title: format!("Learning {id}"),
+        body: "Shorter forms lifted activation in the second week.".into(),
+        outcome: Some(model::Outcome::Win),
+        tags: vec!["signup".into()],
+        experiment: None,
+        source: String::new(),
+        author: String::new(),
+        created_at_ms: now_ms,
+    }
+}
+
+/// The key result every region with pods starts with (written by its first pod).
+pub fn key_result(region: &str) -> model::KeyResult {
+    model::KeyResult {
+        id: format!("kr-{region}"),
+        objective: "obj-main".into(),
+        pod: String::new(),
+        metric: "activation".into(),
+        baseline: 0.3,
+        target: 0.4,
+        current: None,
+        updated_at_ms: 0,
+    }
+}
+
+/// The objective every federation starts with.
+pub fn main_objective() -> model::Objective {
+    model::Objective {
+        id: "obj-main".into(),
+        title: "Grow".into(),
+        quarter: QUARTER.into(),
+        north_star_metric: None,
+        target: None,
+        created_by: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn a_plan_round_trips_through_json_and_draws_once() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let writer = Writer {
+            name: "emea-pod-1",
+            region: "emea",
+            role: Role::Pod,
+        };
+        let first = plan(&mut rng, 1, writer, true, 10);
+        let json = serde_json::to_string(&first).expect("serializes");
+        let back: Write = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, first);
+        let mut other = StdRng::seed_from_u64(3);
+        let _: f64 = other.random();
+        assert_eq!(rng.random::<u64>(), other.random::<u64>());
+    }
+
+    #[test]
+    fn an_approval_needs_a_proposal() {
+        assert_eq!(Write::ApproveSchema.op(RegistryView::default), None);
+    }
+}
