@@ -330,6 +330,7 @@ impl Setup {
             digest: [n as u8; 32],
             heads,
             changes: n as u64,
+            summary: false,
         }
         .encode()
     }

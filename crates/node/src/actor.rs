@@ -205,6 +205,8 @@ pub struct Actor {
     connected: BTreeSet<PeerId>,
     listen_addrs: Vec<String>,
     members: Option<BTreeSet<PeerId>>,
+    /// Changes written here, not pushed yet.
+    push_queue: Vec<registry::Envelope>,
     /// Name and role of each unrevoked member, by peer id.
     member_names: BTreeMap<PeerId, (String, String)>,
     /// Council heads the member set was computed at.
@@ -252,6 +254,7 @@ impl Actor {
             connected: BTreeSet::new(),
             listen_addrs: Vec::new(),
             members: None,
+            push_queue: Vec::new(),
             member_names: BTreeMap::new(),
             council_heads: Vec::new(),
             announced_heads: Vec::new(),
@@ -278,13 +281,8 @@ impl Actor {
                     let before = self.node.replica().heads();
                     let response = (self.exec)(&mut self.node, &request, &status);
                     let _ = reply.send(response);
-                    // Pushed peers have the changes; the announcement is for members the push did not reach (and
-                    // not needed when it reached every one: the periodic announcement still goes out).
-                    if self.push_written(&before) {
-                        self.update_members();
-                    } else {
-                        self.after_change(true);
-                    }
+                    self.queue_written(&before);
+                    self.update_members();
                 }
                 Input::Events { body, reply } => {
                     let report = self.node.ingest_body(&body, now_ms() as i64);
@@ -299,6 +297,10 @@ impl Actor {
                 Input::Block { peers, reply } => self.on_block(peers, reply),
                 Input::Tick => self.on_tick(),
                 Input::Shutdown => break,
+            }
+            // Writes that came in while the actor was busy go out in one push per peer.
+            if inbox.is_empty() {
+                self.flush_pushes();
             }
         }
         if let Err(error) = self.node.flush() {
@@ -545,17 +547,24 @@ impl Actor {
         vec![PUSH_ACK_TAG]
     }
 
-    /// Pushes the changes written here since `before` to every connected member; returns whether that is every
-    /// other member.
-    fn push_written(&mut self, before: &[registry::ChangeHash]) -> bool {
+    /// Queues the changes written here since `before` for the next push.
+    fn queue_written(&mut self, before: &[registry::ChangeHash]) {
         let written = self.node.replica().changes_since(before);
-        if written.is_empty() {
-            return false;
+        self.push_queue.extend(
+            written
+                .iter()
+                .filter_map(|hash| self.node.stored_envelope(hash)),
+        );
+    }
+
+    /// Pushes the queued changes written here to every connected member, in one message per peer. Pushed peers have
+    /// them; an announcement follows only when the push did not reach every other member (the periodic summary
+    /// still goes out).
+    fn flush_pushes(&mut self) {
+        if self.push_queue.is_empty() {
+            return;
         }
-        let envelopes: Vec<registry::Envelope> = written
-            .iter()
-            .filter_map(|hash| self.node.stored_envelope(hash))
-            .collect();
+        let envelopes = std::mem::take(&mut self.push_queue);
         let peers: Vec<PeerId> = self
             .connected
             .iter()
@@ -571,7 +580,9 @@ impl Actor {
         let others = self.members.as_ref().map_or(usize::MAX, |m| {
             m.iter().filter(|p| **p != self.local_peer).count()
         });
-        !peers.is_empty() && peers.len() >= others
+        if peers.is_empty() || peers.len() < others {
+            self.after_change(true);
+        }
     }
 
     /// Pulls that waited for another pull to end.
@@ -648,6 +659,7 @@ impl Actor {
     }
 
     fn on_tick(&mut self) {
+        self.flush_pushes();
         // Changes taken from peers become durable once per tick (group commit), not once per message.
         if let Err(error) = self.node.flush() {
             tracing::error!(%error, "flushing received changes failed");
@@ -667,8 +679,10 @@ impl Actor {
             .is_some_and(|since| now.saturating_sub(since) >= debounce);
         let periodic =
             now.saturating_sub(self.last_announce_ms) >= self.config.announce_interval_ms;
-        if debounced || periodic {
+        if debounced {
             self.announce(now);
+        } else if periodic {
+            self.announce_summary(now);
         }
         if now.saturating_sub(self.last_redial_ms) >= REDIAL_INTERVAL_MS {
             self.last_redial_ms = now;
@@ -744,10 +758,22 @@ impl Actor {
             return;
         };
         self.announced_heads = self.node.replica().heads();
-        let client = self.client.clone();
-        let bytes = announcement.encode();
+        self.publish(announcement.encode());
+    }
+
+    /// The periodic anti-entropy announcement: digest and count only (see `Announcement::summary`).
+    fn announce_summary(&mut self, now: u64) {
+        self.last_announce_ms = now;
+        let Some(summary) = self.syncer.summary(self.node.replica()) else {
+            return;
+        };
+        self.publish(summary.encode());
+    }
+
+    fn publish(&mut self, bytes: Vec<u8>) {
         self.metrics.bytes_out += bytes.len() as u64;
         self.metrics.bytes_out_by_kind.announcements += bytes.len() as u64;
+        let client = self.client.clone();
         self.runtime.spawn(async move {
             if let Err(error) = client.publish(Topic::Heads, bytes).await {
                 tracing::debug!(%error, "announcement not published");

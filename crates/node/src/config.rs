@@ -18,7 +18,7 @@ pub struct Config {
     pub mdns: bool,
     /// Address of the local control API (always loopback).
     pub api_addr: SocketAddr,
-    /// Heads are announced at least this often (anti-entropy).
+    /// A summary (digest and count) is announced this often (anti-entropy; see `Announcement::summary`).
     pub announce_interval_ms: u64,
     /// A change written on this node is announced after this quiet period (debounce).
     pub announce_debounce_ms: u64,

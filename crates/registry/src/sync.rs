@@ -55,6 +55,11 @@ const RESPONSE_MORE: u8 = 1;
 const RESPONSE_UNKNOWN_REF: u8 = 2;
 
 const ANNOUNCEMENT_TAG: u8 = 1;
+/// A periodic announcement: the digest and the change count, no heads.
+const SUMMARY_TAG: u8 = 8;
+/// A push that leaves dependencies missing waits this long for them (they are usually in another push in flight)
+/// before the receiver pulls them.
+pub const PUSH_GRACE_MS: u64 = 1_000;
 const REQUEST_TAG: u8 = 2;
 const RESPONSE_TAG: u8 = 3;
 /// First byte of a push (changes its author just wrote, sent to connected peers unasked).
@@ -90,6 +95,10 @@ pub struct Announcement {
     pub heads: Vec<ChangeHash>,
     /// Number of accepted changes.
     pub changes: u64,
+    /// A periodic summary (digest and count only, no heads): a receiver that differs pulls only once the same
+    /// summary came twice in a row, that is once the sender is quiet, so anti-entropy costs a few dozen bytes per
+    /// node and interval instead of the heads, and no pull races the changes still being pushed.
+    pub summary: bool,
 }
 
 /// A pull request.
@@ -217,28 +226,44 @@ fn finish(reader: &Reader<'_>) -> Result<(), DecodeError> {
 impl Announcement {
     /// Wire form.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![ANNOUNCEMENT_TAG];
+        let mut out = vec![if self.summary {
+            SUMMARY_TAG
+        } else {
+            ANNOUNCEMENT_TAG
+        }];
         out.extend_from_slice(&self.federation.0);
         out.extend_from_slice(&self.digest);
         write_varint(&mut out, self.changes);
-        write_hashes(&mut out, &self.heads);
+        if !self.summary {
+            write_hashes(&mut out, &self.heads);
+        }
         out
     }
 
     /// Reads the wire form.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut reader = Reader::new(bytes);
-        expect_tag(&mut reader, ANNOUNCEMENT_TAG, "heads announcement")?;
+        let summary = bytes.first() == Some(&SUMMARY_TAG);
+        if summary {
+            reader.take(1, "message tag")?;
+        } else {
+            expect_tag(&mut reader, ANNOUNCEMENT_TAG, "heads announcement")?;
+        }
         let federation = FederationId(reader.array("federation")?);
         let digest = reader.array("digest")?;
         let changes = reader.varint("change count")?;
-        let heads = read_hashes(&mut reader, MAX_ANNOUNCED_HEADS, "heads")?;
+        let heads = if summary {
+            Vec::new()
+        } else {
+            read_hashes(&mut reader, MAX_ANNOUNCED_HEADS, "heads")?
+        };
         finish(&reader)?;
         Ok(Self {
             federation,
             digest,
             heads,
             changes,
+            summary,
         })
     }
 }
@@ -647,6 +672,7 @@ impl Replica {
                 Vec::new()
             },
             changes: self.len() as u64,
+            summary: false,
         })
     }
 
@@ -921,6 +947,8 @@ pub struct Syncer<P: Ord + Clone> {
     fetching: BTreeMap<ChangeHash, P>,
     /// Peers with heads this node lacks that were not pulled because a pull was in flight.
     deferred: BTreeSet<P>,
+    /// Pushers whose push left dependencies missing, and since when.
+    push_waits: BTreeMap<P, u64>,
     /// Head sets this node sent, by digest, so requests can name them.
     sent_sets: HashMap<[u8; 32], Vec<ChangeHash>>,
     /// Their digests, oldest first (the oldest is forgotten first).
@@ -935,6 +963,7 @@ impl<P: Ord + Clone> Default for Syncer<P> {
             peers: BTreeMap::new(),
             fetching: BTreeMap::new(),
             deferred: BTreeSet::new(),
+            push_waits: BTreeMap::new(),
             sent_sets: HashMap::new(),
             sent_order: VecDeque::new(),
             earliest_in_flight_ms: None,
@@ -965,6 +994,7 @@ impl<P: Ord + Clone> Syncer<P> {
         self.peers.remove(peer);
         self.fetching.retain(|_, p| p != peer);
         self.deferred.remove(peer);
+        self.push_waits.remove(peer);
     }
 
     /// The announcement of the replica's heads; the head set is remembered so pulls can name it.
@@ -974,6 +1004,14 @@ impl<P: Ord + Clone> Syncer<P> {
             let heads = sorted(&announcement.heads);
             self.remember(heads);
         }
+        Some(announcement)
+    }
+
+    /// The periodic summary of the replica's state (see [`Announcement::summary`]).
+    pub fn summary(&self, replica: &Replica) -> Option<Announcement> {
+        let mut announcement = replica.announcement()?;
+        announcement.heads.clear();
+        announcement.summary = true;
         Some(announcement)
     }
 
@@ -1083,15 +1121,18 @@ impl<P: Ord + Clone> Syncer<P> {
         if state.in_flight_since_ms.is_some() {
             return None;
         }
-        let missing = !replica.missing_dependencies().is_empty();
         let lacking = !self.lacking(&self.peers[&peer].heads, replica).is_empty();
-        if !(missing || lacking) {
-            return None;
+        if lacking {
+            if let Some(state) = self.peers.get_mut(&peer) {
+                state.rounds = 1;
+            }
+            return self.start_pull(&peer, replica, now_ms, Vec::new());
         }
-        if let Some(state) = self.peers.get_mut(&peer) {
-            state.rounds = 1;
+        if !replica.missing_dependencies().is_empty() {
+            // Most likely in another push still on its way: pull only if still missing after the grace period.
+            self.push_waits.entry(peer).or_insert(now_ms);
         }
-        self.start_pull(&peer, replica, now_ms, Vec::new())
+        None
     }
 
     /// Reads `peer`'s answer to the request in flight to it. `Ok(None)`: the answer was coded against the context
@@ -1115,6 +1156,34 @@ impl<P: Ord + Clone> Syncer<P> {
             }
             _ => Response::decode_for(bytes, context).map(Some),
         }
+    }
+
+    /// Pulls from pushers whose pushes left dependencies missing for [`PUSH_GRACE_MS`].
+    fn due_after_push(&mut self, replica: &Replica, now_ms: u64) -> Vec<(P, Request)> {
+        let due: Vec<P> = self
+            .push_waits
+            .iter()
+            .filter(|(_, since)| now_ms.saturating_sub(**since) >= PUSH_GRACE_MS)
+            .map(|(peer, _)| peer.clone())
+            .collect();
+        let mut requests = Vec::new();
+        for peer in due {
+            self.push_waits.remove(&peer);
+            if replica.missing_dependencies().is_empty() {
+                continue;
+            }
+            let Some(state) = self.peers.get_mut(&peer) else {
+                continue;
+            };
+            if state.in_flight_since_ms.is_some() {
+                continue;
+            }
+            state.rounds = 1;
+            if let Some(request) = self.start_pull(&peer, replica, now_ms, Vec::new()) {
+                requests.push((peer, request));
+            }
+        }
+        requests
     }
 
     /// Heads of `heads` this replica lacks (or holds waiting for their dependencies), has not refused, and no
@@ -1214,13 +1283,17 @@ impl<P: Ord + Clone> Syncer<P> {
             return None;
         }
         let state = self.peers.entry(peer.clone()).or_default();
-        state.digest = Some(announcement.digest);
+        let previous = state.digest.replace(announcement.digest);
         if !announcement.heads.is_empty() {
             Self::learn_heads(state, &announcement.heads, replica);
         }
         let in_flight = state.in_flight_since_ms.is_some();
         let ours = heads_digest(&replica.heads());
         if ours == announcement.digest {
+            return None;
+        }
+        if announcement.summary && previous != Some(announcement.digest) {
+            // The sender's state moved since its last word: its changes are still on their way (pushes, pulls).
             return None;
         }
         let unlisted = announcement.heads.is_empty();
@@ -1295,7 +1368,7 @@ impl<P: Ord + Clone> Syncer<P> {
     /// Pulls that waited for another to end: from each deferred peer that still has heads this node lacks and no
     /// pull in flight is fetching. Call after a pull ends (response, failure, timeout).
     pub fn followups(&mut self, replica: &Replica, now_ms: u64) -> Vec<(P, Request)> {
-        let mut requests = Vec::new();
+        let mut requests = self.due_after_push(replica, now_ms);
         for peer in std::mem::take(&mut self.deferred) {
             let Some(state) = self.peers.get(&peer) else {
                 continue;
@@ -1369,6 +1442,6 @@ impl<P: Ord + Clone> Syncer<P> {
 
     /// Whether any pull waits for another to end (see [`Syncer::followups`]).
     pub fn has_deferred(&self) -> bool {
-        !self.deferred.is_empty()
+        !self.deferred.is_empty() || !self.push_waits.is_empty()
     }
 }

@@ -431,3 +431,77 @@ fn responses_naming_hashes_by_index_round_trip_and_reject_bad_indexes() {
         let _ = Response::decode_for(&bad, &context);
     }
 }
+
+#[test]
+fn a_summary_pulls_only_once_its_sender_is_quiet() {
+    let (_council, mut pods) = federation(2);
+    pods[0].write(&learning("s1"));
+    let mut serving = Syncer::<u8>::new();
+    let mut syncer = Syncer::<u8>::new();
+    let summary = serving.summary(&pods[0].replica).expect("federated");
+    let summary = Announcement::decode(&summary.encode()).expect("decodes");
+    assert!(summary.summary && summary.heads.is_empty());
+    assert!(
+        syncer
+            .on_announcement(0, &summary, &pods[1].replica, 0)
+            .is_none(),
+        "the first summary of a new state waits: its changes may still be on their way"
+    );
+    let request = syncer
+        .on_announcement(0, &summary, &pods[1].replica, 5_000)
+        .expect("the same summary again: the sender is quiet and differs, so pull");
+    let answer = serve(&mut serving, &pods[0], &request);
+    let (puller, rest) = pods.split_last_mut().expect("two pods");
+    let (sent, duplicates, _) = absorb(puller, &mut syncer, 0, &answer);
+    assert_eq!((sent, duplicates), (1, 0));
+    assert_eq!(puller.replica.heads(), rest[0].replica.heads());
+    let again = serving.summary(&rest[0].replica).expect("federated");
+    assert!(
+        syncer
+            .on_announcement(0, &again, &puller.replica, 10_000)
+            .is_none(),
+        "equal digests: nothing to do"
+    );
+}
+
+#[test]
+fn a_push_that_arrives_before_its_dependency_waits_then_pulls_it() {
+    let (_council, mut pods) = federation(2);
+    pods[0].write(&learning("p1"));
+    pods[0].write(&learning("p2"));
+    let mut by_seq: Vec<Envelope> = pods[0]
+        .envelopes
+        .values()
+        .filter(|e| e.doc != model::DocId::Council)
+        .cloned()
+        .collect();
+    by_seq.sort_by_key(|e| e.change.seq());
+    let mut syncer = Syncer::<u8>::new();
+    let (puller, rest) = pods.split_last_mut().expect("two pods");
+    // The second change's push overtakes the first's.
+    let bytes = registry::sync::Push::encode_envelopes(vec![by_seq[1].clone()]);
+    let push = syncer
+        .decode_push(&bytes)
+        .expect("decodes")
+        .expect("no context");
+    let receipt = puller
+        .replica
+        .receive(push.response.envelopes.clone())
+        .expect("federated");
+    assert_eq!(receipt.pending, 1);
+    assert!(syncer.after_push(0, &push, &puller.replica, 0).is_none());
+    assert!(syncer.has_deferred());
+    assert!(
+        syncer.followups(&puller.replica, 100).is_empty(),
+        "within the grace period nothing is pulled"
+    );
+    let due = syncer.followups(&puller.replica, registry::sync::PUSH_GRACE_MS);
+    let [(peer, request)] = due.as_slice() else {
+        panic!("one pull once the grace period is over: {due:?}");
+    };
+    assert_eq!(*peer, 0);
+    let answer = serve(&mut Syncer::new(), &rest[0], request);
+    let (_, duplicates, _) = absorb(puller, &mut syncer, 0, &answer);
+    assert_eq!(duplicates, 0);
+    assert_eq!(puller.replica.heads(), rest[0].replica.heads());
+}
