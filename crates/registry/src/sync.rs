@@ -454,6 +454,16 @@ fn resolve_codes(
 }
 
 impl Response {
+    /// A response carrying `envelopes` and naming no heads (what a push carries).
+    pub fn with_envelopes(envelopes: Vec<Envelope>) -> Self {
+        Self {
+            heads: Vec::new(),
+            envelopes,
+            more: false,
+            unknown_ref: false,
+        }
+    }
+
     /// Wire form for a request whose context is empty (a request that listed no heads).
     pub fn encode(&self) -> Vec<u8> {
         self.encode_for(&[])
@@ -882,12 +892,7 @@ impl Push {
     pub fn encode_envelopes(envelopes: Vec<Envelope>) -> Vec<u8> {
         Push {
             context_ref: None,
-            response: Response {
-                heads: Vec::new(),
-                envelopes,
-                more: false,
-                unknown_ref: false,
-            },
+            response: Response::with_envelopes(envelopes),
         }
         .encode_for(&[])
     }

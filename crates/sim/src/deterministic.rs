@@ -701,13 +701,7 @@ impl<'a> Sim<'a> {
             "garbage" => return garbage(&mut self.rng, 512),
             _ => return vec![0xAB; self.scenario.network.max_message_bytes + 1],
         };
-        sync::Response {
-            heads: Vec::new(),
-            envelopes,
-            more: false,
-            unknown_ref: false,
-        }
-        .encode()
+        sync::Response::with_envelopes(envelopes).encode()
     }
 
     /// Tracks divergence and convergence of the honest live nodes.

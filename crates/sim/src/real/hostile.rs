@@ -241,13 +241,7 @@ impl Attacker {
             "garbage" => return garbage(&mut self.rng, 512),
             _ => return vec![0xAB; self.max_message_bytes + 1],
         };
-        sync::Response {
-            heads: Vec::new(),
-            envelopes,
-            more: false,
-            unknown_ref: false,
-        }
-        .encode()
+        sync::Response::with_envelopes(envelopes).encode()
     }
 }
 
