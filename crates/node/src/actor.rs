@@ -520,14 +520,8 @@ impl Actor {
 
     /// Changes a peer just wrote, pushed unasked: the same acceptance path as a pull's response.
     fn on_push(&mut self, peer: PeerId, bytes: &[u8]) -> Vec<u8> {
-        let push = match self.syncer.decode_push(bytes) {
-            Ok(Some(push)) => push,
-            Ok(None) => {
-                tracing::debug!(%peer, "push coded against a head set sent before a restart; pulling instead");
-                let request = self.syncer.pull(peer, self.node.replica(), now_ms());
-                self.send_pull(peer, request);
-                return vec![PUSH_ACK_TAG];
-            }
+        let push = match sync::Push::decode(bytes) {
+            Ok(push) => push,
             Err(error) => {
                 tracing::warn!(%peer, %error, "malformed push");
                 self.penalize(peer, "malformed push");

@@ -18,9 +18,9 @@
 //!   requester cannot know it;
 //! - [`Syncer`] does not pull heads that a pull in flight to another peer is already fetching, and tells the second
 //!   responder it will have them, so concurrent pulls do not bring the same change twice;
-//! - a node pushes the changes it just wrote to its connected peers ([`Push::encode_envelopes`]): one message per peer and no
-//!   request, coded against the peer's latest head set like a response. Relays never push, so a change reaches each
-//!   connected peer once; peers it did not reach pull it after an announcement.
+//! - a node pushes the changes it just wrote to its connected peers ([`Push::encode_envelopes`]): one message per
+//!   peer per batch of writes and no request. Relays never push, so a change reaches each connected peer once;
+//!   peers it did not reach pull it after an announcement.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -64,7 +64,6 @@ const REQUEST_TAG: u8 = 2;
 const RESPONSE_TAG: u8 = 3;
 /// First byte of a push (changes its author just wrote, sent to connected peers unasked).
 pub const PUSH_TAG: u8 = 5;
-const PUSH_HAS_REF: u8 = 1;
 
 /// Where a responder finds the envelopes of accepted changes (the store on a node, a map in the simulator).
 pub trait EnvelopeSource {
@@ -877,38 +876,37 @@ impl Replica {
     }
 }
 
-/// Envelopes pushed by their author, with its heads after writing them.
+/// Envelopes pushed by their author just after writing them. Wire form: the push tag, a flags byte (reserved, 0),
+/// then the envelopes in the response form, naming no heads and coded against no context: the receiver learns what
+/// it needs from the envelopes, and pulls if their dependencies are missing.
 #[derive(Clone, Debug)]
 pub struct Push {
-    /// Digest of a head set the receiver sent (its latest the pusher knows), against which hashes are coded.
-    pub context_ref: Option<[u8; 32]>,
-    /// The pusher's heads and the new envelopes (`more` and `unknown_ref` unused).
+    /// The new envelopes (`heads`, `more` and `unknown_ref` unused).
     pub response: Response,
 }
 
 impl Push {
-    /// A push of `envelopes` (just written here), in wire form. It names no heads and is coded against no context:
-    /// the receiver learns what it needs from the envelopes, and pulls if their dependencies are missing.
+    /// A push of `envelopes` (just written here), in wire form.
     pub fn encode_envelopes(envelopes: Vec<Envelope>) -> Vec<u8> {
-        Push {
-            context_ref: None,
-            response: Response::with_envelopes(envelopes),
-        }
-        .encode_for(&[])
+        let mut out = vec![PUSH_TAG, 0];
+        out.extend_from_slice(&Response::with_envelopes(envelopes).encode());
+        out
     }
 
-    /// Wire form, hashes coded against `context` (the heads `context_ref` stands for).
-    pub fn encode_for(&self, context: &[ChangeHash]) -> Vec<u8> {
-        let mut out = vec![PUSH_TAG];
-        match &self.context_ref {
-            Some(digest) => {
-                out.push(PUSH_HAS_REF);
-                out.extend_from_slice(digest);
+    /// Reads a push: its envelopes are fed to the replica like a response's, then [`Syncer::after_push`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut reader = Reader::new(bytes);
+        expect_tag(&mut reader, PUSH_TAG, "push")?;
+        match reader.take(1, "push flags")?[0] {
+            0 => {}
+            other => {
+                return Err(DecodeError::Malformed(format!(
+                    "unknown push flags {other:#04x}"
+                )));
             }
-            None => out.push(0),
         }
-        out.extend_from_slice(&self.response.encode_for(context));
-        out
+        let response = Response::decode(&bytes[reader.position()..])?;
+        Ok(Self { response })
     }
 }
 
@@ -1079,35 +1077,6 @@ impl<P: Ord + Clone> Syncer<P> {
     ) -> Vec<u8> {
         let (response, context) = self.prepare(request, replica, source);
         response.encode_for(&context)
-    }
-
-    /// Reads a push: its envelopes are fed to the replica like a response's, then [`Syncer::after_push`].
-    /// `Ok(None)`: it is coded against a head set this node does not remember sending (it restarted since), so it
-    /// is not read; the changes come with the next pull.
-    pub fn decode_push(&self, bytes: &[u8]) -> Result<Option<Push>, DecodeError> {
-        let mut reader = Reader::new(bytes);
-        expect_tag(&mut reader, PUSH_TAG, "push")?;
-        let context_ref = match reader.take(1, "push flags")?[0] {
-            0 => None,
-            PUSH_HAS_REF => Some(reader.array("push context ref")?),
-            other => {
-                return Err(DecodeError::Malformed(format!(
-                    "unknown push flags {other:#04x}"
-                )));
-            }
-        };
-        let context = match &context_ref {
-            None => &[][..],
-            Some(digest) => match self.sent_sets.get(digest) {
-                Some(heads) => heads.as_slice(),
-                None => return Ok(None),
-            },
-        };
-        let response = Response::decode_for(&bytes[reader.position()..], context)?;
-        Ok(Some(Push {
-            context_ref,
-            response,
-        }))
     }
 
     /// After the caller fed a push's envelopes to the replica: notes the pusher's heads it names, and returns a

@@ -480,10 +480,7 @@ fn a_push_that_arrives_before_its_dependency_waits_then_pulls_it() {
     let (puller, rest) = pods.split_last_mut().expect("two pods");
     // The second change's push overtakes the first's.
     let bytes = registry::sync::Push::encode_envelopes(vec![by_seq[1].clone()]);
-    let push = syncer
-        .decode_push(&bytes)
-        .expect("decodes")
-        .expect("no context");
+    let push = registry::sync::Push::decode(&bytes).expect("decodes");
     let receipt = puller
         .replica
         .receive(push.response.envelopes.clone())
