@@ -35,6 +35,31 @@ pub struct Member {
     pub revoked: bool,
 }
 
+/// Proof that a member signed two different changes at one place of one document (same chain, same sequence
+/// number): both branches from there are out, on every replica that holds the proof.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Equivocation {
+    /// The document.
+    pub doc: String,
+    /// The chain's epoch (0 for a member's first chain in a document).
+    pub epoch: u32,
+    /// The sequence number both changes claim.
+    pub seq: u64,
+    /// The two change hashes (hex), smaller first.
+    pub changes: Vec<String>,
+}
+
+/// An admission that does not count because its invite admitted another key first (by the smaller change hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoidAdmission {
+    /// The invite nonce both admissions spent.
+    pub nonce: String,
+    /// The void admission change.
+    pub change: String,
+    /// The admission that counts.
+    pub winner: String,
+}
+
 /// A revocation of a member by the council.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Revocation {

@@ -56,6 +56,12 @@ pub struct RegistryView {
     pub invites: BTreeMap<String, String>,
     /// Cost above which an experiment is high-impact, per quarter.
     pub high_impact_thresholds: BTreeMap<String, f64>,
+    /// Equivocation proofs held, by the equivocating member's public key.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub equivocations: BTreeMap<String, Vec<crate::Equivocation>>,
+    /// Admissions made void by an invite spent twice, by the void key.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub void_admissions: BTreeMap<String, crate::VoidAdmission>,
 }
 
 impl RegistryView {

@@ -24,6 +24,9 @@ pub enum Reason {
     DependsOnRejected,
     /// Too many changes are already waiting for dependencies.
     PendingFull,
+    /// The author signed two different changes at the same place of one document (sequence number and actor):
+    /// both branches from the fork point are out, on every replica that holds both.
+    Equivocation,
 }
 
 impl Reason {
@@ -38,6 +41,7 @@ impl Reason {
             Reason::Malformed => "malformed",
             Reason::DependsOnRejected => "depends_on_rejected",
             Reason::PendingFull => "pending_full",
+            Reason::Equivocation => "equivocation",
         }
     }
 
@@ -52,9 +56,22 @@ impl Reason {
             Reason::Malformed,
             Reason::DependsOnRejected,
             Reason::PendingFull,
+            Reason::Equivocation,
         ]
         .into_iter()
         .find(|r| r.code() == code)
+    }
+}
+
+impl Reason {
+    /// Whether a peer that sent a change refused for this reason could have seen the problem itself, and so
+    /// earns a penalty. A change refused for what this replica holds (a revocation, an equivocation proof, a
+    /// dependency it refused) is not the relayer's fault: honest peers relay such changes as evidence.
+    pub fn penalizes(&self) -> bool {
+        matches!(
+            self,
+            Reason::BadSignature | Reason::Malformed | Reason::WrongFederation
+        )
     }
 }
 
@@ -80,11 +97,22 @@ pub struct Standing {
 pub struct Membership {
     /// Standing by public key bytes.
     pub members: HashMap<[u8; 32], Standing>,
+    /// Keys whose admission is void (their invite was redeemed by another key), member records notwithstanding.
+    pub void: std::collections::BTreeSet<[u8; 32]>,
 }
 
 impl Membership {
     /// Decides whether `author` may write `doc` under this membership.
     pub fn authorize(&self, author: &[u8; 32], doc: &DocId) -> Result<(), (Reason, String)> {
+        if self.void.contains(author) {
+            return Err((
+                Reason::UnknownAuthor,
+                format!(
+                    "{}'s admission is void: its invite admitted another key",
+                    hex::encode(author)
+                ),
+            ));
+        }
         let Some(standing) = self.members.get(author) else {
             return Err((
                 Reason::UnknownAuthor,

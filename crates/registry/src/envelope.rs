@@ -1,14 +1,20 @@
-//! The signed envelope: one automerge change, the document it belongs to, the council heads its author had seen,
-//! and the author's signature. Envelopes are what is stored, exported in bundles and sent over the network.
+//! The signed envelope: one automerge change and its author's signature. The change itself carries its
+//! authorization context (the document it belongs to, the council heads its author had seen, and, for the two
+//! council writes the acceptance rule reads, the fact it states) in its commit message, which its hash covers.
+//! So the signature, over the change hash, binds the context too, and no second valid envelope of a change can
+//! exist: two copies of a change can differ only in their signature bytes, never in what they mean.
 //!
-//! Wire format (all integers unsigned LEB128):
-//! `doc_len doc_utf8 | auth_count auth_heads(32 each) | signature(64) | change_len change_bytes`.
-//! The author is the change's actor id and the change hash is computed from its bytes, so neither travels twice.
-//! A council change carries no auth heads: its own dependencies are its auth heads.
+//! Wire format (integers unsigned LEB128): `signature(64) | change_len | change_bytes`. The author is the change's
+//! actor id and the hash is computed from the change bytes, so neither travels twice.
+//!
+//! [`Envelope::from_parts`] is the one decoder, used by bundles, pulls, pushes and the store alike: it bounds the
+//! size, refuses compressed changes before inflating them, parses, checks the header checksum that automerge's
+//! parser skips, bounds the op count and reads the context.
 
 use automerge::{Change, ChangeHash};
 use identity::{Keypair, PublicKey};
 use model::DocId;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::FederationId;
@@ -16,22 +22,150 @@ use crate::codec::{Reader, write_varint};
 
 /// Most auth heads an envelope may carry.
 pub const MAX_AUTH_HEADS: usize = 64;
-/// Largest change an envelope may carry.
+/// Largest change an envelope may carry (uncompressed: compressed changes are refused).
 pub const MAX_CHANGE_BYTES: usize = 1024 * 1024;
+/// Most operations one change may hold.
+pub const MAX_CHANGE_OPS: usize = 100_000;
 /// Longest document id.
 pub const MAX_DOC_ID_BYTES: usize = 64;
+/// Longest context (commit message) a change may carry.
+pub const MAX_CONTEXT_BYTES: usize = 16 * 1024;
 
-const SIGNING_DOMAIN: &[u8] = b"growthmesh/envelope/v1";
+const SIGNING_DOMAIN: &[u8] = b"growthmesh/envelope/v2";
+/// First bytes of every automerge chunk.
+const AUTOMERGE_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+/// Automerge chunk type of an uncompressed change (2 is a DEFLATE-compressed change, 0 a document).
+const CHUNK_CHANGE: u8 = 1;
+/// Prefix of the context in a change's commit message.
+const CONTEXT_TAG: &str = "gm2";
+
+/// A fact a council change states that the acceptance rule itself must know (rather than read from the document),
+/// because it decides what else is accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fact {
+    /// Revokes `member`; the changes of it the revocation covers, per document: every change with a sequence
+    /// number up to the one given (the revoker's view when it revoked). Council changes of the member that the
+    /// revocation depends on are covered as well, whatever the number says.
+    Revoke {
+        /// Public key (hex).
+        member: String,
+        /// Covered sequence number per document id and actor epoch (see [`crate::Actor`]).
+        covers: std::collections::BTreeMap<String, std::collections::BTreeMap<u32, u64>>,
+    },
+    /// Admits `member` by redeeming the invite with `nonce`.
+    Admit {
+        /// The ticket nonce.
+        nonce: String,
+        /// Public key (hex).
+        member: String,
+    },
+}
+
+/// What a change says about where it belongs: read from, and written into, its commit message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Context {
+    /// The document the change belongs to.
+    pub doc: DocId,
+    /// Council heads the author had when writing; empty for a council change (its deps are used).
+    pub auth_heads: Vec<ChangeHash>,
+    /// The fact a council change states, if any.
+    pub fact: Option<Fact>,
+}
+
+impl Context {
+    /// The commit message that carries this context: `gm2|doc|hex auth heads|fact as JSON (or nothing)`.
+    pub fn to_message(&self) -> String {
+        let heads: String = self.auth_heads.iter().map(|h| hex::encode(h.0)).collect();
+        let fact = self
+            .fact
+            .as_ref()
+            .map(|f| serde_json::to_string(f).expect("facts serialize"))
+            .unwrap_or_default();
+        format!("{CONTEXT_TAG}|{}|{heads}|{fact}", self.doc)
+    }
+
+    /// Reads the context from a change's commit message.
+    pub fn from_message(message: Option<&str>) -> Result<Self, DecodeError> {
+        let bad = |what: String| DecodeError::Malformed(format!("change context: {what}"));
+        let message = message.ok_or_else(|| bad("the change carries no context".into()))?;
+        if message.len() > MAX_CONTEXT_BYTES {
+            return Err(bad(format!(
+                "{} bytes exceed the limit {MAX_CONTEXT_BYTES}",
+                message.len()
+            )));
+        }
+        let mut parts = message.splitn(4, '|');
+        if parts.next() != Some(CONTEXT_TAG) {
+            return Err(bad(format!("does not start with `{CONTEXT_TAG}|`")));
+        }
+        let doc_text = parts.next().ok_or_else(|| bad("no document".into()))?;
+        if doc_text.len() > MAX_DOC_ID_BYTES {
+            return Err(bad("document id too long".into()));
+        }
+        let doc: DocId = doc_text.parse().map_err(|e: model::Error| bad(e.to_string()))?;
+        let heads_text = parts.next().ok_or_else(|| bad("no auth heads".into()))?;
+        if heads_text.len() % 64 != 0 || heads_text.len() / 64 > MAX_AUTH_HEADS {
+            return Err(bad(format!(
+                "auth heads are not at most {MAX_AUTH_HEADS} hashes of 64 hex characters"
+            )));
+        }
+        let mut auth_heads = Vec::with_capacity(heads_text.len() / 64);
+        for chunk in heads_text.as_bytes().chunks(64) {
+            let mut bytes = [0u8; 32];
+            hex::decode_to_slice(chunk, &mut bytes)
+                .map_err(|_| bad("an auth head is not hex".into()))?;
+            auth_heads.push(ChangeHash(bytes));
+        }
+        let mut sorted = auth_heads.clone();
+        sorted.sort();
+        sorted.dedup();
+        if sorted != auth_heads {
+            return Err(bad("auth heads are not sorted and distinct".into()));
+        }
+        let fact_text = parts.next().ok_or_else(|| bad("no fact field".into()))?;
+        let fact = if fact_text.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::from_str::<Fact>(fact_text)
+                    .map_err(|e| bad(format!("fact does not parse: {e}")))?,
+            )
+        };
+        match (&doc, auth_heads.is_empty()) {
+            (DocId::Council, false) => {
+                return Err(bad("a council change carries no auth heads".into()));
+            }
+            (DocId::Council, true) => {}
+            (_, true) => {
+                return Err(bad(format!(
+                    "a change to {doc} must carry the council heads its author had"
+                )));
+            }
+            (_, false) if fact.is_some() => {
+                return Err(bad("only council changes state facts".into()));
+            }
+            _ => {}
+        }
+        Ok(Self {
+            doc,
+            auth_heads,
+            fact,
+        })
+    }
+}
 
 /// A signed change.
 #[derive(Clone, Debug)]
 pub struct Envelope {
-    /// The document the change belongs to.
+    /// The document the change belongs to (read from the change).
     pub doc: DocId,
     /// The automerge change.
     pub change: Change,
-    /// Council heads the author had when writing; empty for a council change (its deps are used).
+    /// Council heads the author had when writing (read from the change); empty for a council change.
     pub auth_heads: Vec<ChangeHash>,
+    /// The fact the change states (read from the change).
+    pub fact: Option<Fact>,
     /// Ed25519 signature over [`signing_digest`].
     pub signature: [u8; 64],
 }
@@ -48,27 +182,24 @@ pub enum DecodeError {
 }
 
 impl Envelope {
-    /// Signs `change` for `doc` as `keypair`.
+    /// Signs `change` (which carries its context) as `keypair`.
     pub fn sign(
         federation: &FederationId,
-        doc: DocId,
         change: Change,
-        auth_heads: Vec<ChangeHash>,
         keypair: &Keypair,
-    ) -> Self {
-        let auth_heads = if doc == DocId::Council {
-            Vec::new()
-        } else {
-            auth_heads
-        };
-        let digest = signing_digest(federation, &doc, &change.hash(), &auth_heads);
-        let signature = keypair.sign(&digest);
-        Self {
-            doc,
-            change,
-            auth_heads,
-            signature,
+    ) -> Result<Self, DecodeError> {
+        let context = Context::from_message(change.message())?;
+        if crate::Actor::of(&change).is_none() {
+            return Err(DecodeError::Malformed("the change's actor id is not a key".into()));
         }
+        let signature = keypair.sign(&signing_digest(federation, &change.hash()));
+        Ok(Self {
+            doc: context.doc,
+            auth_heads: context.auth_heads,
+            fact: context.fact,
+            change,
+            signature,
+        })
     }
 
     /// The change hash: the envelope's identity.
@@ -78,8 +209,12 @@ impl Envelope {
 
     /// The author: the change's actor id read as a public key.
     pub fn author(&self) -> Option<PublicKey> {
-        let bytes: [u8; 32] = self.change.actor_id().to_bytes().try_into().ok()?;
-        PublicKey::from_bytes(bytes).ok()
+        PublicKey::from_bytes(crate::Actor::of(&self.change)?.key).ok()
+    }
+
+    /// The author's key bytes and epoch (checked by the decoder).
+    pub fn actor(&self) -> crate::Actor {
+        crate::Actor::of(&self.change).expect("checked when the envelope was decoded or signed")
     }
 
     /// The council heads this change is authorized against.
@@ -93,18 +228,11 @@ impl Envelope {
 
     /// The digest the author signed.
     pub fn digest(&self, federation: &FederationId) -> [u8; 32] {
-        signing_digest(federation, &self.doc, &self.hash(), &self.auth_heads)
+        signing_digest(federation, &self.hash())
     }
 
     /// Appends the wire form to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let doc = self.doc.to_string();
-        write_varint(out, doc.len() as u64);
-        out.extend_from_slice(doc.as_bytes());
-        write_varint(out, self.auth_heads.len() as u64);
-        for head in &self.auth_heads {
-            out.extend_from_slice(&head.0);
-        }
         out.extend_from_slice(&self.signature);
         let bytes = self.change.raw_bytes();
         write_varint(out, bytes.len() as u64);
@@ -113,34 +241,39 @@ impl Envelope {
 
     /// The wire form.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.change.raw_bytes().len() + 128);
+        let mut out = Vec::with_capacity(self.change.raw_bytes().len() + 72);
         self.encode(&mut out);
         out
     }
 
     /// Decodes one envelope from the start of `reader`.
     pub fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let doc_len = reader.varint_at_most(MAX_DOC_ID_BYTES, "document id length")?;
-        let doc_text = std::str::from_utf8(reader.take(doc_len, "document id")?)
-            .map_err(|_| DecodeError::Malformed("document id is not UTF-8".into()))?;
-        let doc: DocId = doc_text
-            .parse()
-            .map_err(|e: model::Error| DecodeError::Malformed(e.to_string()))?;
-        let auth_count = reader.varint_at_most(MAX_AUTH_HEADS, "auth head count")?;
-        let mut auth_heads = Vec::with_capacity(auth_count);
-        for _ in 0..auth_count {
-            let bytes: [u8; 32] = reader.array("auth head")?;
-            auth_heads.push(ChangeHash(bytes));
+        let signature: [u8; 64] = reader.array("signature")?;
+        let len = reader.varint_at_most(MAX_CHANGE_BYTES, "change length")?;
+        Self::from_parts(signature, reader.take(len, "change")?)
+    }
+
+    /// The one decoder of a signature and change bytes, whatever path they came by.
+    pub fn from_parts(signature: [u8; 64], bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() > MAX_CHANGE_BYTES {
+            return Err(DecodeError::Malformed(format!(
+                "change of {} bytes exceeds the limit {MAX_CHANGE_BYTES}",
+                bytes.len()
+            )));
         }
-        if doc == DocId::Council && !auth_heads.is_empty() {
+        if bytes.len() < 9 || bytes[..4] != AUTOMERGE_MAGIC {
             return Err(DecodeError::Malformed(
-                "a council change carries no auth heads".into(),
+                "change bytes are not an automerge chunk".into(),
             ));
         }
-        let signature: [u8; 64] = reader.array("signature")?;
-        let change_len = reader.varint_at_most(MAX_CHANGE_BYTES, "change length")?;
-        let change_bytes = reader.take(change_len, "change")?.to_vec();
-        let change = Change::from_bytes(change_bytes)
+        // Refused before parsing: a compressed change could inflate far beyond the limit before any check.
+        if bytes[8] != CHUNK_CHANGE {
+            return Err(DecodeError::Malformed(format!(
+                "automerge chunk type {} is not an uncompressed change",
+                bytes[8]
+            )));
+        }
+        let change = Change::from_bytes(bytes.to_vec())
             .map_err(|e| DecodeError::Malformed(format!("change does not parse: {e}")))?;
         // The change hash (which the signature covers) does not cover the checksum in the change header, and
         // automerge's parser does not check it: without this, four bytes of a signed change could be altered unseen.
@@ -149,10 +282,23 @@ impl Envelope {
                 "change checksum does not match its hash".into(),
             ));
         }
+        if change.len() > MAX_CHANGE_OPS {
+            return Err(DecodeError::Malformed(format!(
+                "change holds {} operations, more than {MAX_CHANGE_OPS}",
+                change.len()
+            )));
+        }
+        if crate::Actor::of(&change).is_none() {
+            return Err(DecodeError::Malformed(
+                "the change's actor id is not a 32-byte public key (with an optional 4-byte epoch above 0)".into(),
+            ));
+        }
+        let context = Context::from_message(change.message())?;
         Ok(Self {
-            doc,
+            doc: context.doc,
+            auth_heads: context.auth_heads,
+            fact: context.fact,
             change,
-            auth_heads,
             signature,
         })
     }
@@ -170,31 +316,74 @@ impl Envelope {
         Ok(envelope)
     }
 
-    /// Bytes the envelope adds on top of the raw change.
+    /// Bytes the envelope adds on top of a change with no context: the signature, the length prefix and the context.
     pub fn overhead_bytes(&self) -> usize {
-        self.to_bytes().len() - self.change.raw_bytes().len()
+        let context = self.change.message().map_or(0, str::len);
+        self.to_bytes().len() - self.change.raw_bytes().len() + context
     }
 }
 
-/// What an author signs: a SHA-256 over a domain tag, the federation, the document, the change hash and the auth
-/// heads. A flipped byte in any of them (or in the change, through its hash) breaks the signature, and an envelope
-/// cannot be replayed into another federation.
-pub fn signing_digest(
-    federation: &FederationId,
-    doc: &DocId,
-    change: &ChangeHash,
-    auth_heads: &[ChangeHash],
-) -> [u8; 32] {
+/// What an author signs: a SHA-256 over a domain tag, the federation and the change hash (which covers the
+/// change's context). A flipped byte anywhere breaks the signature, and an envelope cannot be replayed into another
+/// federation.
+pub fn signing_digest(federation: &FederationId, change: &ChangeHash) -> [u8; 32] {
     let mut hasher = Sha256::new();
     hasher.update(SIGNING_DOMAIN);
     hasher.update(federation.0);
-    let doc = doc.to_string();
-    hasher.update((doc.len() as u32).to_le_bytes());
-    hasher.update(doc.as_bytes());
     hasher.update(change.0);
-    hasher.update((auth_heads.len() as u32).to_le_bytes());
-    for head in auth_heads {
-        hasher.update(head.0);
-    }
     hasher.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(doc: DocId, heads: usize, fact: Option<Fact>) -> Context {
+        Context {
+            doc,
+            auth_heads: (0..heads).map(|i| ChangeHash([i as u8; 32])).collect(),
+            fact,
+        }
+    }
+
+    #[test]
+    fn contexts_round_trip_through_messages() {
+        let cases = [
+            context(DocId::Council, 0, None),
+            context(
+                DocId::Council,
+                0,
+                Some(Fact::Revoke {
+                    member: "ab".repeat(32),
+                    covers: [("pod/emea".to_owned(), [(0, 4)].into_iter().collect())]
+                        .into_iter()
+                        .collect(),
+                }),
+            ),
+            context(DocId::Pod("emea".into()), 2, None),
+        ];
+        for case in cases {
+            let message = case.to_message();
+            assert_eq!(Context::from_message(Some(&message)).expect("parses"), case);
+        }
+    }
+
+    #[test]
+    fn bad_contexts_are_refused_with_the_reason() {
+        for (message, needle) in [
+            ("hello", "does not start"),
+            ("gm2|pod/emea||", "must carry the council heads"),
+            ("gm2|nowhere||", "not a registry document"),
+            (&format!("gm2|council|{}|", "00".repeat(32)), "no auth heads"),
+            (&format!("gm2|pod/emea|{}|", "zz".repeat(32)), "not hex"),
+            (
+                &format!("gm2|pod/emea|{}{}|", "01".repeat(32), "00".repeat(32)),
+                "sorted",
+            ),
+        ] {
+            let error = Context::from_message(Some(message)).expect_err(message);
+            assert!(error.to_string().contains(needle), "{message}: {error}");
+        }
+        assert!(Context::from_message(None).is_err());
+    }
 }

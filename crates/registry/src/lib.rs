@@ -21,7 +21,9 @@ pub mod bundle;
 pub mod codec;
 pub mod envelope;
 mod ops;
+mod removal;
 mod replica;
+mod state;
 pub mod sync;
 mod value;
 mod view;
@@ -31,9 +33,53 @@ use std::str::FromStr;
 
 pub use acceptance::{Membership, Reason};
 pub use automerge::ChangeHash;
-pub use envelope::{DecodeError, Envelope};
+pub use envelope::{Context, DecodeError, Envelope, Fact};
 pub use ops::Op;
-pub use replica::{MAX_PENDING, Receipt, Rejection, Replica, ReplicaState};
+pub use replica::{
+    Equivocation, MAX_PENDING, MAX_PENDING_BYTES, MAX_PENDING_PER_AUTHOR, Receipt, Rejection, Replica,
+    ReplicaState,
+};
+
+/// Who wrote a change: the author's key and an epoch. An author writes a document as one linear chain of
+/// sequence numbers per epoch; its node starts a new epoch in a document when a change of its current chain there
+/// was excluded (say, because it built on a revoked member's change), so honest writes never reuse a sequence
+/// number. The automerge actor id is the key (epoch 0) or the key followed by the epoch as 4 big-endian bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Actor {
+    /// The author's public key bytes.
+    pub key: [u8; 32],
+    /// The epoch (0 for the first chain).
+    pub epoch: u32,
+}
+
+impl Actor {
+    /// The actor of a change, if its actor id has one of the two canonical forms.
+    pub fn of(change: &automerge::Change) -> Option<Self> {
+        Self::from_bytes(change.actor_id().to_bytes())
+    }
+
+    /// Reads an actor id.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let key: [u8; 32] = bytes.get(..32)?.try_into().ok()?;
+        match bytes.len() {
+            32 => Some(Self { key, epoch: 0 }),
+            36 => {
+                let epoch = u32::from_be_bytes(bytes[32..].try_into().ok()?);
+                (epoch > 0).then_some(Self { key, epoch })
+            }
+            _ => None,
+        }
+    }
+
+    /// The automerge actor id.
+    pub fn to_actor_id(&self) -> automerge::ActorId {
+        let mut bytes = self.key.to_vec();
+        if self.epoch > 0 {
+            bytes.extend_from_slice(&self.epoch.to_be_bytes());
+        }
+        automerge::ActorId::from(bytes)
+    }
+}
 
 /// A federation's id: the hash of its genesis change.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,27 +1,45 @@
 //! One node's registry state and the acceptance rule.
 //!
-//! [`Replica::receive`] takes a batch of envelopes from anywhere (bundle, network, simulator) and decides each one
-//! with the same pure rule: the signature verifies (batch-verified), the dependencies and auth heads are known
-//! (otherwise the envelope waits, bounded), none of them was rejected, and as of its auth heads the author is an
-//! unrevoked member whose role may write the envelope's document. Accepted changes are applied per document in one
-//! `apply_changes` call. The caller persists what the returned [`Receipt`] lists.
+//! A replica *holds* envelopes (signature verified, context well formed) and *accepts* a subset of them: the
+//! accepted set is a function of the set held, whatever order and batches they came in. [`Replica::receive`] takes
+//! envelopes from anywhere (bundle, network, simulator) and decides each one once its prerequisites (dependencies,
+//! auth heads, and the author's previous change in that chain) are decided:
+//! - permanently **rejected** (by hash, because of the change itself and its history): not a member or not allowed
+//!   as of its auth heads, malformed history, an equivocating chain past its fork point, or a rejected prerequisite;
+//! - **excluded** but held: a change a fact of the held set takes out (a revocation that does not cover it, a
+//!   prerequisite that is excluded). Facts can change as more is held (a revocation can be voided by a concurrent
+//!   one), so these are kept, exported and synced, and decided again when the facts change;
+//! - **accepted**: applied to its document.
+//!
+//! Envelopes whose prerequisites are unknown wait in a pending set bounded per author and in bytes; one whose author
+//! is not a member as of its (known) auth heads never waits. The facts ([`crate::removal`]) change only when a
+//! council change stating one (a revocation, an admission by invite) is held or a new equivocation is seen; then
+//! the replica recomputes, and rebuilds its documents if an accepted change is taken out.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use automerge::transaction::CommitOptions;
-use automerge::{ActorId, Automerge, ChangeHash, ROOT, ReadDoc};
+use automerge::{Automerge, Change, ChangeHash, ROOT, ReadDoc};
 use identity::{Keypair, PublicKey};
 use model::{DocId, RegistryView};
 
 use crate::acceptance::{Membership, Reason};
-use crate::codec::{Reader, write_varint};
-use crate::envelope::Envelope;
+use crate::envelope::{Context, Envelope, Fact};
 use crate::ops::Op;
-use crate::{Error, FederationId, view};
+use crate::removal::{self, Facts};
+use crate::{Actor, Error, FederationId, view};
 
 /// Most envelopes that may wait for their dependencies at once.
 pub const MAX_PENDING: usize = 100_000;
+/// Most envelopes of one author that may wait at once.
+pub const MAX_PENDING_PER_AUTHOR: usize = 20_000;
+/// Most bytes of changes that may wait at once.
+pub const MAX_PENDING_BYTES: usize = 256 * 1024 * 1024;
+/// Permanent rejections remembered by hash (a forgotten one is decided again, identically, if it comes back).
+pub const MAX_REMEMBERED_REJECTIONS: usize = 200_000;
+/// Excluded changes held per author; beyond it, further changes of that author are refused without being held.
+pub const MAX_EXCLUDED_PER_AUTHOR: usize = 10_000;
 /// Distinct auth-head sets whose membership is kept computed.
 const MEMBERSHIP_CACHE_ENTRIES: usize = 4096;
 /// Distinct author keys kept checked (decompressing a key costs about as much as a tenth of a signature check).
@@ -33,49 +51,125 @@ const COUNCIL: u32 = 0;
 /// A change that was not applied, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejection {
-    /// The change hash (or, for undecodable bytes, nothing: see the bundle reader).
+    /// The change hash.
     pub change: ChangeHash,
     /// The reason code.
     pub reason: Reason,
     /// A sentence for humans.
     pub detail: String,
-    /// Whether this is a decision about the change itself, which the replica remembers by hash (and the store
-    /// persists). `false` when only this copy was refused (a bad signature, missing auth heads, a full pending
-    /// queue): anyone can send a broken copy of a genuine change, so the genuine copy must still be accepted later.
+    /// Whether this is a permanent decision about the change itself, which the replica remembers by hash (and the
+    /// store persists). `false` when only this copy was refused (a bad signature, a full pending set) or when the
+    /// change is held excluded and may be decided again.
     pub recorded: bool,
 }
 
-/// What a [`Replica::receive`] call did; the caller persists `accepted`, `rejected` and the pending changes.
+/// What a [`Replica::receive`] call did; the caller persists `held`, the recorded rejections and the pending
+/// changes.
 #[derive(Debug, Default)]
 pub struct Receipt {
-    /// Newly accepted envelopes, each after its dependencies.
+    /// Envelopes newly held (accepted or excluded): what the store must keep, as received.
+    pub held: Vec<Envelope>,
+    /// Newly accepted changes, each after its dependencies.
     pub accepted: Vec<Envelope>,
-    /// Newly rejected changes.
+    /// Changes accepted before that are now excluded (a revocation or an equivocation took them out).
+    pub withdrawn: Vec<Rejection>,
+    /// Newly rejected or excluded changes.
     pub rejected: Vec<Rejection>,
-    /// Envelopes already held (accepted or waiting).
+    /// Envelopes already held (accepted, excluded or waiting).
     pub duplicates: usize,
     /// Envelopes that now wait for dependencies and were not waiting before.
     pub pending_added: Vec<Envelope>,
-    /// Previously waiting changes that were decided by this call.
+    /// Previously waiting changes that were decided or dropped by this call.
     pub pending_resolved: Vec<ChangeHash>,
     /// Envelopes waiting after this call.
     pub pending: usize,
 }
 
-/// The registry documents of one node, with what it accepted, rejected and holds pending.
+/// Two different changes by one actor at one place of one document: the proof of an equivocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Equivocation {
+    /// The document.
+    pub doc: DocId,
+    /// The actor (author and epoch).
+    pub actor: Actor,
+    /// The sequence number both changes claim (the lowest known fork of that chain).
+    pub seq: u64,
+    /// The two changes, smaller hash first.
+    pub changes: [ChangeHash; 2],
+}
+
+/// Last accepted change of one chain (document, actor).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Link {
+    seq: u64,
+    max_op: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Prereq {
+    Hash(ChangeHash),
+    Slot(u32, Actor, u64),
+}
+
+#[derive(Clone, Debug)]
+struct Waiting {
+    envelope: Envelope,
+    bytes: usize,
+    since_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Held {
+    envelope: Envelope,
+    reason: Reason,
+}
+
+enum Readiness {
+    Ready,
+    Rejected(String),
+    Excluded(String),
+    Missing(Vec<Prereq>),
+}
+
+enum Verdict {
+    Accept(u32),
+    /// Locally valid, at a chain place another locally valid change holds: an equivocation.
+    Fork(ChangeHash),
+    Reject(Reason, String),
+    Exclude(Reason, String),
+}
+
+/// The registry documents of one node, with what it holds, accepted, rejected and keeps pending.
 pub struct Replica {
     federation: Option<FederationId>,
     doc_ids: Vec<DocId>,
     doc_numbers: HashMap<DocId, u32>,
     docs: Vec<Automerge>,
-    /// Accepted changes and the number of their document.
-    known: HashMap<ChangeHash, u32>,
-    /// Last accepted sequence number per (document, author).
-    last_seq: HashMap<(u32, [u8; 32]), u64>,
+    /// Accepted changes: their document and highest op counter.
+    known: HashMap<ChangeHash, (u32, u64)>,
+    /// Last accepted change per (document, actor): accepted chains are contiguous from 1.
+    chains: HashMap<(u32, Actor), Link>,
     rejected: HashMap<ChangeHash, Reason>,
-    pending: HashMap<ChangeHash, Envelope>,
+    rejected_order: VecDeque<ChangeHash>,
+    /// Held but not accepted (equivocation proofs included).
+    excluded: BTreeMap<ChangeHash, Held>,
+    excluded_per_author: HashMap<[u8; 32], usize>,
+    equivocations: BTreeMap<(u32, Actor), Equivocation>,
+    /// Chain places taken by held changes that are not accepted (pending or excluded).
+    slots: HashMap<(u32, Actor, u64), ChangeHash>,
+    pending: HashMap<ChangeHash, Waiting>,
+    waiters: HashMap<Prereq, Vec<ChangeHash>>,
+    pending_by_author: HashMap<[u8; 32], VecDeque<ChangeHash>>,
+    /// (count, author) of authors with pending changes, to find the largest quickly.
+    pending_sizes: BTreeSet<(usize, [u8; 32])>,
+    pending_bytes: usize,
+    facts: Facts,
+    /// Accepted non-council changes not yet applied to their documents (applied at the end of a call).
+    deferred: BTreeMap<u32, Vec<Change>>,
+    /// The facts may have changed: recompute at the end of the call.
+    dirty: bool,
+    now_ms: u64,
     membership_cache: HashMap<Vec<ChangeHash>, Arc<Membership>>,
-    /// Actor ids already found to be valid ed25519 keys, so that each is checked once rather than per envelope.
     author_cache: HashMap<[u8; 32], PublicKey>,
     /// Test-only fault injection: accept envelopes without checking signatures (see
     /// [`Replica::insecure_skip_signature_checks`]).
@@ -93,6 +187,7 @@ impl std::fmt::Debug for Replica {
         f.debug_struct("Replica")
             .field("federation", &self.federation)
             .field("changes", &self.known.len())
+            .field("excluded", &self.excluded.len())
             .field("pending", &self.pending.len())
             .field("rejected", &self.rejected.len())
             .finish()
@@ -108,9 +203,22 @@ impl Replica {
             doc_numbers: HashMap::new(),
             docs: Vec::new(),
             known: HashMap::new(),
-            last_seq: HashMap::new(),
+            chains: HashMap::new(),
             rejected: HashMap::new(),
+            rejected_order: VecDeque::new(),
+            excluded: BTreeMap::new(),
+            excluded_per_author: HashMap::new(),
+            equivocations: BTreeMap::new(),
+            slots: HashMap::new(),
             pending: HashMap::new(),
+            waiters: HashMap::new(),
+            pending_by_author: HashMap::new(),
+            pending_sizes: BTreeSet::new(),
+            pending_bytes: 0,
+            facts: Facts::default(),
+            deferred: BTreeMap::new(),
+            dirty: false,
+            now_ms: 0,
             membership_cache: HashMap::new(),
             author_cache: HashMap::new(),
             skip_signature_checks: false,
@@ -151,9 +259,17 @@ impl Replica {
         self.known.contains_key(hash)
     }
 
-    /// The reason a change was rejected, if it was.
+    /// Whether the change is held: accepted or excluded (not merely pending).
+    pub fn holds(&self, hash: &ChangeHash) -> bool {
+        self.known.contains_key(hash) || self.excluded.contains_key(hash)
+    }
+
+    /// The reason a change was rejected or is excluded, if it is.
     pub fn rejection(&self, hash: &ChangeHash) -> Option<Reason> {
-        self.rejected.get(hash).copied()
+        self.rejected
+            .get(hash)
+            .or_else(|| self.excluded.get(hash).map(|h| &h.reason))
+            .copied()
     }
 
     /// Envelopes waiting for dependencies.
@@ -161,9 +277,31 @@ impl Replica {
         self.pending.len()
     }
 
-    /// Heads of every document, sorted: equal on replicas that hold the same changes.
+    /// Hashes of held changes that are excluded (equivocation proofs included), sorted.
+    pub fn excluded(&self) -> impl Iterator<Item = (&ChangeHash, Reason)> {
+        self.excluded.iter().map(|(h, held)| (h, held.reason))
+    }
+
+    /// The held envelope of an excluded change (its signature is the one it was received with, or zeros when the
+    /// replica was restored from a snapshot: the store keeps the received bytes).
+    pub fn excluded_envelope(&self, hash: &ChangeHash) -> Option<&Envelope> {
+        self.excluded.get(hash).map(|h| &h.envelope)
+    }
+
+    /// The equivocations this replica holds proofs of.
+    pub fn equivocations(&self) -> impl Iterator<Item = &Equivocation> {
+        self.equivocations.values()
+    }
+
+    /// Heads of every document and every excluded change, sorted: equal on replicas that hold the same changes.
+    /// Excluded changes are listed because they are held (and synced) like accepted ones.
     pub fn heads(&self) -> Vec<ChangeHash> {
-        let mut heads: Vec<ChangeHash> = self.docs.iter().flat_map(|d| d.get_heads()).collect();
+        let mut heads: Vec<ChangeHash> = self
+            .docs
+            .iter()
+            .flat_map(|d| d.get_heads())
+            .chain(self.excluded.keys().copied())
+            .collect();
         heads.sort();
         heads
     }
@@ -194,7 +332,9 @@ impl Replica {
             .zip(self.docs.iter().cloned())
             .filter(|(_, d)| !d.get_heads().is_empty())
             .collect();
-        view::build(self.federation, &docs)
+        let mut view = view::build(self.federation, &docs);
+        self.overlay(&mut view);
+        view
     }
 
     /// The typed view of the council document alone (members, roles, objectives, approvals, budgets): what a
@@ -204,28 +344,74 @@ impl Replica {
             std::iter::once((DocId::Council, self.docs[COUNCIL as usize].clone()))
                 .filter(|(_, d)| !d.get_heads().is_empty())
                 .collect();
-        view::build(self.federation, &docs)
+        let mut view = view::build(self.federation, &docs);
+        self.overlay(&mut view);
+        view
     }
 
-    /// Membership as of the current council heads.
+    /// What the facts add to the documents: effective revocations, void admissions, equivocations.
+    fn overlay(&self, view: &mut RegistryView) {
+        for (key, revocations) in &self.facts.revocations {
+            let key = hex::encode(key);
+            if let Some(member) = view.members.get_mut(&key) {
+                member.revoked = true;
+            }
+            if !view.revocations.contains_key(&key)
+                && let Some(first) = revocations.first()
+            {
+                view.revocations.insert(
+                    key,
+                    model::Revocation {
+                        by: hex::encode(first.by),
+                        reason: format!("revocation {} (its change is excluded)", first.change),
+                        at_ms: 0,
+                    },
+                );
+            }
+        }
+        for void in &self.facts.void_admissions {
+            view.void_admissions.insert(
+                hex::encode(void.key),
+                model::VoidAdmission {
+                    nonce: void.nonce.clone(),
+                    change: void.change.to_string(),
+                    winner: void.winner.to_string(),
+                },
+            );
+        }
+        for equivocation in self.equivocations.values() {
+            view.equivocations
+                .entry(hex::encode(equivocation.actor.key))
+                .or_default()
+                .push(model::Equivocation {
+                    doc: equivocation.doc.to_string(),
+                    epoch: equivocation.actor.epoch,
+                    seq: equivocation.seq,
+                    changes: equivocation.changes.iter().map(|h| h.to_string()).collect(),
+                });
+        }
+    }
+
+    /// Membership as of the current council heads, with the facts applied (void admissions, effective
+    /// revocations).
     pub fn membership(&mut self) -> Arc<Membership> {
         let heads = self.docs[COUNCIL as usize].get_heads();
-        self.membership_at(&heads)
+        let mut membership = (*self.membership_at(&heads)).clone();
+        for key in self.facts.revocations.keys() {
+            if let Some(standing) = membership.members.get_mut(key) {
+                standing.revoked = true;
+            }
+        }
+        Arc::new(membership)
     }
 
     /// Hashes of accepted changes that are not ancestors of `heads` (heads of any document; unknown ones ignored),
     /// each after its dependencies.
     pub fn changes_since(&self, heads: &[ChangeHash]) -> Vec<ChangeHash> {
-        let mut out = Vec::new();
-        for (number, doc) in self.docs.iter().enumerate() {
-            let have: Vec<ChangeHash> = heads
-                .iter()
-                .filter(|h| self.known.get(h) == Some(&(number as u32)))
-                .copied()
-                .collect();
-            out.extend(doc.get_changes_meta(&have).into_iter().map(|m| m.hash));
-        }
-        out
+        self.changes_since_with_deps(heads)
+            .into_iter()
+            .map(|(h, _)| h)
+            .collect()
     }
 
     /// Like [`Replica::changes_since`], with each change's dependencies (same document).
@@ -237,7 +423,7 @@ impl Replica {
         for (number, doc) in self.docs.iter().enumerate() {
             let have: Vec<ChangeHash> = heads
                 .iter()
-                .filter(|h| self.known.get(h) == Some(&(number as u32)))
+                .filter(|h| self.known.get(h).map(|k| k.0) == Some(number as u32))
                 .copied()
                 .collect();
             out.extend(
@@ -251,12 +437,23 @@ impl Replica {
 
     /// Envelopes waiting for dependencies.
     pub fn pending_envelopes(&self) -> impl Iterator<Item = &Envelope> {
-        self.pending.values()
+        self.pending.values().map(|w| &w.envelope)
     }
 
     /// Whether a change waits for dependencies.
     pub fn is_pending(&self, hash: &ChangeHash) -> bool {
         self.pending.contains_key(hash)
+    }
+
+    /// Whether `key` is out: revoked (by an effective revocation or a revocation record), or void.
+    pub fn is_revoked(&mut self, key: &[u8; 32]) -> bool {
+        self.facts.revocations.contains_key(key)
+            || self.facts.void.contains(key)
+            || self
+                .membership()
+                .members
+                .get(key)
+                .is_some_and(|s| s.revoked)
     }
 
     fn doc_number(&mut self, doc: &DocId) -> u32 {
@@ -270,17 +467,17 @@ impl Replica {
         number
     }
 
-    /// [`Envelope::author`], remembered per actor id.
+    /// The author's key, remembered per actor key.
     fn author_of(&mut self, envelope: &Envelope) -> Option<PublicKey> {
-        let bytes: [u8; 32] = envelope.change.actor_id().to_bytes().try_into().ok()?;
-        if let Some(author) = self.author_cache.get(&bytes) {
+        let key = envelope.actor().key;
+        if let Some(author) = self.author_cache.get(&key) {
             return Some(*author);
         }
         let author = envelope.author()?;
         if self.author_cache.len() >= AUTHOR_CACHE_ENTRIES {
             self.author_cache.clear();
         }
-        self.author_cache.insert(bytes, author);
+        self.author_cache.insert(key, author);
         Some(author)
     }
 
@@ -292,11 +489,13 @@ impl Replica {
             return Arc::clone(cached);
         }
         let council = &self.docs[COUNCIL as usize];
-        let membership = if key.is_empty() {
-            Arc::new(Membership::default())
+        let mut membership = if key.is_empty() {
+            Membership::default()
         } else {
-            Arc::new(view::membership(&view::root(council, Some(&key))))
+            view::membership(&view::root(council, Some(&key)))
         };
+        membership.void = self.facts.void.clone();
+        let membership = Arc::new(membership);
         if self.membership_cache.len() >= MEMBERSHIP_CACHE_ENTRIES {
             self.membership_cache.clear();
         }
@@ -304,7 +503,35 @@ impl Replica {
         membership
     }
 
-    /// Writes `op` as the key's author, signs it and returns the envelope to persist and share.
+    /// The actor this replica's key writes `doc` as: the current epoch, or a new one when a change of the current
+    /// chain is held but not accepted (so the next sequence number is already taken, or the chain is forked).
+    fn writing_actor(&self, number: u32, key: [u8; 32]) -> Actor {
+        let mut epoch = self
+            .chains
+            .keys()
+            .filter(|(n, a)| *n == number && a.key == key)
+            .map(|(_, a)| a.epoch)
+            .max()
+            .unwrap_or(0);
+        loop {
+            let actor = Actor { key, epoch };
+            let next = self.chains.get(&(number, actor)).map_or(0, |l| l.seq) + 1;
+            let taken = self.slots.contains_key(&(number, actor, next))
+                || self.equivocations.contains_key(&(number, actor))
+                || self
+                    .excluded
+                    .values()
+                    .any(|h| h.envelope.actor() == actor && self.doc_numbers.get(&h.envelope.doc) == Some(&number));
+            if !taken {
+                return actor;
+            }
+            epoch += 1;
+        }
+    }
+
+    /// Writes `op` as the key's author, signs it and returns the envelope to persist and share. The caller must
+    /// persist the envelope before it shares it (the node's write path flushes it first), so a crash can lose an
+    /// unshared change but never make the key sign a second change at the same place.
     pub fn write(&mut self, keypair: &Keypair, op: &Op, now_ms: i64) -> Result<Envelope, Error> {
         let author = keypair.public();
         let genesis = matches!(op, Op::Genesis { .. });
@@ -316,7 +543,7 @@ impl Replica {
             return Err(Error::NoFederation);
         }
         let council_heads = self.docs[COUNCIL as usize].get_heads();
-        let membership = self.membership_at(&council_heads);
+        let membership = self.membership();
         let standing = membership.members.get(author.as_bytes());
         let target = op.target(standing).map_err(|e| with_author(e, &author))?;
         if !genesis {
@@ -330,12 +557,28 @@ impl Replica {
         }
         let number = self.doc_number(&target.doc);
         check_existence(&self.docs[number as usize], op, &target.key)?;
+        let fact = self.fact_of(op);
+        let context = Context {
+            doc: target.doc.clone(),
+            auth_heads: if target.doc == DocId::Council {
+                Vec::new()
+            } else {
+                let mut heads = council_heads;
+                heads.sort();
+                heads
+            },
+            fact,
+        };
+        let actor = self.writing_actor(number, *author.as_bytes());
         let doc = &mut self.docs[number as usize];
-        doc.set_actor(ActorId::from(author.as_bytes().as_slice()));
+        doc.set_actor(actor.to_actor_id());
         let mut tx = doc.transaction();
         op.apply(&mut tx, &target.key)?;
-        let (committed, _) =
-            tx.commit_with(CommitOptions::default().with_time(now_ms.div_euclid(1000)));
+        let (committed, _) = tx.commit_with(
+            CommitOptions::default()
+                .with_message(context.to_message())
+                .with_time(now_ms.div_euclid(1000)),
+        );
         if committed.is_none() {
             return Err(Error::Conflict(format!(
                 "{} already holds that value: nothing to write",
@@ -350,16 +593,52 @@ impl Replica {
             self.federation = Some(FederationId(hash.0));
         }
         let federation = self.federation.expect("set above or checked at entry");
-        self.known.insert(hash, number);
-        self.last_seq
-            .insert((number, *author.as_bytes()), change.seq());
-        Ok(Envelope::sign(
-            &federation,
-            target.doc,
-            change,
-            council_heads,
-            keypair,
-        ))
+        self.known.insert(hash, (number, change.max_op()));
+        self.chains.insert(
+            (number, actor),
+            Link {
+                seq: change.seq(),
+                max_op: change.max_op(),
+            },
+        );
+        if number == COUNCIL {
+            self.membership_cache.clear();
+        }
+        let envelope = Envelope::sign(&federation, change, keypair).map_err(|e| {
+            Error::Conflict(format!("the written change does not carry its context: {e}"))
+        })?;
+        if envelope.fact.is_some() {
+            self.recompute(&mut Receipt::default())?;
+        }
+        Ok(envelope)
+    }
+
+    /// The fact a write states, for the two council writes the acceptance rule reads.
+    fn fact_of(&self, op: &Op) -> Option<Fact> {
+        match op {
+            Op::RevokeMember { public_key, .. } => {
+                let mut key = [0u8; 32];
+                hex::decode_to_slice(public_key, &mut key).ok()?;
+                let mut covers: BTreeMap<String, BTreeMap<u32, u64>> = BTreeMap::new();
+                for ((number, actor), link) in &self.chains {
+                    if actor.key == key {
+                        covers
+                            .entry(self.doc_ids[*number as usize].to_string())
+                            .or_default()
+                            .insert(actor.epoch, link.seq);
+                    }
+                }
+                Some(Fact::Revoke {
+                    member: public_key.clone(),
+                    covers,
+                })
+            }
+            Op::AdmitInvited { member, nonce } => Some(Fact::Admit {
+                nonce: nonce.clone(),
+                member: member.public_key.clone(),
+            }),
+            _ => None,
+        }
     }
 
     /// Builds a signed change of `op` in `doc` as `keypair` without checking authorization and without applying
@@ -370,6 +649,22 @@ impl Replica {
         doc: &DocId,
         op: &Op,
         now_ms: i64,
+    ) -> Result<Envelope, Error> {
+        let heads = self.docs[COUNCIL as usize].get_heads();
+        self.craft_with(keypair, doc, op, now_ms, &heads, None)
+    }
+
+    /// Like [`Replica::craft`], naming `auth_heads` (any council heads, even stale ones) and, when `seq_from` is
+    /// given, building on that state of the document instead of the current one: how a member forks its chain or
+    /// writes with a data dir copied before a revocation.
+    pub fn craft_with(
+        &self,
+        keypair: &Keypair,
+        doc: &DocId,
+        op: &Op,
+        now_ms: i64,
+        auth_heads: &[ChangeHash],
+        doc_heads: Option<&[ChangeHash]>,
     ) -> Result<Envelope, Error> {
         let federation = self.federation.ok_or(Error::NoFederation)?;
         let target = op.target(None).or_else(|_| {
@@ -382,26 +677,42 @@ impl Replica {
                 revoked: false,
             }))
         })?;
-        let mut copy = self
+        let current = self
             .doc_numbers
             .get(doc)
             .map(|n| self.docs[*n as usize].clone())
             .unwrap_or_default();
-        copy.set_actor(ActorId::from(keypair.public().as_bytes().as_slice()));
+        let mut copy = match doc_heads {
+            Some(heads) => current.fork_at(heads)?,
+            None => current,
+        };
+        copy.set_actor(automerge::ActorId::from(
+            keypair.public().as_bytes().as_slice(),
+        ));
+        let mut heads = auth_heads.to_vec();
+        heads.sort();
+        heads.dedup();
+        let context = Context {
+            doc: doc.clone(),
+            auth_heads: if *doc == DocId::Council {
+                Vec::new()
+            } else {
+                heads
+            },
+            fact: self.fact_of(op),
+        };
         let mut tx = copy.transaction();
         op.apply(&mut tx, &target.key)?;
-        tx.commit_with(CommitOptions::default().with_time(now_ms.div_euclid(1000)));
+        tx.commit_with(
+            CommitOptions::default()
+                .with_message(context.to_message())
+                .with_time(now_ms.div_euclid(1000)),
+        );
         let change = copy
             .get_last_local_change()
             .expect("a change was just committed by this actor");
-        let council_heads = self.docs[COUNCIL as usize].get_heads();
-        Ok(Envelope::sign(
-            &federation,
-            doc.clone(),
-            change,
-            council_heads,
-            keypair,
-        ))
+        Envelope::sign(&federation, change, keypair)
+            .map_err(|e| Error::Conflict(format!("crafted change: {e}")))
     }
 
     /// Fault injection for the simulator's self-test: this replica stops checking signatures, so a scenario with a
@@ -411,9 +722,34 @@ impl Replica {
         self.skip_signature_checks = true;
     }
 
+    /// Fault injection for tests: applies `envelope` to its document without deciding it, as a replica with a
+    /// corrupted store would hold it. Never called by the node.
+    #[doc(hidden)]
+    pub fn insecure_apply_unchecked(&mut self, envelope: &Envelope) -> Result<(), Error> {
+        let number = self.doc_number(&envelope.doc);
+        self.known
+            .insert(envelope.hash(), (number, envelope.change.max_op()));
+        self.chains.insert(
+            (number, envelope.actor()),
+            Link {
+                seq: envelope.change.seq(),
+                max_op: envelope.change.max_op(),
+            },
+        );
+        self.docs[number as usize].apply_changes([envelope.change.clone()])?;
+        Ok(())
+    }
+
     /// Decides a batch of received envelopes by the acceptance rule and applies the accepted ones.
     pub fn receive(&mut self, envelopes: Vec<Envelope>) -> Result<Receipt, Error> {
+        let now = self.now_ms;
+        self.receive_at(envelopes, now)
+    }
+
+    /// [`Replica::receive`] at `now_ms` (what pending envelopes are timed with, see [`Replica::expire_pending`]).
+    pub fn receive_at(&mut self, envelopes: Vec<Envelope>, now_ms: u64) -> Result<Receipt, Error> {
         let federation = self.federation.ok_or(Error::NoFederation)?;
+        self.now_ms = self.now_ms.max(now_ms);
         let mut receipt = Receipt::default();
         let fresh = self.screen(envelopes, &mut receipt);
         let verified = if self.skip_signature_checks {
@@ -421,35 +757,43 @@ impl Replica {
         } else {
             verify_signatures(&federation, fresh, &mut receipt)
         };
-        let mut added = HashSet::new();
-        for envelope in verified {
-            if self.pending.len() >= MAX_PENDING {
-                receipt.rejected.push(Rejection {
-                    change: envelope.hash(),
-                    reason: Reason::PendingFull,
-                    detail: format!("{MAX_PENDING} changes already wait for their dependencies"),
-                    recorded: false,
-                });
-                continue;
-            }
-            added.insert(envelope.hash());
-            self.pending.insert(envelope.hash(), envelope);
-        }
-        let decided = self.resolve(&mut receipt)?;
-        for hash in decided {
-            if !added.contains(&hash) {
-                receipt.pending_resolved.push(hash);
-            }
-        }
-        receipt.pending_added = added
-            .iter()
-            .filter_map(|hash| self.pending.get(hash).cloned())
-            .collect();
-        receipt.pending = self.pending.len();
+        self.run(verified, true, &mut receipt)?;
         Ok(receipt)
     }
 
-    /// Drops duplicates, earlier rejections and structurally invalid envelopes.
+    /// Takes envelopes that are already verified (from the store, or a rebuild) and decides them.
+    fn run(
+        &mut self,
+        envelopes: Vec<Envelope>,
+        report_held: bool,
+        receipt: &mut Receipt,
+    ) -> Result<(), Error> {
+        let mut touched: HashMap<ChangeHash, bool> = HashMap::new();
+        let mut queue: VecDeque<Envelope> = VecDeque::new();
+        for envelope in envelopes {
+            if let Some(envelope) = self.admit(envelope, report_held, receipt) {
+                queue.push_back(envelope);
+            }
+        }
+        self.settle(queue, report_held, &mut touched, receipt)?;
+        self.flush_deferred()?;
+        if self.dirty {
+            self.recompute(receipt)?;
+        }
+        for (hash, was_pending) in touched {
+            match (was_pending, self.pending.get(&hash)) {
+                (true, None) => receipt.pending_resolved.push(hash),
+                (false, Some(waiting)) => receipt.pending_added.push(waiting.envelope.clone()),
+                _ => {}
+            }
+        }
+        receipt.pending_added.sort_by_key(Envelope::hash);
+        receipt.pending_resolved.sort();
+        receipt.pending = self.pending.len();
+        Ok(())
+    }
+
+    /// Drops duplicates, remembered rejections and structurally invalid envelopes.
     fn screen(&mut self, envelopes: Vec<Envelope>, receipt: &mut Receipt) -> Vec<Envelope> {
         let mut seen = HashSet::new();
         let mut fresh = Vec::with_capacity(envelopes.len());
@@ -457,6 +801,7 @@ impl Replica {
             let hash = envelope.hash();
             if self.known.contains_key(&hash)
                 || self.pending.contains_key(&hash)
+                || self.excluded.contains_key(&hash)
                 || !seen.insert(hash)
             {
                 receipt.duplicates += 1;
@@ -467,189 +812,352 @@ impl Replica {
                     detail: "rejected earlier".into(),
                     recorded: true,
                 });
+            } else if self.author_of(&envelope).is_none() {
+                receipt.rejected.push(Rejection {
+                    change: hash,
+                    reason: Reason::Malformed,
+                    detail: "the change's actor id is not an ed25519 public key".into(),
+                    recorded: true,
+                });
             } else {
-                let author = self.author_of(&envelope);
-                match structure(&envelope, author) {
-                    Ok(()) => fresh.push(envelope),
-                    Err(detail) => receipt.rejected.push(Rejection {
-                        change: hash,
-                        reason: Reason::Malformed,
-                        detail,
-                        recorded: false,
-                    }),
-                }
+                fresh.push(envelope);
             }
         }
         fresh
     }
 
-    /// Decides every pending envelope whose dependencies are now known, in dependency order; returns the hashes
-    /// it decided.
-    fn resolve(&mut self, receipt: &mut Receipt) -> Result<Vec<ChangeHash>, Error> {
-        let mut waiting: HashMap<ChangeHash, Vec<ChangeHash>> = HashMap::new();
-        let mut missing: HashMap<ChangeHash, usize> = HashMap::new();
-        let mut ready = VecDeque::new();
-        let mut doomed = Vec::new();
-        // Sorted, so the order of acceptance (and so of everything downstream) is the same in every run.
-        let mut order: Vec<(&ChangeHash, &Envelope)> = self.pending.iter().collect();
-        order.sort_by_key(|(hash, _)| **hash);
-        for (hash, envelope) in order {
-            let mut count = 0;
-            for dep in prerequisites(envelope) {
-                if self.known.contains_key(&dep) {
-                    continue;
-                }
-                if self.rejected.contains_key(&dep) {
-                    doomed.push((*hash, dep));
-                }
-                count += 1;
-                waiting.entry(dep).or_default().push(*hash);
-            }
-            missing.insert(*hash, count);
-            if count == 0 {
-                ready.push_back(*hash);
-            }
-        }
-        let mut decided = Vec::new();
-        let mut deferred: BTreeMap<u32, Vec<automerge::Change>> = BTreeMap::new();
-        for (hash, dep) in doomed {
-            self.reject_cascade(hash, dep, &waiting, receipt, &mut decided);
-        }
-        while let Some(hash) = ready.pop_front() {
-            let Some(envelope) = self.pending.remove(&hash) else {
-                continue;
-            };
-            decided.push(hash);
-            match self.decide(&envelope) {
-                Ok(number) => {
-                    self.accept(number, &envelope, &mut deferred)?;
-                    for dependent in waiting.get(&hash).into_iter().flatten() {
-                        if let Some(count) = missing.get_mut(dependent) {
-                            *count -= 1;
-                            if *count == 0 && self.pending.contains_key(dependent) {
-                                ready.push_back(*dependent);
-                            }
-                        }
-                    }
-                    receipt.accepted.push(envelope);
-                }
-                Err((reason, detail)) => {
-                    tracing::debug!(change = %hash, reason = reason.code(), %detail, "change rejected");
-                    self.rejected.insert(hash, reason);
-                    receipt.rejected.push(Rejection {
-                        change: hash,
-                        reason,
-                        detail,
-                        recorded: true,
-                    });
-                    for dependent in waiting.get(&hash).cloned().unwrap_or_default() {
-                        self.reject_cascade(dependent, hash, &waiting, receipt, &mut decided);
-                    }
-                }
-            }
-        }
-        for (number, changes) in deferred {
-            self.docs[number as usize].apply_changes(changes)?;
-        }
-        Ok(decided)
-    }
-
-    /// Rejects `hash` (which depends on rejected `cause`) and everything pending that depends on it.
-    fn reject_cascade(
+    /// Takes a verified envelope in: refuses it at once when its chain is known to fork before its place, keeps it
+    /// when it is one of the two changes proving that fork. Returns it when it is to be decided.
+    fn admit(
         &mut self,
-        hash: ChangeHash,
-        cause: ChangeHash,
-        waiting: &HashMap<ChangeHash, Vec<ChangeHash>>,
+        envelope: Envelope,
+        report_held: bool,
         receipt: &mut Receipt,
-        decided: &mut Vec<ChangeHash>,
+    ) -> Option<Envelope> {
+        let hash = envelope.hash();
+        let actor = envelope.actor();
+        let number = self.doc_number(&envelope.doc);
+        let seq = envelope.change.seq();
+        if let Some(fork) = self.equivocations.get(&(number, actor)) {
+            if fork.changes.contains(&hash) {
+                self.hold_excluded(envelope, Reason::Equivocation, "one of the two changes proving an equivocation".into(), report_held, receipt);
+                return None;
+            }
+            if seq >= fork.seq {
+                let detail = format!(
+                    "{} equivocated in {} at sequence number {}: its changes from there are out",
+                    hex::encode(actor.key),
+                    envelope.doc,
+                    fork.seq
+                );
+                self.reject(hash, Reason::Equivocation, detail, receipt);
+                return None;
+            }
+        }
+        Some(envelope)
+    }
+
+    /// Records the equivocation `envelope` and `other` prove (both locally valid, one chain place) and holds both
+    /// as proofs; the recomputation at the end of the call takes out what the fork excludes.
+    fn record_fork(
+        &mut self,
+        envelope: Envelope,
+        other: ChangeHash,
+        report_held: bool,
+        receipt: &mut Receipt,
     ) {
-        let mut stack = vec![(hash, cause)];
-        while let Some((hash, cause)) = stack.pop() {
-            if self.pending.remove(&hash).is_none() {
+        let actor = envelope.actor();
+        let number = self.doc_number(&envelope.doc);
+        let seq = envelope.change.seq();
+        let mut changes = [envelope.hash(), other];
+        changes.sort();
+        tracing::warn!(author = %hex::encode(actor.key), doc = %envelope.doc, seq, "equivocation: two changes at one place");
+        let lower = self
+            .equivocations
+            .get(&(number, actor))
+            .is_none_or(|fork| seq < fork.seq);
+        if lower {
+            self.equivocations.insert(
+                (number, actor),
+                Equivocation {
+                    doc: envelope.doc.clone(),
+                    actor,
+                    seq,
+                    changes,
+                },
+            );
+        }
+        if let Some(held) = self.excluded.get_mut(&other) {
+            held.reason = Reason::Equivocation;
+        }
+        let detail = format!(
+            "{} signed two changes at number {seq} in {}: {} and {}",
+            hex::encode(actor.key),
+            envelope.doc,
+            changes[0],
+            changes[1]
+        );
+        self.hold_excluded(envelope, Reason::Equivocation, detail, report_held, receipt);
+        self.dirty = true;
+    }
+
+    /// The accepted change of `actor` at `seq` in document `number` (a scan: only needed to name an equivocation).
+    fn accepted_at(&self, number: u32, actor: Actor, seq: u64) -> Option<ChangeHash> {
+        let actor_id = actor.to_actor_id();
+        let matches = |c: &Change| *c.actor_id() == actor_id && c.seq() == seq;
+        self.deferred
+            .get(&number)
+            .and_then(|changes| changes.iter().find(|c| matches(c)).map(Change::hash))
+            .or_else(|| {
+                self.docs[number as usize]
+                    .get_changes(&[])
+                    .into_iter()
+                    .find(|c| matches(c))
+                    .map(|c| c.hash())
+            })
+    }
+
+    /// Decides queued envelopes, and what waited on them, until nothing is ready.
+    fn settle(
+        &mut self,
+        mut queue: VecDeque<Envelope>,
+        report_held: bool,
+        touched: &mut HashMap<ChangeHash, bool>,
+        receipt: &mut Receipt,
+    ) -> Result<(), Error> {
+        while let Some(envelope) = queue.pop_front() {
+            let hash = envelope.hash();
+            if self.known.contains_key(&hash) || self.excluded.contains_key(&hash) {
                 continue;
             }
-            decided.push(hash);
-            self.rejected.insert(hash, Reason::DependsOnRejected);
-            receipt.rejected.push(Rejection {
-                change: hash,
-                reason: Reason::DependsOnRejected,
-                detail: format!("depends on rejected change {cause}"),
-                recorded: true,
-            });
-            for dependent in waiting.get(&hash).into_iter().flatten() {
-                stack.push((*dependent, hash));
+            let wake: Vec<Prereq> = match self.readiness(&envelope) {
+                Readiness::Ready => match self.decide(&envelope) {
+                    Verdict::Accept(number) => {
+                        let actor = envelope.actor();
+                        let seq = envelope.change.seq();
+                        self.accept(number, &envelope)?;
+                        if report_held {
+                            receipt.held.push(envelope.clone());
+                        }
+                        receipt.accepted.push(envelope);
+                        vec![Prereq::Hash(hash), Prereq::Slot(number, actor, seq)]
+                    }
+                    Verdict::Reject(reason, detail) => {
+                        self.reject(hash, reason, detail, receipt);
+                        vec![Prereq::Hash(hash)]
+                    }
+                    Verdict::Fork(other) => {
+                        self.record_fork(envelope, other, report_held, receipt);
+                        vec![Prereq::Hash(hash)]
+                    }
+                    Verdict::Exclude(reason, detail) => {
+                        let number = self.doc_number(&envelope.doc);
+                        let slot = Prereq::Slot(number, envelope.actor(), envelope.change.seq());
+                        self.hold_excluded(envelope, reason, detail, report_held, receipt);
+                        vec![Prereq::Hash(hash), slot]
+                    }
+                },
+                Readiness::Rejected(detail) => {
+                    self.reject(hash, Reason::DependsOnRejected, detail, receipt);
+                    vec![Prereq::Hash(hash)]
+                }
+                Readiness::Excluded(detail) => {
+                    let number = self.doc_number(&envelope.doc);
+                    let slot = Prereq::Slot(number, envelope.actor(), envelope.change.seq());
+                    self.hold_excluded(envelope, Reason::DependsOnRejected, detail, report_held, receipt);
+                    vec![Prereq::Hash(hash), slot]
+                }
+                Readiness::Missing(missing) => {
+                    if let Some((reason, detail)) = self.early_verdict(&envelope) {
+                        self.reject(hash, reason, detail, receipt);
+                        vec![Prereq::Hash(hash)]
+                    } else {
+                        touched.entry(hash).or_insert(false);
+                        self.park(envelope, missing, receipt, touched);
+                        Vec::new()
+                    }
+                }
+            };
+            for prereq in wake {
+                for waiter in self.waiters.remove(&prereq).unwrap_or_default() {
+                    let was = self.pending.contains_key(&waiter);
+                    if let Some(waiting) = self.take_pending(&waiter) {
+                        touched.entry(waiter).or_insert(was);
+                        queue.push_back(waiting.envelope);
+                    }
+                }
             }
+        }
+        Ok(())
+    }
+
+    /// Whether the prerequisites of `envelope` are decided, and how.
+    fn readiness(&mut self, envelope: &Envelope) -> Readiness {
+        let number = self.doc_number(&envelope.doc);
+        let actor = envelope.actor();
+        let seq = envelope.change.seq();
+        let mut missing = Vec::new();
+        let mut excluded = None;
+        for dep in envelope.change.deps().iter().chain(&envelope.auth_heads) {
+            if self.known.contains_key(dep) {
+                continue;
+            }
+            if self.rejected.contains_key(dep) {
+                return Readiness::Rejected(format!("depends on rejected change {dep}"));
+            }
+            if self.excluded.contains_key(dep) {
+                excluded.get_or_insert_with(|| format!("depends on excluded change {dep}"));
+                continue;
+            }
+            missing.push(Prereq::Hash(*dep));
+        }
+        if seq > 1 && self.chains.get(&(number, actor)).is_none_or(|l| l.seq < seq - 1) {
+            match self.slots.get(&(number, actor, seq - 1)) {
+                Some(previous) if self.excluded.contains_key(previous) => {
+                    excluded.get_or_insert_with(|| {
+                        format!("the author's previous change {previous} in this chain is excluded")
+                    });
+                }
+                _ => missing.push(Prereq::Slot(number, actor, seq - 1)),
+            }
+        }
+        if let Some(detail) = excluded {
+            return Readiness::Excluded(detail);
+        }
+        if missing.is_empty() {
+            Readiness::Ready
+        } else {
+            Readiness::Missing(missing)
         }
     }
 
-    /// The acceptance rule for one envelope whose dependencies and auth heads are all accepted.
-    fn decide(&mut self, envelope: &Envelope) -> Result<u32, (Reason, String)> {
+    /// A decision that needs no missing dependency: an author who is not a member (or may not write the document)
+    /// as of its auth heads, when those are known, never waits.
+    fn early_verdict(&mut self, envelope: &Envelope) -> Option<(Reason, String)> {
+        let auth = envelope.effective_auth_heads();
+        if auth.is_empty() || !auth.iter().all(|h| self.known.get(h).is_some_and(|k| k.0 == COUNCIL)) {
+            return None;
+        }
+        let key = envelope.actor().key;
+        self.membership_at(auth).authorize(&key, &envelope.doc).err()
+    }
+
+    /// The acceptance rule for one envelope whose prerequisites are all accepted.
+    fn decide(&mut self, envelope: &Envelope) -> Verdict {
         let hash = envelope.hash();
-        let author = self
-            .author_of(envelope)
-            .ok_or((Reason::Malformed, "actor is not an ed25519 key".to_owned()))?;
+        let Some(author) = self.author_of(envelope) else {
+            return Verdict::Reject(Reason::Malformed, "actor is not an ed25519 key".into());
+        };
+        let actor = envelope.actor();
         let number = self.doc_number(&envelope.doc);
         if envelope.doc == DocId::Council && envelope.change.deps().is_empty() {
             return if self.federation.map(|f| f.0) == Some(hash.0) {
-                Ok(number)
+                Verdict::Accept(number)
             } else {
-                Err((
+                Verdict::Reject(
                     Reason::UnknownAuthor,
                     "a council change without history that is not this federation's genesis".into(),
-                ))
+                )
             };
         }
+        let mut deps_max_op = 0;
         for dep in envelope.change.deps() {
-            if self.known.get(dep) != Some(&number) {
-                return Err((
-                    Reason::Malformed,
-                    format!("dependency {dep} belongs to another document"),
-                ));
+            match self.known.get(dep) {
+                Some((n, max_op)) if *n == number => deps_max_op = deps_max_op.max(*max_op),
+                _ => {
+                    return Verdict::Reject(
+                        Reason::Malformed,
+                        format!("dependency {dep} belongs to another document"),
+                    );
+                }
             }
         }
         for head in &envelope.auth_heads {
-            if self.known.get(head) != Some(&COUNCIL) {
-                return Err((
+            if self.known.get(head).map(|k| k.0) != Some(COUNCIL) {
+                return Verdict::Reject(
                     Reason::Malformed,
                     format!("auth head {head} is not a council change"),
-                ));
+                );
             }
         }
-        self.membership_at(envelope.effective_auth_heads())
-            .authorize(author.as_bytes(), &envelope.doc)?;
-        let last = self
-            .last_seq
-            .get(&(number, *author.as_bytes()))
-            .copied()
-            .unwrap_or(0);
-        if envelope.change.seq() != last + 1 {
-            return Err((
+        if let Err((reason, detail)) = self
+            .membership_at(envelope.effective_auth_heads())
+            .authorize(author.as_bytes(), &envelope.doc)
+        {
+            return Verdict::Reject(reason, detail);
+        }
+        let link = self.chains.get(&(number, actor)).copied().unwrap_or_default();
+        let seq = envelope.change.seq();
+        let start = envelope.change.start_op().get();
+        if seq <= link.seq
+            && let Some(other) = self.accepted_at(number, actor, seq)
+        {
+            return Verdict::Fork(other);
+        }
+        if let Some(other) = self.slots.get(&(number, actor, seq))
+            && *other != hash
+            && self.excluded.contains_key(other)
+        {
+            return Verdict::Fork(*other);
+        }
+        if seq != link.seq + 1 {
+            return Verdict::Reject(
                 Reason::Malformed,
                 format!(
-                    "sequence number {} of {author} in {} does not follow {last}: a fork or a gap",
-                    envelope.change.seq(),
-                    envelope.doc
+                    "sequence number {seq} of {author} in {} does not follow {}",
+                    envelope.doc, link.seq
                 ),
-            ));
+            );
         }
-        Ok(number)
+        if start <= link.max_op || start <= deps_max_op {
+            return Verdict::Reject(
+                Reason::Malformed,
+                format!(
+                    "operation counter {start} does not exceed those of the change's history ({})",
+                    link.max_op.max(deps_max_op)
+                ),
+            );
+        }
+        if !self.facts.effective.contains(&hash)
+            && let Some(revocations) = self.facts.revocations.get(&actor.key)
+            && let Some(revocation) = revocations
+                .iter()
+                .find(|r| !r.covers(&envelope.doc, actor.epoch, seq, &hash))
+        {
+            return Verdict::Exclude(
+                Reason::Revoked,
+                format!(
+                    "{author} was revoked by {} which covers its changes in {} up to {}; this is number {seq}",
+                    revocation.change,
+                    envelope.doc,
+                    revocation.number(&envelope.doc, actor.epoch)
+                ),
+            );
+        }
+        Verdict::Accept(number)
     }
 
-    fn accept(
-        &mut self,
-        number: u32,
-        envelope: &Envelope,
-        deferred: &mut BTreeMap<u32, Vec<automerge::Change>>,
-    ) -> Result<(), Error> {
-        let author = self.author_of(envelope).expect("checked by decide");
-        self.known.insert(envelope.hash(), number);
-        self.last_seq
-            .insert((number, *author.as_bytes()), envelope.change.seq());
+    fn accept(&mut self, number: u32, envelope: &Envelope) -> Result<(), Error> {
+        let actor = envelope.actor();
+        let hash = envelope.hash();
+        let seq = envelope.change.seq();
+        self.known.insert(hash, (number, envelope.change.max_op()));
+        self.chains.insert(
+            (number, actor),
+            Link {
+                seq,
+                max_op: envelope.change.max_op(),
+            },
+        );
+        self.slots.remove(&(number, actor, seq));
+        if envelope.fact.is_some() {
+            self.dirty = true;
+        }
         if number == COUNCIL {
             // Later council changes are authorized against council states that include this one: apply now.
             self.docs[COUNCIL as usize].apply_changes([envelope.change.clone()])?;
         } else {
-            deferred
+            self.deferred
                 .entry(number)
                 .or_default()
                 .push(envelope.change.clone());
@@ -657,174 +1165,412 @@ impl Replica {
         Ok(())
     }
 
-    /// Re-applies envelopes that were accepted before (from the store), without deciding them again.
-    pub fn restore(&mut self, envelopes: Vec<Envelope>) -> Result<(), Error> {
-        let mut by_doc: BTreeMap<u32, Vec<automerge::Change>> = BTreeMap::new();
-        for envelope in envelopes {
-            let number = self.doc_number(&envelope.doc);
-            if let Some(author) = self.author_of(&envelope) {
-                self.last_seq
-                    .insert((number, *author.as_bytes()), envelope.change.seq());
-            }
-            self.known.insert(envelope.hash(), number);
-            by_doc.entry(number).or_default().push(envelope.change);
-        }
-        for (number, changes) in by_doc {
+    fn flush_deferred(&mut self) -> Result<(), Error> {
+        for (number, changes) in std::mem::take(&mut self.deferred) {
             self.docs[number as usize].apply_changes(changes)?;
         }
-        self.membership_cache.clear();
         Ok(())
     }
 
-    /// Restores rejections recorded earlier.
-    pub fn restore_rejected(&mut self, rejected: impl IntoIterator<Item = (ChangeHash, Reason)>) {
-        self.rejected.extend(rejected);
+    fn reject(&mut self, hash: ChangeHash, reason: Reason, detail: String, receipt: &mut Receipt) {
+        tracing::debug!(change = %hash, reason = reason.code(), %detail, "change rejected");
+        if self.rejected.insert(hash, reason).is_none() {
+            self.rejected_order.push_back(hash);
+            if self.rejected_order.len() > MAX_REMEMBERED_REJECTIONS
+                && let Some(oldest) = self.rejected_order.pop_front()
+            {
+                self.rejected.remove(&oldest);
+            }
+        }
+        receipt.rejected.push(Rejection {
+            change: hash,
+            reason,
+            detail,
+            recorded: true,
+        });
     }
 
-    /// Restores envelopes that were waiting for dependencies, then decides any that became ready.
-    pub fn restore_pending(&mut self, pending: Vec<Envelope>) -> Result<Receipt, Error> {
-        for envelope in pending {
-            self.pending.insert(envelope.hash(), envelope);
+    fn hold_excluded(
+        &mut self,
+        envelope: Envelope,
+        reason: Reason,
+        detail: String,
+        report_held: bool,
+        receipt: &mut Receipt,
+    ) {
+        let hash = envelope.hash();
+        let key = envelope.actor().key;
+        let count = self.excluded_per_author.entry(key).or_insert(0);
+        if *count >= MAX_EXCLUDED_PER_AUTHOR && reason != Reason::Equivocation {
+            receipt.rejected.push(Rejection {
+                change: hash,
+                reason,
+                detail: format!("{detail}; {MAX_EXCLUDED_PER_AUTHOR} excluded changes of this author are held already"),
+                recorded: false,
+            });
+            return;
         }
-        let mut receipt = Receipt::default();
-        if self.federation.is_some() {
-            receipt.pending_resolved = self.resolve(&mut receipt)?;
+        *count += 1;
+        if envelope.fact.is_some() {
+            self.dirty = true;
         }
-        receipt.pending = self.pending.len();
-        Ok(receipt)
+        let number = self.doc_number(&envelope.doc);
+        self.slots
+            .insert((number, envelope.actor(), envelope.change.seq()), hash);
+        receipt.rejected.push(Rejection {
+            change: hash,
+            reason,
+            detail,
+            recorded: false,
+        });
+        if report_held {
+            receipt.held.push(envelope.clone());
+        }
+        self.excluded.insert(hash, Held { envelope, reason });
     }
-}
 
-/// A compact, self-contained image of a replica's accepted state (documents, accepted hashes, sequence numbers),
-/// so that opening a replica with many changes loads documents instead of replaying changes.
-pub struct ReplicaState;
-
-impl ReplicaState {
-    const MAGIC: &'static [u8; 8] = b"GMSNAP01";
-
-    /// Encodes the accepted state of `replica`.
-    pub fn encode(replica: &Replica) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(Self::MAGIC);
-        out.push(u8::from(replica.federation.is_some()));
-        out.extend_from_slice(&replica.federation.map(|f| f.0).unwrap_or([0; 32]));
-        write_varint(&mut out, replica.docs.len() as u64);
-        for (id, doc) in replica.doc_ids.iter().zip(&replica.docs) {
-            let name = id.to_string();
-            write_varint(&mut out, name.len() as u64);
-            out.extend_from_slice(name.as_bytes());
-            let saved = doc.save();
-            write_varint(&mut out, saved.len() as u64);
-            out.extend_from_slice(&saved);
+    /// Parks an envelope until its prerequisites arrive, within the bounds: when they are exceeded, the oldest
+    /// envelope of the author with the most waiting is dropped, authors who are not members first.
+    fn park(
+        &mut self,
+        envelope: Envelope,
+        missing: Vec<Prereq>,
+        receipt: &mut Receipt,
+        touched: &mut HashMap<ChangeHash, bool>,
+    ) {
+        let hash = envelope.hash();
+        let key = envelope.actor().key;
+        let bytes = envelope.change.raw_bytes().len();
+        let number = self.doc_number(&envelope.doc);
+        self.slots
+            .insert((number, envelope.actor(), envelope.change.seq()), hash);
+        for prereq in missing {
+            self.waiters.entry(prereq).or_default().push(hash);
         }
-        write_varint(&mut out, replica.known.len() as u64);
-        let mut known: Vec<_> = replica.known.iter().collect();
-        known.sort();
-        for (hash, number) in known {
-            out.extend_from_slice(&hash.0);
-            write_varint(&mut out, u64::from(*number));
+        let queue = self.pending_by_author.entry(key).or_default();
+        let before = queue.len();
+        queue.push_back(hash);
+        self.pending_sizes.remove(&(before, key));
+        self.pending_sizes.insert((before + 1, key));
+        self.pending_bytes += bytes;
+        self.pending.insert(
+            hash,
+            Waiting {
+                envelope,
+                bytes,
+                since_ms: self.now_ms,
+            },
+        );
+        while self.pending.len() > MAX_PENDING
+            || self.pending_bytes > MAX_PENDING_BYTES
+            || self.pending_by_author.get(&key).map_or(0, VecDeque::len) > MAX_PENDING_PER_AUTHOR
+        {
+            let victim_author = if self.pending_by_author.get(&key).map_or(0, VecDeque::len)
+                > MAX_PENDING_PER_AUTHOR
+            {
+                key
+            } else {
+                self.eviction_candidate()
+            };
+            let Some(victim) = self
+                .pending_by_author
+                .get(&victim_author)
+                .and_then(|q| q.front().copied())
+            else {
+                break;
+            };
+            let was = touched.get(&victim).copied().unwrap_or(true);
+            if self.take_pending(&victim).is_some() {
+                touched.entry(victim).or_insert(was);
+                receipt.rejected.push(Rejection {
+                    change: victim,
+                    reason: Reason::PendingFull,
+                    detail: "dropped from the pending set to stay within its bounds".into(),
+                    recorded: false,
+                });
+            }
         }
-        write_varint(&mut out, replica.last_seq.len() as u64);
-        let mut seqs: Vec<_> = replica.last_seq.iter().collect();
-        seqs.sort();
-        for ((number, author), seq) in seqs {
-            write_varint(&mut out, u64::from(*number));
-            out.extend_from_slice(author);
-            write_varint(&mut out, *seq);
+    }
+
+    /// The author whose oldest pending envelope goes first: the one with the most waiting among non-members, else
+    /// among members.
+    fn eviction_candidate(&mut self) -> [u8; 32] {
+        let membership = self.membership();
+        self.pending_sizes
+            .iter()
+            .rev()
+            .find(|(_, author)| !membership.members.contains_key(author))
+            .or_else(|| self.pending_sizes.iter().next_back())
+            .map(|(_, author)| *author)
+            .unwrap_or([0; 32])
+    }
+
+    fn take_pending(&mut self, hash: &ChangeHash) -> Option<Waiting> {
+        let waiting = self.pending.remove(hash)?;
+        let key = waiting.envelope.actor().key;
+        self.pending_bytes -= waiting.bytes;
+        if let Some(queue) = self.pending_by_author.get_mut(&key) {
+            let before = queue.len();
+            queue.retain(|h| h != hash);
+            self.pending_sizes.remove(&(before, key));
+            if queue.is_empty() {
+                self.pending_by_author.remove(&key);
+            } else {
+                self.pending_sizes.insert((queue.len(), key));
+            }
+        }
+        let number = self.doc_numbers.get(&waiting.envelope.doc).copied();
+        if let Some(number) = number {
+            let slot = (number, waiting.envelope.actor(), waiting.envelope.change.seq());
+            if self.slots.get(&slot) == Some(hash) {
+                self.slots.remove(&slot);
+            }
+        }
+        Some(waiting)
+    }
+
+    /// Drops envelopes that waited longer than `max_age_ms`; returns their hashes (for the store to forget).
+    pub fn expire_pending(&mut self, now_ms: u64, max_age_ms: u64) -> Vec<ChangeHash> {
+        self.now_ms = self.now_ms.max(now_ms);
+        let old: Vec<ChangeHash> = self
+            .pending
+            .iter()
+            .filter(|(_, w)| now_ms.saturating_sub(w.since_ms) > max_age_ms)
+            .map(|(h, _)| *h)
+            .collect();
+        for hash in &old {
+            self.take_pending(hash);
+        }
+        old
+    }
+
+    /// Every held envelope that is accepted, as envelopes (without their signatures: only the store keeps those).
+    fn accepted_envelopes(&self) -> Vec<Envelope> {
+        let mut out = Vec::with_capacity(self.known.len());
+        for doc in &self.docs {
+            for change in doc.get_changes(&[]) {
+                match Envelope::from_parts([0; 64], change.raw_bytes()) {
+                    Ok(envelope) => out.push(envelope),
+                    Err(error) => {
+                        tracing::error!(change = %change.hash(), %error, "an accepted change lost its context");
+                    }
+                }
+            }
         }
         out
     }
 
-    /// Decodes a state written by [`ReplicaState::encode`].
-    pub fn decode(bytes: &[u8]) -> Result<Replica, Error> {
-        let bad = |detail: String| Error::Snapshot {
-            doc: "snapshot".into(),
-            detail,
-        };
-        let mut reader = Reader::new(bytes);
-        let magic: [u8; 8] = reader.array("magic").map_err(|e| bad(e.to_string()))?;
-        if &magic != Self::MAGIC {
-            return Err(bad("wrong magic".into()));
+    /// Recomputes the facts from the council changes held; when they take out an accepted change, rebuilds every
+    /// document from the held set, else decides the excluded changes again (the new facts may let them in).
+    fn recompute(&mut self, receipt: &mut Receipt) -> Result<(), Error> {
+        self.dirty = false;
+        self.flush_deferred()?;
+        let facts = self.compute_facts()?;
+        let violated = self.violates(&facts);
+        if !violated && facts == self.facts {
+            return Ok(());
         }
+        let before: HashSet<ChangeHash> = self.known.keys().copied().collect();
+        self.facts = facts;
+        self.membership_cache.clear();
+        let mut held: Vec<Envelope> = Vec::new();
+        if violated {
+            held = self.accepted_envelopes();
+            self.docs.iter_mut().for_each(|d| *d = Automerge::new());
+            self.known.clear();
+            self.chains.clear();
+        }
+        let excluded = std::mem::take(&mut self.excluded);
+        self.excluded_per_author.clear();
+        self.slots.retain(|_, h| self.pending.contains_key(h));
+        held.extend(excluded.into_values().map(|h| h.envelope));
+        let pending: Vec<ChangeHash> = self.pending.keys().copied().collect();
+        for hash in pending {
+            if let Some(waiting) = self.take_pending(&hash) {
+                held.push(waiting.envelope);
+            }
+        }
+        self.waiters.clear();
+        held.sort_by_key(Envelope::hash);
+        let mut inner = Receipt::default();
+        let mut touched = HashMap::new();
+        let mut queue = VecDeque::new();
+        for envelope in held {
+            if let Some(envelope) = self.admit(envelope, false, &mut inner) {
+                queue.push_back(envelope);
+            }
+        }
+        self.settle(queue, false, &mut touched, &mut inner)?;
+        self.flush_deferred()?;
+        for envelope in inner.accepted {
+            if !before.contains(&envelope.hash()) {
+                receipt.accepted.push(envelope);
+            }
+        }
+        for rejection in inner.rejected {
+            if before.contains(&rejection.change) {
+                receipt.withdrawn.push(rejection.clone());
+            }
+            receipt.rejected.push(rejection);
+        }
+        if self.dirty {
+            // A rebuild can only find the facts it started from (they were computed from the same held set); a
+            // second round settles what an equivocation found during the rebuild changed.
+            self.dirty = false;
+            let facts = self.compute_facts()?;
+            if facts != self.facts {
+                return self.recompute(receipt);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `facts` may take out a change that is accepted now (an over-approximation: council changes a
+    /// revocation covers by depending on them count, so the answer only costs a rebuild that was not needed).
+    fn violates(&self, facts: &Facts) -> bool {
+        self.chains.iter().any(|((number, actor), link)| {
+            let doc = &self.doc_ids[*number as usize];
+            facts.void.contains(&actor.key)
+                || self
+                    .equivocations
+                    .get(&(*number, *actor))
+                    .is_some_and(|fork| link.seq >= fork.seq)
+                || facts.revocations.get(&actor.key).is_some_and(|revocations| {
+                    revocations
+                        .iter()
+                        .any(|r| link.seq > r.number(doc, actor.epoch))
+                })
+        })
+    }
+
+    /// The facts of the council changes held (accepted or excluded): decided again, without facts, on a scratch
+    /// replica, so that what the facts themselves take out still counts as stated.
+    fn compute_facts(&self) -> Result<Facts, Error> {
+        let mut council: Vec<Envelope> = self.docs[COUNCIL as usize]
+            .get_changes(&[])
+            .into_iter()
+            .filter_map(|c| Envelope::from_parts([0; 64], c.raw_bytes()).ok())
+            .collect();
+        council.extend(
+            self.excluded
+                .values()
+                .filter(|h| h.envelope.doc == DocId::Council)
+                .map(|h| h.envelope.clone()),
+        );
+        if !council.iter().any(|e| e.fact.is_some()) {
+            return Ok(Facts::default());
+        }
+        let mut scratch = Replica::new();
+        scratch.federation = self.federation;
+        scratch.equivocations = self
+            .equivocations
+            .iter()
+            .filter(|((n, _), _)| *n == COUNCIL)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        council.sort_by_key(Envelope::hash);
+        let mut receipt = Receipt::default();
+        let mut touched = HashMap::new();
+        let queue: VecDeque<Envelope> = council
+            .into_iter()
+            .filter_map(|e| scratch.admit(e, false, &mut receipt))
+            .collect();
+        scratch.settle(queue, false, &mut touched, &mut receipt)?;
+        let valid = removal::by_hash(receipt.accepted);
+        Ok(removal::facts(&valid))
+    }
+
+    /// Re-applies envelopes that were held before (from the store), deciding them without checking signatures again.
+    pub fn restore(&mut self, envelopes: Vec<Envelope>) -> Result<(), Error> {
+        let mut receipt = Receipt::default();
+        let fresh = self.screen(envelopes, &mut receipt);
+        self.run(fresh, false, &mut receipt)
+    }
+
+    /// Restores rejections recorded earlier.
+    pub fn restore_rejected(&mut self, rejected: impl IntoIterator<Item = (ChangeHash, Reason)>) {
+        for (hash, reason) in rejected {
+            if self.rejected.insert(hash, reason).is_none() {
+                self.rejected_order.push_back(hash);
+            }
+        }
+    }
+
+    /// Restores envelopes that were waiting for dependencies, then decides any that became ready.
+    pub fn restore_pending(&mut self, pending: Vec<Envelope>) -> Result<Receipt, Error> {
+        let mut receipt = Receipt::default();
+        if self.federation.is_some() {
+            let fresh = self.screen(pending, &mut receipt);
+            self.run(fresh, true, &mut receipt)?;
+        }
+        receipt.pending = self.pending.len();
+        Ok(receipt)
+    }
+
+    pub(crate) fn state_parts(&self) -> StateParts<'_> {
+        StateParts {
+            federation: self.federation,
+            doc_ids: &self.doc_ids,
+            docs: &self.docs,
+            known: &self.known,
+            chains: self
+                .chains
+                .iter()
+                .map(|((n, a), l)| ((*n, *a), (l.seq, l.max_op)))
+                .collect(),
+            excluded: self.excluded.values().map(|h| &h.envelope).collect(),
+            equivocations: self.equivocations.values().collect(),
+        }
+    }
+
+    pub(crate) fn from_state(state: OwnedState) -> Result<Self, Error> {
         let mut replica = Replica::new();
-        let has_federation = reader.take(1, "flag").map_err(|e| bad(e.to_string()))?[0] == 1;
-        let federation: [u8; 32] = reader.array("federation").map_err(|e| bad(e.to_string()))?;
-        replica.federation = has_federation.then_some(FederationId(federation));
-        let doc_count = reader
-            .varint_at_most(1 << 20, "doc count")
-            .map_err(|e| bad(e.to_string()))?;
-        for _ in 0..doc_count {
-            let len = reader
-                .varint_at_most(256, "doc id")
-                .map_err(|e| bad(e.to_string()))?;
-            let name =
-                std::str::from_utf8(reader.take(len, "doc id").map_err(|e| bad(e.to_string()))?)
-                    .map_err(|e| bad(e.to_string()))?;
-            let doc_id: DocId = name.parse()?;
-            let len = reader
-                .varint_at_most(usize::MAX, "doc")
-                .map_err(|e| bad(e.to_string()))?;
-            let saved = reader.take(len, "doc").map_err(|e| bad(e.to_string()))?;
+        replica.federation = state.federation;
+        for (doc_id, doc) in state.docs {
             let number = replica.doc_number(&doc_id);
-            replica.docs[number as usize] =
-                Automerge::load(saved).map_err(|e| Error::Snapshot {
-                    doc: doc_id.to_string(),
-                    detail: e.to_string(),
-                })?;
+            replica.docs[number as usize] = doc;
         }
-        let known = reader
-            .varint_at_most(usize::MAX, "known")
-            .map_err(|e| bad(e.to_string()))?;
-        replica.known.reserve(known);
-        for _ in 0..known {
-            let hash: [u8; 32] = reader.array("hash").map_err(|e| bad(e.to_string()))?;
-            let number = reader
-                .varint_at_most(u32::MAX as usize, "doc number")
-                .map_err(|e| bad(e.to_string()))?;
-            replica.known.insert(ChangeHash(hash), number as u32);
+        replica.known = state.known;
+        replica.chains = state
+            .chains
+            .into_iter()
+            .map(|(k, (seq, max_op))| (k, Link { seq, max_op }))
+            .collect();
+        for equivocation in state.equivocations {
+            let number = replica.doc_number(&equivocation.doc);
+            replica
+                .equivocations
+                .insert((number, equivocation.actor), equivocation);
         }
-        let seqs = reader
-            .varint_at_most(usize::MAX, "seqs")
-            .map_err(|e| bad(e.to_string()))?;
-        for _ in 0..seqs {
-            let number = reader
-                .varint_at_most(u32::MAX as usize, "doc number")
-                .map_err(|e| bad(e.to_string()))?;
-            let author: [u8; 32] = reader.array("author").map_err(|e| bad(e.to_string()))?;
-            let seq = reader.varint("seq").map_err(|e| bad(e.to_string()))?;
-            replica.last_seq.insert((number as u32, author), seq);
-        }
+        replica.facts = replica.compute_facts()?;
+        let mut receipt = Receipt::default();
+        replica.run(state.excluded, false, &mut receipt)?;
         Ok(replica)
     }
 }
 
-/// Hashes an envelope needs accepted before it can be decided: its dependencies and auth heads.
-fn prerequisites(envelope: &Envelope) -> Vec<ChangeHash> {
-    let mut all: Vec<ChangeHash> = envelope
-        .change
-        .deps()
-        .iter()
-        .chain(&envelope.auth_heads)
-        .copied()
-        .collect();
-    all.sort();
-    all.dedup();
-    all
+/// Borrowed parts of a replica for the snapshot encoder.
+pub(crate) struct StateParts<'a> {
+    pub federation: Option<FederationId>,
+    pub doc_ids: &'a [DocId],
+    pub docs: &'a [Automerge],
+    pub known: &'a HashMap<ChangeHash, (u32, u64)>,
+    pub chains: BTreeMap<(u32, Actor), (u64, u64)>,
+    pub excluded: Vec<&'a Envelope>,
+    pub equivocations: Vec<&'a Equivocation>,
 }
 
-/// Structural checks that need no state.
-fn structure(envelope: &Envelope, author: Option<PublicKey>) -> Result<(), String> {
-    if author.is_none() {
-        return Err("the change's actor id is not an ed25519 public key".into());
-    }
-    if envelope.doc != DocId::Council && envelope.auth_heads.is_empty() {
-        return Err(format!(
-            "a change to {} must carry the council heads its author had",
-            envelope.doc
-        ));
-    }
-    Ok(())
+/// Decoded parts of a snapshot.
+pub(crate) struct OwnedState {
+    pub federation: Option<FederationId>,
+    pub docs: Vec<(DocId, Automerge)>,
+    pub known: HashMap<ChangeHash, (u32, u64)>,
+    pub chains: Vec<((u32, Actor), (u64, u64))>,
+    pub excluded: Vec<Envelope>,
+    pub equivocations: Vec<Equivocation>,
 }
+
+pub use crate::state::ReplicaState;
 
 /// Verifies signatures in batches (in parallel across cores); bad ones become rejections.
 fn verify_signatures(
@@ -834,13 +1580,13 @@ fn verify_signatures(
 ) -> Vec<Envelope> {
     let digests: Vec<[u8; 32]> = envelopes.iter().map(|e| e.digest(federation)).collect();
     // Few authors sign many envelopes: read (decompress) each author's key once per call.
-    let mut keys: HashMap<&[u8], PublicKey> = HashMap::new();
+    let mut keys: HashMap<[u8; 32], PublicKey> = HashMap::new();
     let authors: Vec<PublicKey> = envelopes
         .iter()
         .map(|e| {
             *keys
-                .entry(e.change.actor_id().to_bytes())
-                .or_insert_with(|| e.author().expect("screened by structure()"))
+                .entry(e.actor().key)
+                .or_insert_with(|| e.author().expect("screened by Replica::screen"))
         })
         .collect();
     let items: Vec<(PublicKey, &[u8], [u8; 64])> = envelopes

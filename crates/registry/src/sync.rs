@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::bloom::Bloom;
 use crate::codec::{Reader, write_varint};
-use crate::envelope::{DecodeError, Envelope, MAX_AUTH_HEADS, MAX_CHANGE_BYTES, MAX_DOC_ID_BYTES};
+use crate::envelope::{DecodeError, Envelope};
 use crate::{FederationId, Replica};
 
 /// Most envelopes in one response.
@@ -478,25 +478,6 @@ impl Response {
     /// changes by the same authors pays for those once rather than per change.
     pub fn encode_for(&self, context: &[ChangeHash]) -> Vec<u8> {
         let coder = HashCoder::new(&self.envelopes, context);
-        let mut docs: Vec<String> = Vec::new();
-        let mut auth_sets: Vec<&[ChangeHash]> = Vec::new();
-        let mut rows = Vec::with_capacity(self.envelopes.len());
-        for envelope in &self.envelopes {
-            let doc = envelope.doc.to_string();
-            let doc_index = docs.iter().position(|d| *d == doc).unwrap_or_else(|| {
-                docs.push(doc);
-                docs.len() - 1
-            });
-            let auth = envelope.auth_heads.as_slice();
-            let auth_index = auth_sets
-                .iter()
-                .position(|a| *a == auth)
-                .unwrap_or_else(|| {
-                    auth_sets.push(auth);
-                    auth_sets.len() - 1
-                });
-            rows.push((doc_index, auth_index, envelope));
-        }
         let mut out = vec![RESPONSE_TAG];
         let mut flags = 0;
         if self.more {
@@ -508,23 +489,9 @@ impl Response {
         out.push(flags);
         out.extend_from_slice(&context_fingerprint(context));
         coder.write_all(&mut out, &self.heads);
-        write_varint(&mut out, docs.len() as u64);
-        for doc in &docs {
-            write_varint(&mut out, doc.len() as u64);
-            out.extend_from_slice(doc.as_bytes());
-        }
-        write_varint(&mut out, auth_sets.len() as u64);
-        for set in &auth_sets {
-            coder.write_all(&mut out, set);
-        }
-        write_varint(&mut out, rows.len() as u64);
-        for (doc_index, auth_index, envelope) in rows {
-            write_varint(&mut out, doc_index as u64);
-            write_varint(&mut out, auth_index as u64);
-            out.extend_from_slice(&envelope.signature);
-            let bytes = envelope.change.raw_bytes();
-            write_varint(&mut out, bytes.len() as u64);
-            out.extend_from_slice(bytes);
+        write_varint(&mut out, self.envelopes.len() as u64);
+        for envelope in &self.envelopes {
+            envelope.encode(&mut out);
         }
         out
     }
@@ -547,66 +514,14 @@ impl Response {
             ));
         }
         let heads = read_codes(&mut reader, context, MAX_LISTED_HASHES, "heads")?;
-        let doc_count = reader.varint_at_most(MAX_RESPONSE_ENVELOPES, "document count")?;
-        let mut docs = Vec::with_capacity(doc_count);
-        for _ in 0..doc_count {
-            let len = reader.varint_at_most(MAX_DOC_ID_BYTES, "document id length")?;
-            let text = std::str::from_utf8(reader.take(len, "document id")?)
-                .map_err(|_| DecodeError::Malformed("document id is not UTF-8".into()))?;
-            docs.push(
-                text.parse::<model::DocId>()
-                    .map_err(|e| DecodeError::Malformed(e.to_string()))?,
-            );
-        }
-        let set_count = reader.varint_at_most(MAX_RESPONSE_ENVELOPES, "auth set count")?;
-        let mut set_codes = Vec::with_capacity(set_count);
-        for _ in 0..set_count {
-            set_codes.push(read_codes(
-                &mut reader,
-                context,
-                MAX_AUTH_HEADS,
-                "auth heads",
-            )?);
-        }
         let count = reader.varint_at_most(MAX_RESPONSE_ENVELOPES, "envelope count")?;
-        let mut rows = Vec::with_capacity(count);
+        let mut envelopes = Vec::with_capacity(count);
         for _ in 0..count {
-            let doc_index =
-                reader.varint_at_most(docs.len().saturating_sub(1), "document index")?;
-            let auth_index =
-                reader.varint_at_most(set_codes.len().saturating_sub(1), "auth set index")?;
-            if doc_index >= docs.len() || auth_index >= set_codes.len() {
-                return Err(DecodeError::Malformed("table index out of range".into()));
-            }
-            let signature = reader.array("signature")?;
-            let len = reader.varint_at_most(MAX_CHANGE_BYTES, "change length")?;
-            let change = automerge::Change::from_bytes(reader.take(len, "change")?.to_vec())
-                .map_err(|e| DecodeError::Malformed(format!("change does not parse: {e}")))?;
-            rows.push((doc_index, auth_index, signature, change));
+            envelopes.push(Envelope::decode(&mut reader)?);
         }
         finish(&reader)?;
-        let hashes: Vec<ChangeHash> = rows.iter().map(|row| row.3.hash()).collect();
+        let hashes: Vec<ChangeHash> = envelopes.iter().map(Envelope::hash).collect();
         let heads = resolve_codes(heads, &hashes, "heads")?;
-        let sets = set_codes
-            .into_iter()
-            .map(|codes| resolve_codes(codes, &hashes, "auth heads"))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut envelopes = Vec::with_capacity(rows.len());
-        for (doc_index, auth_index, signature, change) in rows {
-            let doc = &docs[doc_index];
-            let auth_heads = &sets[auth_index];
-            if *doc == model::DocId::Council && !auth_heads.is_empty() {
-                return Err(DecodeError::Malformed(
-                    "a council change carries no auth heads".into(),
-                ));
-            }
-            envelopes.push(Envelope {
-                doc: doc.clone(),
-                change,
-                auth_heads: auth_heads.clone(),
-                signature,
-            });
-        }
         Ok(Self {
             heads,
             envelopes,
@@ -712,7 +627,7 @@ impl Replica {
     ) -> Option<Request> {
         let federation = self.federation()?;
         let fetching: HashSet<&ChangeHash> = fetching.iter().collect();
-        let contained: Vec<bool> = known.iter().map(|h| self.contains(h)).collect();
+        let contained: Vec<bool> = known.iter().map(|h| self.holds(h)).collect();
         let held: Vec<bool> = known
             .iter()
             .zip(&contained)
@@ -729,7 +644,7 @@ impl Replica {
             .filter(|(_, c)| **c)
             .map(|(h, _)| *h)
             .collect();
-        let common = common.filter(|c| !c.is_empty() && c.iter().all(|h| self.contains(h)));
+        let common = common.filter(|c| !c.is_empty() && c.iter().all(|h| self.holds(h)));
         if let Some(common) = common {
             under.extend_from_slice(common);
         }
@@ -754,8 +669,15 @@ impl Replica {
         have.sort();
         have.dedup();
         have.truncate(MAX_LISTED_HASHES);
-        // Only the changes the peer cannot know we have go in the filter.
-        let unshared = self.changes_since(&under);
+        // Only the changes the peer cannot know we have go in the filter (and the excluded ones we hold, which no
+        // document's heads stand for).
+        let mut unshared = self.changes_since(&under);
+        let under_set: HashSet<&ChangeHash> = under.iter().collect();
+        unshared.extend(
+            self.excluded()
+                .map(|(h, _)| *h)
+                .filter(|h| !under_set.contains(h)),
+        );
         let bloom = Bloom::from_hashes(unshared.iter());
         need.sort();
         need.dedup();
@@ -784,7 +706,7 @@ impl Replica {
                     .copied()
                     .collect::<Vec<_>>()
             })
-            .filter(|h| !self.contains(h) && !self.is_pending(h) && self.rejection(h).is_none())
+            .filter(|h| !self.holds(h) && !self.is_pending(h) && self.rejection(h).is_none())
             .collect();
         missing.sort();
         missing.dedup();
@@ -808,7 +730,18 @@ impl Replica {
             .filter(|h| self.contains(h))
             .copied()
             .collect();
-        let candidates = self.changes_since_with_deps(&have);
+        let mut candidates = self.changes_since_with_deps(&have);
+        // Excluded changes are held and travel like accepted ones (an equivocation proof must reach every replica),
+        // after the accepted ones they may depend on.
+        let listed: HashSet<&ChangeHash> = pull.have.iter().collect();
+        candidates.extend(
+            self.excluded()
+                .filter(|(h, _)| !listed.contains(h))
+                .filter_map(|(h, _)| {
+                    self.excluded_envelope(h)
+                        .map(|e| (*h, e.change.deps().to_vec()))
+                }),
+        );
         let mut loaded: HashMap<ChangeHash, Envelope> = HashMap::new();
         let selected: Option<HashSet<ChangeHash>> = if pull.want.is_empty() {
             None
@@ -1166,7 +1099,7 @@ impl<P: Ord + Clone> Syncer<P> {
         heads
             .iter()
             .filter(|h| {
-                !replica.contains(h)
+                !replica.holds(h)
                     && replica.rejection(h).is_none()
                     && !self.fetching.contains_key(h)
             })
@@ -1187,7 +1120,7 @@ impl<P: Ord + Clone> Syncer<P> {
             .iter()
             .filter(|(_, p)| *p != peer)
             .map(|(h, _)| *h)
-            .filter(|h| !replica.contains(h))
+            .filter(|h| !replica.holds(h))
             .collect();
         let lacking = self.lacking(&self.peers.get(peer)?.heads, replica);
         let state = self.peers.get_mut(peer)?;
@@ -1239,7 +1172,7 @@ impl<P: Ord + Clone> Syncer<P> {
     fn learn_heads(state: &mut PeerSync, heads: &[ChangeHash], replica: &Replica) {
         state.heads = sorted(heads);
         state.by_ref = true;
-        if !state.heads.is_empty() && state.heads.iter().all(|h| replica.contains(h)) {
+        if !state.heads.is_empty() && state.heads.iter().all(|h| replica.holds(h)) {
             state.common = Some(state.heads.clone());
         }
     }
@@ -1274,7 +1207,7 @@ impl<P: Ord + Clone> Syncer<P> {
         let lacking = self.lacking(&self.peers[&peer].heads, replica);
         if !unlisted && lacking.is_empty() {
             // Whatever it has that we lack is being fetched (or refused): look again when those pulls end.
-            if announcement.heads.iter().any(|h| !replica.contains(h)) {
+            if announcement.heads.iter().any(|h| !replica.holds(h)) {
                 self.deferred.insert(peer);
             }
             return None;
@@ -1352,14 +1285,14 @@ impl<P: Ord + Clone> Syncer<P> {
                 continue;
             }
             let heads = state.heads.clone();
-            if heads.iter().all(|h| replica.contains(h)) {
+            if heads.iter().all(|h| replica.holds(h)) {
                 continue;
             }
             if self.lacking(&heads, replica).is_empty() {
                 // Still being fetched elsewhere (or refused or waiting): keep it in mind.
                 if heads
                     .iter()
-                    .any(|h| !replica.contains(h) && self.fetching.contains_key(h))
+                    .any(|h| !replica.holds(h) && self.fetching.contains_key(h))
                 {
                     self.deferred.insert(peer);
                 }

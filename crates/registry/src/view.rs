@@ -60,7 +60,10 @@ pub(crate) fn membership(council: &Map<String, Value>) -> Membership {
             Some((bytes, standing))
         })
         .collect();
-    Membership { members }
+    Membership {
+        members,
+        void: Default::default(),
+    }
 }
 
 /// The typed view of all documents.
