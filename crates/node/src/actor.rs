@@ -493,7 +493,7 @@ impl Actor {
     /// Feeds envelopes from `peer` to the node (the one acceptance path); counts, logs and penalizes rejections.
     /// Returns (accepted, rejected).
     fn absorb(&mut self, peer: PeerId, envelopes: Vec<registry::Envelope>) -> (usize, usize) {
-        let (accepted, rejected) = match self.node.receive_deferred(envelopes) {
+        let (accepted, rejected, penalized) = match self.node.receive_deferred(envelopes) {
             Ok(receipt) => {
                 self.metrics.duplicates += receipt.duplicates as u64;
                 for rejection in &receipt.rejected {
@@ -504,15 +504,22 @@ impl Actor {
                         .entry(rejection.reason.code().to_owned())
                         .or_default() += 1;
                 }
-                (receipt.accepted.len(), receipt.rejected.len())
+                // Only what the peer could have checked itself counts against it: a change refused because of what
+                // this replica holds (a revocation, an equivocation proof) is evidence an honest peer relays.
+                let penalized = receipt
+                    .rejected
+                    .iter()
+                    .filter(|r| r.reason.penalizes())
+                    .count();
+                (receipt.accepted.len(), receipt.rejected.len(), penalized)
             }
             Err(error) => {
                 tracing::error!(%peer, %error, "storing received changes failed");
-                (0, 0)
+                (0, 0, 0)
             }
         };
         self.metrics.accepted_remote += accepted as u64;
-        if rejected > 0 && (rejected as u64) >= self.config.rejections_per_penalty {
+        if penalized > 0 && (penalized as u64) >= self.config.rejections_per_penalty {
             self.penalize(peer, "sent rejected changes");
         }
         (accepted, rejected)

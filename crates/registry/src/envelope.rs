@@ -103,7 +103,9 @@ impl Context {
         if doc_text.len() > MAX_DOC_ID_BYTES {
             return Err(bad("document id too long".into()));
         }
-        let doc: DocId = doc_text.parse().map_err(|e: model::Error| bad(e.to_string()))?;
+        let doc: DocId = doc_text
+            .parse()
+            .map_err(|e: model::Error| bad(e.to_string()))?;
         let heads_text = parts.next().ok_or_else(|| bad("no auth heads".into()))?;
         if heads_text.len() % 64 != 0 || heads_text.len() / 64 > MAX_AUTH_HEADS {
             return Err(bad(format!(
@@ -190,7 +192,9 @@ impl Envelope {
     ) -> Result<Self, DecodeError> {
         let context = Context::from_message(change.message())?;
         if crate::Actor::of(&change).is_none() {
-            return Err(DecodeError::Malformed("the change's actor id is not a key".into()));
+            return Err(DecodeError::Malformed(
+                "the change's actor id is not a key".into(),
+            ));
         }
         let signature = keypair.sign(&signing_digest(federation, &change.hash()));
         Ok(Self {
@@ -374,7 +378,10 @@ mod tests {
             ("hello", "does not start"),
             ("gm2|pod/emea||", "must carry the council heads"),
             ("gm2|nowhere||", "not a registry document"),
-            (&format!("gm2|council|{}|", "00".repeat(32)), "no auth heads"),
+            (
+                &format!("gm2|council|{}|", "00".repeat(32)),
+                "no auth heads",
+            ),
             (&format!("gm2|pod/emea|{}|", "zz".repeat(32)), "not hex"),
             (
                 &format!("gm2|pod/emea|{}{}|", "01".repeat(32), "00".repeat(32)),

@@ -106,14 +106,21 @@ pub(crate) fn facts(valid: &BTreeMap<ChangeHash, Envelope>) -> Facts {
         }
     }
     // Revocations.
-    let revocations: Vec<(ChangeHash, [u8; 32], [u8; 32], BTreeMap<DocId, BTreeMap<u32, u64>>)> = valid
+    let revocations: Vec<(
+        ChangeHash,
+        [u8; 32],
+        [u8; 32],
+        BTreeMap<DocId, BTreeMap<u32, u64>>,
+    )> = valid
         .iter()
         .filter_map(|(hash, envelope)| match &envelope.fact {
             Some(Fact::Revoke { member, covers }) => {
                 let target = key_bytes(member)?;
                 let covers = covers
                     .iter()
-                    .filter_map(|(doc, numbers)| Some((doc.parse::<DocId>().ok()?, numbers.clone())))
+                    .filter_map(|(doc, numbers)| {
+                        Some((doc.parse::<DocId>().ok()?, numbers.clone()))
+                    })
                     .collect();
                 Some((*hash, envelope.actor().key, target, covers))
             }
@@ -240,6 +247,8 @@ fn key_bytes(hex_text: &str) -> Option<[u8; 32]> {
 }
 
 /// Memoizes which council changes each envelope list holds, for callers that need a map from a list.
-pub(crate) fn by_hash(envelopes: impl IntoIterator<Item = Envelope>) -> BTreeMap<ChangeHash, Envelope> {
+pub(crate) fn by_hash(
+    envelopes: impl IntoIterator<Item = Envelope>,
+) -> BTreeMap<ChangeHash, Envelope> {
     envelopes.into_iter().map(|e| (e.hash(), e)).collect()
 }

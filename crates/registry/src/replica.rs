@@ -518,10 +518,10 @@ impl Replica {
             let next = self.chains.get(&(number, actor)).map_or(0, |l| l.seq) + 1;
             let taken = self.slots.contains_key(&(number, actor, next))
                 || self.equivocations.contains_key(&(number, actor))
-                || self
-                    .excluded
-                    .values()
-                    .any(|h| h.envelope.actor() == actor && self.doc_numbers.get(&h.envelope.doc) == Some(&number));
+                || self.excluded.values().any(|h| {
+                    h.envelope.actor() == actor
+                        && self.doc_numbers.get(&h.envelope.doc) == Some(&number)
+                });
             if !taken {
                 return actor;
             }
@@ -605,7 +605,9 @@ impl Replica {
             self.membership_cache.clear();
         }
         let envelope = Envelope::sign(&federation, change, keypair).map_err(|e| {
-            Error::Conflict(format!("the written change does not carry its context: {e}"))
+            Error::Conflict(format!(
+                "the written change does not carry its context: {e}"
+            ))
         })?;
         if envelope.fact.is_some() {
             self.recompute(&mut Receipt::default())?;
@@ -840,7 +842,13 @@ impl Replica {
         let seq = envelope.change.seq();
         if let Some(fork) = self.equivocations.get(&(number, actor)) {
             if fork.changes.contains(&hash) {
-                self.hold_excluded(envelope, Reason::Equivocation, "one of the two changes proving an equivocation".into(), report_held, receipt);
+                self.hold_excluded(
+                    envelope,
+                    Reason::Equivocation,
+                    "one of the two changes proving an equivocation".into(),
+                    report_held,
+                    receipt,
+                );
                 return None;
             }
             if seq >= fork.seq {
@@ -964,7 +972,13 @@ impl Replica {
                 Readiness::Excluded(detail) => {
                     let number = self.doc_number(&envelope.doc);
                     let slot = Prereq::Slot(number, envelope.actor(), envelope.change.seq());
-                    self.hold_excluded(envelope, Reason::DependsOnRejected, detail, report_held, receipt);
+                    self.hold_excluded(
+                        envelope,
+                        Reason::DependsOnRejected,
+                        detail,
+                        report_held,
+                        receipt,
+                    );
                     vec![Prereq::Hash(hash), slot]
                 }
                 Readiness::Missing(missing) => {
@@ -1011,7 +1025,12 @@ impl Replica {
             }
             missing.push(Prereq::Hash(*dep));
         }
-        if seq > 1 && self.chains.get(&(number, actor)).is_none_or(|l| l.seq < seq - 1) {
+        if seq > 1
+            && self
+                .chains
+                .get(&(number, actor))
+                .is_none_or(|l| l.seq < seq - 1)
+        {
             match self.slots.get(&(number, actor, seq - 1)) {
                 Some(previous) if self.excluded.contains_key(previous) => {
                     excluded.get_or_insert_with(|| {
@@ -1035,11 +1054,17 @@ impl Replica {
     /// as of its auth heads, when those are known, never waits.
     fn early_verdict(&mut self, envelope: &Envelope) -> Option<(Reason, String)> {
         let auth = envelope.effective_auth_heads();
-        if auth.is_empty() || !auth.iter().all(|h| self.known.get(h).is_some_and(|k| k.0 == COUNCIL)) {
+        if auth.is_empty()
+            || !auth
+                .iter()
+                .all(|h| self.known.get(h).is_some_and(|k| k.0 == COUNCIL))
+        {
             return None;
         }
         let key = envelope.actor().key;
-        self.membership_at(auth).authorize(&key, &envelope.doc).err()
+        self.membership_at(auth)
+            .authorize(&key, &envelope.doc)
+            .err()
     }
 
     /// The acceptance rule for one envelope whose prerequisites are all accepted.
@@ -1086,7 +1111,11 @@ impl Replica {
         {
             return Verdict::Reject(reason, detail);
         }
-        let link = self.chains.get(&(number, actor)).copied().unwrap_or_default();
+        let link = self
+            .chains
+            .get(&(number, actor))
+            .copied()
+            .unwrap_or_default();
         let seq = envelope.change.seq();
         let start = envelope.change.start_op().get();
         if seq <= link.seq
@@ -1321,7 +1350,11 @@ impl Replica {
         }
         let number = self.doc_numbers.get(&waiting.envelope.doc).copied();
         if let Some(number) = number {
-            let slot = (number, waiting.envelope.actor(), waiting.envelope.change.seq());
+            let slot = (
+                number,
+                waiting.envelope.actor(),
+                waiting.envelope.change.seq(),
+            );
             if self.slots.get(&slot) == Some(hash) {
                 self.slots.remove(&slot);
             }
@@ -1435,11 +1468,14 @@ impl Replica {
                     .equivocations
                     .get(&(*number, *actor))
                     .is_some_and(|fork| link.seq >= fork.seq)
-                || facts.revocations.get(&actor.key).is_some_and(|revocations| {
-                    revocations
-                        .iter()
-                        .any(|r| link.seq > r.number(doc, actor.epoch))
-                })
+                || facts
+                    .revocations
+                    .get(&actor.key)
+                    .is_some_and(|revocations| {
+                        revocations
+                            .iter()
+                            .any(|r| link.seq > r.number(doc, actor.epoch))
+                    })
         })
     }
 

@@ -320,8 +320,14 @@ fn change_written_concurrently_with_the_revocation_is_out_in_any_order() {
         for envelope in order {
             receive(&mut receiver, &[envelope.clone()]);
         }
-        assert!(receiver.contains(&before.hash()), "covered by the revocation");
-        assert_eq!(receiver.rejection(&concurrent.hash()), Some(Reason::Revoked));
+        assert!(
+            receiver.contains(&before.hash()),
+            "covered by the revocation"
+        );
+        assert_eq!(
+            receiver.rejection(&concurrent.hash()),
+            Some(Reason::Revoked)
+        );
         let view = receiver.view();
         assert!(view.learnings.contains_key("pod/alpha/before"));
         assert!(!view.learnings.contains_key("pod/alpha/in-time"));
@@ -356,9 +362,7 @@ fn change_depending_on_a_rejected_change_is_rejected() {
         .expect("crafts");
     // alpha's replica somehow holds the intruder's change (restored without a decision) and writes on top of it.
     let mut alpha = fixture.member_replica();
-    alpha
-        .insecure_apply_unchecked(&intruder)
-        .expect("applies");
+    alpha.insecure_apply_unchecked(&intruder).expect("applies");
     let child = share(&mut alpha, &fixture.alpha, "child");
     let grandchild = share(&mut alpha, &fixture.alpha, "grandchild");
     assert!(child.change.deps().contains(&intruder.hash()));
@@ -485,8 +489,8 @@ fn a_change_has_one_meaning_whoever_signs_or_relays_it() {
     let mut alpha = fixture.member_replica();
     let honest = share(&mut alpha, &fixture.alpha, "first");
     // Signing the same change again yields the same change: the context is inside it, so a copy is a duplicate.
-    let again = Envelope::sign(&fixture.federation, honest.change.clone(), &fixture.alpha)
-        .expect("signs");
+    let again =
+        Envelope::sign(&fixture.federation, honest.change.clone(), &fixture.alpha).expect("signs");
     assert_eq!(again.hash(), honest.hash());
     assert_eq!(again.auth_heads, honest.auth_heads);
     // Naming other auth heads (a council head from before the author was a member) makes another change.
@@ -509,7 +513,10 @@ fn a_change_has_one_meaning_whoever_signs_or_relays_it() {
         receive(&mut receiver, std::slice::from_ref(&again));
         // The stale change names auth heads where alpha is no member: refused for itself, whichever came first,
         // and (not being valid) it proves nothing against the honest change at the same place.
-        assert_eq!(receiver.rejection(&stale.hash()), Some(Reason::UnknownAuthor));
+        assert_eq!(
+            receiver.rejection(&stale.hash()),
+            Some(Reason::UnknownAuthor)
+        );
         assert!(receiver.contains(&honest.hash()));
         assert_eq!(receiver.equivocations().count(), 0);
     }
@@ -535,8 +542,15 @@ fn forked_history_of_one_author_is_an_equivocation_in_any_order() {
         for envelope in order {
             receive(&mut receiver, &[envelope.clone()]);
         }
-        assert_eq!(receiver.len(), fixture.founding.len(), "both branches are out");
-        assert_eq!(receiver.rejection(&first.hash()), Some(Reason::Equivocation));
+        assert_eq!(
+            receiver.len(),
+            fixture.founding.len(),
+            "both branches are out"
+        );
+        assert_eq!(
+            receiver.rejection(&first.hash()),
+            Some(Reason::Equivocation)
+        );
         assert_eq!(receiver.rejection(&fork.hash()), Some(Reason::Equivocation));
         assert_eq!(receiver.rejection(&then.hash()), Some(Reason::Equivocation));
         let view = receiver.view();
@@ -547,7 +561,10 @@ fn forked_history_of_one_author_is_an_equivocation_in_any_order() {
             serde_json::to_string(&view).expect("serializes"),
         ));
     }
-    assert!(views.windows(2).all(|w| w[0] == w[1]), "same heads and view bytes in every order");
+    assert!(
+        views.windows(2).all(|w| w[0] == w[1]),
+        "same heads and view bytes in every order"
+    );
     // An honest writer whose own chain is forked moves on to a new epoch instead of reusing a number.
     let mut receiver = fixture.member_replica();
     receive(&mut receiver, &[first.clone(), fork.clone()]);

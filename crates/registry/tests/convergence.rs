@@ -219,7 +219,9 @@ impl Run {
         let refused: Vec<_> = receipt
             .rejected
             .iter()
-            .filter(|r| r.recorded || !matches!(r.reason, Reason::Revoked | Reason::DependsOnRejected))
+            .filter(|r| {
+                r.recorded || !matches!(r.reason, Reason::Revoked | Reason::DependsOnRejected)
+            })
             .collect();
         assert!(
             refused.is_empty(),

@@ -3,8 +3,10 @@
 //! of replaying every change.
 //!
 //! # Layout (sled trees)
-//! - `envelopes`: change hash -> envelope bytes (accepted)
-//! - `log`: sequence number (u64 big-endian) -> change hash, in acceptance order
+//! - `envelopes`: change hash -> envelope bytes, as received (every held change: accepted or excluded)
+//! - `log`: sequence number (u64 big-endian) -> change hash, in the order they were first held
+//! - `quarantine`: key -> bytes of an entry that did not decode when the store was opened (kept for an operator,
+//!   never applied)
 //! - `rejected`: change hash -> reason code
 //! - `pending`: change hash -> envelope bytes (waiting for dependencies)
 //! - `meta`: `snapshot` -> [`registry::ReplicaState`] bytes; `snapshot_seq` -> last log entry it covers
@@ -56,6 +58,7 @@ pub struct Store {
     rejected: sled::Tree,
     pending: sled::Tree,
     meta: sled::Tree,
+    quarantine: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -104,6 +107,7 @@ impl Store {
             rejected: tree("rejected")?,
             pending: tree("pending")?,
             meta: tree("meta")?,
+            quarantine: tree("quarantine")?,
             db,
             path,
         })
@@ -120,16 +124,17 @@ impl Store {
     /// pending envelopes.
     pub fn load(&self) -> Result<Replica, Error> {
         let snapshot = self.sled(self.meta.get("snapshot"))?;
-        let covered = self.snapshot_seq()?;
-        let mut replica = match snapshot {
-            Some(bytes) => ReplicaState::decode(&bytes)?,
+        let mut covered = self.snapshot_seq()?;
+        let mut replica = match snapshot.map(|bytes| ReplicaState::decode(&bytes)) {
+            Some(Ok(replica)) => replica,
+            Some(Err(error)) => {
+                // An unreadable snapshot costs a full replay of the log, not the store.
+                tracing::warn!(%error, "snapshot does not load; replaying every held change");
+                covered = None;
+                Replica::new()
+            }
             None => Replica::new(),
         };
-        let mut tail = Vec::new();
-        for entry in self.log.range(covered.map_or(0, |s| s + 1).to_be_bytes()..) {
-            let (_, hash) = self.sled(entry)?;
-            tail.push(self.envelope(&hash)?);
-        }
         if let Some(federation) = self.sled(self.meta.get("federation"))? {
             let bytes: [u8; 32] = federation.as_ref().try_into().map_err(|_| Error::Corrupt {
                 what: "federation id",
@@ -137,25 +142,74 @@ impl Store {
             })?;
             replica.adopt(registry::FederationId(bytes))?;
         }
+        let mut tail = Vec::new();
+        for entry in self.log.range(covered.map_or(0, |s| s + 1).to_be_bytes()..) {
+            let (key, hash) = self.sled(entry)?;
+            match self.envelope(&hash) {
+                Ok(envelope) => tail.push(envelope),
+                Err(error) => self.quarantine_entry("log", &key, &hash, &error)?,
+            }
+        }
         replica.restore(tail)?;
         let mut rejected = Vec::new();
         for entry in self.rejected.iter() {
             let (hash, code) = self.sled(entry)?;
-            let reason =
-                Reason::from_code(&String::from_utf8_lossy(&code)).unwrap_or(Reason::Malformed);
-            rejected.push((hash_of(&hash)?, reason));
+            let (Ok(hash), Some(reason)) = (
+                hash_of(&hash),
+                Reason::from_code(&String::from_utf8_lossy(&code)),
+            ) else {
+                self.quarantine_entry("rejected", &hash, &code, &"not a hash and a reason code")?;
+                continue;
+            };
+            rejected.push((hash, reason));
         }
         replica.restore_rejected(rejected);
         let mut pending = Vec::new();
         for entry in self.pending.iter() {
-            let (_, bytes) = self.sled(entry)?;
-            pending.push(decode(&bytes, "pending envelope")?);
+            let (key, bytes) = self.sled(entry)?;
+            match decode(&bytes, "pending envelope") {
+                Ok(envelope) => pending.push(envelope),
+                Err(error) => self.quarantine_entry("pending", &key, &bytes, &error)?,
+            }
         }
         let receipt = replica.restore_pending(pending)?;
-        if !receipt.accepted.is_empty() || !receipt.rejected.is_empty() {
+        if !receipt.held.is_empty()
+            || !receipt.rejected.is_empty()
+            || !receipt.pending_resolved.is_empty()
+        {
             self.commit(&receipt)?;
         }
         Ok(replica)
+    }
+
+    /// Moves an entry that does not decode out of the way (into `quarantine`), so the store still opens.
+    fn quarantine_entry(
+        &self,
+        tree: &str,
+        key: &[u8],
+        value: &[u8],
+        error: &dyn std::fmt::Display,
+    ) -> Result<(), Error> {
+        tracing::error!(tree, key = %hex(key), %error, "stored entry does not decode; quarantined, not applied");
+        let mut quarantine_key = tree.as_bytes().to_vec();
+        quarantine_key.push(b'/');
+        quarantine_key.extend_from_slice(key);
+        self.sled(self.quarantine.insert(quarantine_key, value))?;
+        match tree {
+            "pending" => {
+                self.sled(self.pending.remove(key))?;
+            }
+            "rejected" => {
+                self.sled(self.rejected.remove(key))?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Entries quarantined when the store was opened.
+    pub fn quarantined(&self) -> usize {
+        self.quarantine.len()
     }
 
     fn envelope(&self, hash: &[u8]) -> Result<Envelope, Error> {
@@ -189,7 +243,7 @@ impl Store {
     /// Persists a receipt without waiting for the disk: durable at the next [`Store::flush`] (sled writes in order,
     /// so a crash before it loses a suffix of what was committed, never a middle part).
     pub fn commit_deferred(&self, receipt: &Receipt) -> Result<(), Error> {
-        self.append(&receipt.accepted)?;
+        self.append(&receipt.held)?;
         let mut rejected = sled::Batch::default();
         // Only decisions about a change are remembered; a refused copy (say, a forged signature) must not block
         // the genuine change when it arrives after a restart.
@@ -200,6 +254,9 @@ impl Store {
         let mut pending = sled::Batch::default();
         for hash in &receipt.pending_resolved {
             pending.remove(&hash.0[..]);
+        }
+        for rejection in receipt.rejected.iter().filter(|r| r.recorded) {
+            pending.remove(&rejection.change.0[..]);
         }
         for envelope in &receipt.pending_added {
             pending.insert(&envelope.hash().0[..], envelope.to_bytes());
@@ -212,13 +269,19 @@ impl Store {
         if accepted.is_empty() {
             return Ok(());
         }
+        // Canonical bytes only: what is stored is re-encoded from the decoded envelope, never the bytes as received.
         let mut envelopes = sled::Batch::default();
+        let mut fresh = Vec::with_capacity(accepted.len());
         for envelope in accepted {
+            if self.sled(self.envelopes.contains_key(envelope.hash().0))? {
+                continue;
+            }
             envelopes.insert(&envelope.hash().0[..], envelope.to_bytes());
+            fresh.push(envelope);
         }
         self.sled(self.envelopes.apply_batch(envelopes))?;
         let mut log = sled::Batch::default();
-        for (seq, envelope) in (self.next_seq()?..).zip(accepted) {
+        for (seq, envelope) in (self.next_seq()?..).zip(fresh) {
             log.insert(&seq.to_be_bytes()[..], &envelope.hash().0[..]);
         }
         self.sled(self.log.apply_batch(log))?;

@@ -175,11 +175,28 @@ pub fn member(context: &Context, node: &mut Node, command: MemberCommand) -> any
         }
         MemberCommand::List => {
             let view = node.view();
-            let members: Vec<&Member> = view.members.values().collect();
+            let members: Vec<serde_json::Value> = view
+                .members
+                .values()
+                .map(|m| {
+                    let mut value = serde_json::to_value(m).expect("members serialize");
+                    let equivocations = view.equivocations.get(&m.public_key);
+                    value["equivocating"] = serde_json::Value::Bool(equivocations.is_some());
+                    value["equivocations"] =
+                        serde_json::to_value(equivocations.cloned().unwrap_or_default())
+                            .expect("equivocations serialize");
+                    value["void"] =
+                        serde_json::Value::Bool(view.void_admissions.contains_key(&m.public_key));
+                    value
+                })
+                .collect();
             context.print(&serde_json::json!({ "members": members }), |_| {
-                for m in &members {
+                for m in view.members.values() {
                     let scope = m.scope.as_deref().unwrap_or("-");
-                    let state = if m.revoked { "revoked" } else { "active" };
+                    let mut state = if m.revoked { "revoked" } else { "active" }.to_owned();
+                    if view.void_admissions.contains_key(&m.public_key) {
+                        state = "void".into();
+                    }
                     outln!(
                         context,
                         "{}  {:<8} {:<12} {:<8} {}",
@@ -189,6 +206,16 @@ pub fn member(context: &Context, node: &mut Node, command: MemberCommand) -> any
                         state,
                         m.name
                     );
+                    for proof in view.equivocations.get(&m.public_key).into_iter().flatten() {
+                        outln!(
+                            context,
+                            "    equivocating in {} at number {} (epoch {}): {}",
+                            proof.doc,
+                            proof.seq,
+                            proof.epoch,
+                            proof.changes.join(" and ")
+                        );
+                    }
                 }
             })?;
             Ok(exit::OK)
