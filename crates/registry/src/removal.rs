@@ -77,6 +77,14 @@ pub(crate) struct Facts {
     pub void_admissions: Vec<VoidAdmission>,
 }
 
+/// A revocation as stated: its change, its author, the revoked key, what it covers.
+type StatedRevocation = (
+    ChangeHash,
+    [u8; 32],
+    [u8; 32],
+    BTreeMap<DocId, BTreeMap<u32, u64>>,
+);
+
 /// Computes the facts from `valid`: the council changes that are locally valid (signature, history, authorized as
 /// of their auth heads, no equivocation), by hash.
 pub(crate) fn facts(valid: &BTreeMap<ChangeHash, Envelope>) -> Facts {
@@ -106,12 +114,7 @@ pub(crate) fn facts(valid: &BTreeMap<ChangeHash, Envelope>) -> Facts {
         }
     }
     // Revocations.
-    let revocations: Vec<(
-        ChangeHash,
-        [u8; 32],
-        [u8; 32],
-        BTreeMap<DocId, BTreeMap<u32, u64>>,
-    )> = valid
+    let revocations: Vec<StatedRevocation> = valid
         .iter()
         .filter_map(|(hash, envelope)| match &envelope.fact {
             Some(Fact::Revoke { member, covers }) => {

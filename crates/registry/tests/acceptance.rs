@@ -318,7 +318,7 @@ fn change_written_concurrently_with_the_revocation_is_out_in_any_order() {
     ] {
         let mut receiver = fixture.member_replica();
         for envelope in order {
-            receive(&mut receiver, &[envelope.clone()]);
+            receive(&mut receiver, std::slice::from_ref(envelope));
         }
         assert!(
             receiver.contains(&before.hash()),
@@ -540,7 +540,7 @@ fn forked_history_of_one_author_is_an_equivocation_in_any_order() {
     ] {
         let mut receiver = fixture.member_replica();
         for envelope in order {
-            receive(&mut receiver, &[envelope.clone()]);
+            receive(&mut receiver, std::slice::from_ref(envelope));
         }
         assert_eq!(
             receiver.len(),
