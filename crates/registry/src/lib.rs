@@ -36,7 +36,7 @@ pub use automerge::ChangeHash;
 pub use envelope::{Context, DecodeError, Envelope, Fact};
 pub use ops::Op;
 pub use replica::{
-    Equivocation, MAX_PENDING, MAX_PENDING_BYTES, MAX_PENDING_PER_AUTHOR, Receipt, Rejection,
+    Craft, Equivocation, MAX_PENDING, MAX_PENDING_BYTES, MAX_PENDING_PER_AUTHOR, Receipt, Rejection,
     Replica, ReplicaState,
 };
 

@@ -249,6 +249,12 @@ impl Replica {
         self.known.len()
     }
 
+    /// Number of held changes: accepted and excluded. It grows with every change held, so it tells whether the
+    /// heads may have changed.
+    pub fn held_len(&self) -> usize {
+        self.known.len() + self.excluded.len()
+    }
+
     /// Whether nothing was accepted yet.
     pub fn is_empty(&self) -> bool {
         self.known.is_empty()
@@ -652,22 +658,23 @@ impl Replica {
         op: &Op,
         now_ms: i64,
     ) -> Result<Envelope, Error> {
-        let heads = self.docs[COUNCIL as usize].get_heads();
-        self.craft_with(keypair, doc, op, now_ms, &heads, None)
+        self.craft_with(keypair, doc, op, now_ms, &Craft::default())
     }
 
-    /// Like [`Replica::craft`], naming `auth_heads` (any council heads, even stale ones) and, when `seq_from` is
-    /// given, building on that state of the document instead of the current one: how a member forks its chain or
-    /// writes with a data dir copied before a revocation.
+    /// Like [`Replica::craft`], with the deviations [`Craft`] allows: any auth heads (even stale ones), another
+    /// state of the document to build on, another epoch: how a member forks its chain, names a council head from
+    /// before it was a member, or writes with a data dir copied before its revocation.
     pub fn craft_with(
         &self,
         keypair: &Keypair,
         doc: &DocId,
         op: &Op,
         now_ms: i64,
-        auth_heads: &[ChangeHash],
-        doc_heads: Option<&[ChangeHash]>,
+        options: &Craft,
     ) -> Result<Envelope, Error> {
+        let current_heads = self.docs[COUNCIL as usize].get_heads();
+        let auth_heads = options.auth_heads.as_deref().unwrap_or(&current_heads);
+        let doc_heads = options.doc_heads.as_deref();
         let federation = self.federation.ok_or(Error::NoFederation)?;
         let target = op.target(None).or_else(|_| {
             op.target(Some(&crate::acceptance::Standing {
@@ -688,9 +695,13 @@ impl Replica {
             Some(heads) => current.fork_at(heads)?,
             None => current,
         };
-        copy.set_actor(automerge::ActorId::from(
-            keypair.public().as_bytes().as_slice(),
-        ));
+        copy.set_actor(
+            Actor {
+                key: *keypair.public().as_bytes(),
+                epoch: options.epoch,
+            }
+            .to_actor_id(),
+        );
         let mut heads = auth_heads.to_vec();
         heads.sort();
         heads.dedup();
@@ -1440,11 +1451,13 @@ impl Replica {
                 receipt.accepted.push(envelope);
             }
         }
+        // Only what changed is reported: a change accepted before and now out. What was excluded before and still
+        // is was reported when it was first decided.
         for rejection in inner.rejected {
-            if before.contains(&rejection.change) {
+            if before.contains(&rejection.change) && !self.known.contains_key(&rejection.change) {
                 receipt.withdrawn.push(rejection.clone());
+                receipt.rejected.push(rejection);
             }
-            receipt.rejected.push(rejection);
         }
         if self.dirty {
             // A rebuild can only find the facts it started from (they were computed from the same held set); a
@@ -1583,6 +1596,17 @@ impl Replica {
         replica.run(state.excluded, false, &mut receipt)?;
         Ok(replica)
     }
+}
+
+/// How [`Replica::craft_with`] deviates from an honest write.
+#[derive(Clone, Debug, Default)]
+pub struct Craft {
+    /// Auth heads to name (default: the current council heads).
+    pub auth_heads: Option<Vec<ChangeHash>>,
+    /// The state of the document to build on (default: the current one; `Some(vec![])` is the empty document).
+    pub doc_heads: Option<Vec<ChangeHash>>,
+    /// The actor epoch (default 0).
+    pub epoch: u32,
 }
 
 /// Borrowed parts of a replica for the snapshot encoder.

@@ -595,7 +595,7 @@ impl Replica {
             } else {
                 Vec::new()
             },
-            changes: self.len() as u64,
+            changes: self.held_len() as u64,
             summary: false,
         })
     }

@@ -8,7 +8,7 @@ use identity::Keypair;
 use model::{DocId, Revocation, Role};
 use proptest::prelude::*;
 use registry::bundle::{self, Entry};
-use registry::{Envelope, Error, FederationId, Op, Reason, Receipt, Rejection, Replica};
+use registry::{Craft, Envelope, Error, FederationId, Op, Reason, Receipt, Rejection, Replica};
 
 use support::{founder, keypair, learning, member, objective};
 
@@ -500,8 +500,11 @@ fn a_change_has_one_meaning_whoever_signs_or_relays_it() {
             &DocId::Pod("alpha".into()),
             &Op::AddLearning(learning("first", "shorter forms convert")),
             5_000,
-            &[fixture.founding[0].hash()],
-            Some(&[]),
+            &Craft {
+                auth_heads: Some(vec![fixture.founding[0].hash()]),
+                doc_heads: Some(Vec::new()),
+                epoch: 0,
+            },
         )
         .expect("crafts");
     assert_ne!(stale.hash(), honest.hash());

@@ -14,7 +14,7 @@ use identity::Keypair;
 use model::{DocId, Revocation, Role};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use registry::{ChangeHash, Envelope, FederationId, Op, Reason, Replica, ReplicaState};
+use registry::{ChangeHash, Craft, Envelope, FederationId, Op, Reason, Replica, ReplicaState};
 
 use support::{founder, keypair, learning, member};
 
@@ -128,8 +128,11 @@ fn build_mix() -> Mix {
             &DocId::Pod("alpha".into()),
             &Op::AddLearning(learning("a1", "first")),
             5_000,
-            &[genesis],
-            Some(&[]),
+            &Craft {
+                auth_heads: Some(vec![genesis]),
+                doc_heads: Some(Vec::new()),
+                epoch: 0,
+            },
         )
         .expect("crafts");
     never.push(stale.hash());
@@ -223,8 +226,11 @@ fn build_mix() -> Mix {
                 &DocId::Pod("alpha".into()),
                 &Op::AddLearning(learning(&format!("junk-{i}"), "x")),
                 5_000,
-                &[ChangeHash([i as u8 + 1; 32])],
-                Some(&[]),
+                &Craft {
+                    auth_heads: Some(vec![ChangeHash([i as u8 + 1; 32])]),
+                    doc_heads: Some(Vec::new()),
+                    epoch: 0,
+                },
             )
             .expect("crafts");
         never.push(junk.hash());

@@ -13,7 +13,7 @@ use registry::{ChangeHash, Envelope, Op, Replica};
 
 use crate::report::{Invariant, Phase, Report};
 use crate::scenario::{Action, Scenario};
-use crate::workload::{self, Write, learning};
+use crate::workload::{self, Write};
 
 /// Fault injection for the simulator's self-test.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -478,7 +478,7 @@ impl<'a> Sim<'a> {
             if !node.alive {
                 continue;
             }
-            let len = node.replica.len();
+            let len = node.replica.held_len();
             let due = node.announced_len != Some(len)
                 || self.now_ms.saturating_sub(node.last_announce_ms) >= interval;
             if !due {
@@ -653,55 +653,21 @@ impl<'a> Sim<'a> {
         let turn = node.attack_turns.entry(from).or_default();
         let attack = node.attacks[*turn % node.attacks.len()].clone();
         *turn += 1;
-        let now = self.now_ms as i64;
+        let _ = request;
         self.counter += 1;
-        let id = format!("{}-attack-{}", node.name, self.counter);
-        let envelopes = match attack.as_str() {
-            "forged" => {
-                let doc = DocId::Pod(node.region.clone());
-                let mut envelope = match node.replica.craft(
-                    &node.key,
-                    &doc,
-                    &Op::AddLearning(learning(&id, now)),
-                    now,
-                ) {
-                    Ok(e) => e,
-                    Err(_) => return Vec::new(),
-                };
-                envelope.signature[7] ^= 0x40;
-                self.bad.insert(envelope.hash());
-                vec![envelope]
-            }
-            "unauthorized" => {
-                let objective = model::Objective {
-                    id,
-                    title: "hostile goal".into(),
-                    quarter: "2026Q4".into(),
-                    north_star_metric: None,
-                    target: None,
-                    created_by: String::new(),
-                };
-                match node.replica.craft(
-                    &node.key,
-                    &DocId::Council,
-                    &Op::AddObjective(objective),
-                    now,
-                ) {
-                    Ok(envelope) => {
-                        self.bad.insert(envelope.hash());
-                        vec![envelope]
-                    }
-                    Err(_) => Vec::new(),
-                }
-            }
-            "replay" => {
-                let _ = request;
-                node.stored.values().take(64).cloned().collect()
-            }
-            "garbage" => return garbage(&mut self.rng, 512),
-            _ => return vec![0xAB; self.scenario.network.max_message_bytes + 1],
+        let held: Vec<Envelope> = node.stored.values().cloned().collect();
+        let attacker = crate::attack::Attacker {
+            replica: &node.replica,
+            key: &node.key,
+            region: &node.region,
+            held: &held,
+            turn: self.counter,
+            now_ms: self.now_ms as i64,
+            max_message_bytes: self.scenario.network.max_message_bytes,
         };
-        sync::Response::with_envelopes(envelopes).encode()
+        let answer = attacker.answer(&attack, &mut self.rng);
+        self.bad.extend(answer.bad);
+        answer.bytes
     }
 
     /// Tracks divergence and convergence of the honest live nodes.
@@ -862,7 +828,7 @@ fn garbage(rng: &mut StdRng, max: usize) -> Vec<u8> {
 
 /// The node's heads, computed again only when it has accepted changes since the last call.
 fn memo_heads(node: &mut SimNode) -> &[ChangeHash] {
-    let len = node.replica.len();
+    let len = node.replica.held_len();
     if node.heads_memo.as_ref().is_none_or(|(at, _)| *at != len) {
         node.heads_memo = Some((len, node.replica.heads()));
     }

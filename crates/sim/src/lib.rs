@@ -12,6 +12,7 @@
 //!   judges the invariants from the stores the run left.
 //! - `report.rs`: per-phase figures, invariants, text and JSON.
 
+pub mod attack;
 pub mod deterministic;
 pub mod real;
 pub mod report;

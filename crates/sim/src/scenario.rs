@@ -179,7 +179,7 @@ pub enum Action {
     Hostile {
         /// Node name.
         node: String,
-        /// Any of forged, unauthorized, replay, garbage, oversized.
+        /// Any of [`crate::attack::ATTACKS`].
         attacks: Vec<String>,
     },
 }
@@ -214,7 +214,7 @@ pub enum ScenarioError {
 }
 
 /// Attacks a hostile node knows.
-pub const ATTACKS: [&str; 5] = ["forged", "unauthorized", "replay", "garbage", "oversized"];
+pub use crate::attack::ATTACKS;
 
 impl Scenario {
     /// Reads and checks a scenario file.

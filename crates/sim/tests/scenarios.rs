@@ -51,6 +51,20 @@ fn revocation_during_partition_holds_and_rejects_post_revocation_writes() {
 }
 
 #[test]
+fn a_hostile_member_cannot_split_honest_nodes() {
+    let (scenario, path) = scenario("hostile-member");
+    let report = sim::run_deterministic(&scenario, &path, None, sim::InjectedBug::None);
+    assert!(report.ok(), "{}", report.to_text());
+    for reason in ["equivocation", "unknown_author", "revoked"] {
+        assert!(
+            report.rejected.get(reason).copied().unwrap_or(0) > 0,
+            "no {reason} rejection:\n{}",
+            report.to_text()
+        );
+    }
+}
+
+#[test]
 fn hostile_peer_holds_and_its_attacks_are_refused() {
     let (scenario, path) = scenario("hostile-peer");
     let report = sim::run_deterministic(&scenario, &path, None, sim::InjectedBug::None);

@@ -8,20 +8,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use identity::Keypair;
-use model::DocId;
 use net::{Event, Topic};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use registry::sync;
-use registry::{ChangeHash, Envelope, FederationId, Op, Replica};
+use registry::{ChangeHash, Envelope, FederationId, Replica};
 use tokio::sync::oneshot;
 
-use crate::workload;
 
 /// Room a hostile client leaves itself above the honest limit, so that it can send oversized frames.
 const OVERSIZED_HEADROOM_BYTES: usize = 64 * 1024;
-/// Stored envelopes a `replay` answer repeats.
-const REPLAYED_ENVELOPES: usize = 64;
 
 /// What the hostile node did, handed back when it stops.
 #[derive(Debug, Default)]
@@ -197,51 +193,18 @@ impl Attacker {
         let attack = self.attacks[self.turn % self.attacks.len()].clone();
         self.turn += 1;
         *self.tally.answered.entry(attack.clone()).or_default() += 1;
-        let now = super::unix_ms();
-        let id = format!("{}-attack-{}", self.who.name, self.turn);
-        let envelopes = match attack.as_str() {
-            "forged" => {
-                let doc = DocId::Pod(self.who.region.clone());
-                let op = Op::AddLearning(workload::learning(&id, now));
-                match self.replica.craft(&self.who.key, &doc, &op, now) {
-                    Ok(mut envelope) => {
-                        envelope.signature[7] ^= 0x40;
-                        self.tally.bad.insert(envelope.hash());
-                        vec![envelope]
-                    }
-                    Err(_) => Vec::new(),
-                }
-            }
-            "unauthorized" => {
-                let objective = model::Objective {
-                    id,
-                    title: "hostile goal".into(),
-                    ..workload::main_objective()
-                };
-                match self.replica.craft(
-                    &self.who.key,
-                    &DocId::Council,
-                    &Op::AddObjective(objective),
-                    now,
-                ) {
-                    Ok(envelope) => {
-                        self.tally.bad.insert(envelope.hash());
-                        vec![envelope]
-                    }
-                    Err(_) => Vec::new(),
-                }
-            }
-            "replay" => self
-                .who
-                .envelopes
-                .iter()
-                .take(REPLAYED_ENVELOPES)
-                .cloned()
-                .collect(),
-            "garbage" => return garbage(&mut self.rng, 512),
-            _ => return vec![0xAB; self.max_message_bytes + 1],
+        let attacker = crate::attack::Attacker {
+            replica: &self.replica,
+            key: &self.who.key,
+            region: &self.who.region,
+            held: &self.who.envelopes,
+            turn: self.turn as u64,
+            now_ms: super::unix_ms(),
+            max_message_bytes: self.max_message_bytes,
         };
-        sync::Response::with_envelopes(envelopes).encode()
+        let answer = attacker.answer(&attack, &mut self.rng);
+        self.tally.bad.extend(answer.bad);
+        answer.bytes
     }
 }
 
