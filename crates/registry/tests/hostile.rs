@@ -341,3 +341,51 @@ fn the_equivocation_reason_is_reported() {
     assert!(reasons.contains(&Reason::Equivocation));
     assert!(reasons.contains(&Reason::Revoked));
 }
+
+#[test]
+fn a_hundred_thousand_junk_envelopes_do_not_stop_honest_changes() {
+    let mix = mix();
+    let founding: Vec<Envelope> = mix.envelopes[..7].to_vec();
+    let mut receiver = replica_with(mix.federation, &founding);
+    assert_eq!(receiver.len(), 7, "the founding is accepted");
+    // Junk from 1,000 throwaway keys, naming auth heads nobody has: it can only wait.
+    let pod = DocId::Pod("alpha".into());
+    let mut junk = Vec::with_capacity(100_000);
+    for key in 0..1_000u32 {
+        let mut seed = [0u8; 32];
+        seed[..4].copy_from_slice(&key.to_be_bytes());
+        seed[31] = 0xAA;
+        let throwaway = Keypair::from_seed(seed);
+        for n in 0..100u32 {
+            let envelope = receiver
+                .craft_with(
+                    &throwaway,
+                    &pod,
+                    &Op::AddLearning(learning(&format!("junk-{n}"), "x")),
+                    5_000,
+                    &Craft {
+                        auth_heads: Some(vec![ChangeHash([0xFE; 32])]),
+                        epoch: n + 1,
+                        ..Craft::default()
+                    },
+                )
+                .expect("crafts");
+            junk.push(envelope);
+        }
+    }
+    for batch in junk.chunks(10_000) {
+        receiver.receive(batch.to_vec()).expect("receives");
+        assert!(receiver.pending_len() <= registry::MAX_PENDING);
+    }
+    // A ready honest change is decided at once; a waiting one still gets a place, and is accepted when its
+    // dependency comes.
+    let alpha = keypair(2);
+    let mut alpha_dir = replica_with(mix.federation, &founding);
+    let first = write(&mut alpha_dir, &alpha, &Op::AddLearning(learning("honest-1", "a")));
+    let second = write(&mut alpha_dir, &alpha, &Op::AddLearning(learning("honest-2", "b")));
+    let receipt = receiver.receive(vec![second.clone()]).expect("receives");
+    assert_eq!(receipt.pending_added.len(), 1, "{:?}", receipt.rejected);
+    let receipt = receiver.receive(vec![first.clone()]).expect("receives");
+    assert_eq!(receipt.accepted.len(), 2, "{:?}", receipt.rejected);
+    assert!(receiver.contains(&first.hash()) && receiver.contains(&second.hash()));
+}

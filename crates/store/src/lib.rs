@@ -388,3 +388,88 @@ fn hash_of(bytes: &[u8]) -> Result<ChangeHash, Error> {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use registry::Op;
+
+    fn founded() -> (Replica, Envelope, identity::Keypair) {
+        let key = identity::Keypair::from_seed([7; 32]);
+        let mut replica = Replica::new();
+        let founder = model::Member {
+            public_key: key.public().to_hex(),
+            name: "council".into(),
+            role: model::Role::Council,
+            scope: None,
+            admitted_by: key.public().to_hex(),
+            admitted_at_ms: 0,
+            revoked: false,
+        };
+        let genesis = replica
+            .write(
+                &key,
+                &Op::Genesis {
+                    name: "store test".into(),
+                    founder,
+                },
+                0,
+            )
+            .expect("founds");
+        (replica, genesis, key)
+    }
+
+    #[test]
+    fn a_store_holding_entries_it_cannot_decode_opens_and_quarantines_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (replica, genesis, _) = founded();
+        {
+            let store = Store::open(dir.path()).expect("opens");
+            store.commit_written(&genesis).expect("commits");
+            store
+                .set_federation(replica.federation().expect("founded"))
+                .expect("stores");
+            // What a damaged disk (or a store written by a buggy version) could hold: a logged change whose bytes
+            // do not decode, a pending envelope and a rejection that are garbage.
+            let bad_hash = [0xEE; 32];
+            store.envelopes.insert(bad_hash, &[1, 2, 3][..]).expect("inserts");
+            store
+                .log
+                .insert(1u64.to_be_bytes(), &bad_hash[..])
+                .expect("inserts");
+            store.pending.insert([0xDD; 32], &[9; 80][..]).expect("inserts");
+            store.rejected.insert([0xCC; 3], &b"nonsense"[..]).expect("inserts");
+            store.flush().expect("flushes");
+        }
+        let store = Store::open(dir.path()).expect("reopens");
+        let loaded = store.load().expect("a damaged entry does not stop the store from opening");
+        assert!(loaded.contains(&genesis.hash()), "what was accepted is kept");
+        assert_eq!(store.quarantined(), 3);
+        // Opening again finds the damaged pending and rejection entries gone, the log entry still quarantined.
+        drop(store);
+        let store = Store::open(dir.path()).expect("reopens");
+        let loaded = store.load().expect("opens again");
+        assert!(loaded.contains(&genesis.hash()));
+        assert_eq!(store.pending.len(), 0);
+    }
+
+    #[test]
+    fn a_pushed_envelope_with_a_damaged_checksum_is_refused_before_it_is_stored() {
+        let (_, genesis, _) = founded();
+        let mut bytes = genesis.to_bytes();
+        // signature(64) | varint length | change: the change's checksum is bytes 4..8 of the change.
+        let header = 64 + 2;
+        bytes[header + 5] ^= 0x01;
+        let error = Envelope::from_bytes(&bytes).expect_err("a damaged checksum is refused");
+        assert!(error.to_string().contains("checksum"), "{error}");
+        let push = registry::sync::Push::encode_envelopes(vec![genesis.clone()]);
+        let position = push
+            .windows(8)
+            .position(|w| w == &genesis.change.raw_bytes()[..8])
+            .expect("the change is in the push");
+        let mut damaged = push.clone();
+        damaged[position + 5] ^= 0x01;
+        assert!(registry::sync::Push::decode(&damaged).is_err());
+        assert!(registry::sync::Push::decode(&push).is_ok());
+    }
+}
