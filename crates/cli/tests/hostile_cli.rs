@@ -64,11 +64,21 @@ fn replica_of(bundles: &[&Path]) -> (Vec<u8>, Vec<u8>, Node) {
 fn two_copies_of_one_data_dir_are_an_equivocation_in_every_order() {
     let (council, nodes) = federation(&[("EMEA pod", "pod", "emea")]);
     let emea = &nodes[0];
-    emea.json(&["learnings", "add", "--title", "Before the copy", "--body", "a"]);
+    emea.json(&[
+        "learnings",
+        "add",
+        "--title",
+        "Before the copy",
+        "--body",
+        "a",
+    ]);
     let copy = emea.file("emea-copy");
     copy_dir(&emea.dir, &copy);
     emea.json(&["learnings", "add", "--title", "Left branch", "--body", "b"]);
-    json_at(&copy, &["learnings", "add", "--title", "Right branch", "--body", "c"]);
+    json_at(
+        &copy,
+        &["learnings", "add", "--title", "Right branch", "--body", "c"],
+    );
 
     let founding = council.export("founding.gmb");
     let left = emea.export("left.gmb");
@@ -86,7 +96,10 @@ fn two_copies_of_one_data_dir_are_an_equivocation_in_every_order() {
     }
     let show = String::from_utf8(show).expect("UTF-8");
     assert!(show.contains("Before the copy"));
-    assert!(!show.contains("Left branch") && !show.contains("Right branch"), "{show}");
+    assert!(
+        !show.contains("Left branch") && !show.contains("Right branch"),
+        "{show}"
+    );
     let members = reader.json(&["member", "list"]);
     let emea_entry = members["members"]
         .as_array()
@@ -96,7 +109,12 @@ fn two_copies_of_one_data_dir_are_an_equivocation_in_every_order() {
         .expect("emea listed")
         .clone();
     assert_eq!(emea_entry["equivocating"], true, "{emea_entry}");
-    assert_eq!(emea_entry["equivocations"][0]["changes"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        emea_entry["equivocations"][0]["changes"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
     let text = String::from_utf8(reader.run(&["member", "list"]).stdout).expect("UTF-8");
     assert!(text.contains("equivocating in pod/emea"), "{text}");
 }
@@ -111,7 +129,17 @@ fn a_copy_taken_before_a_revocation_cannot_write_after_it() {
     copy_dir(&emea.dir, &copy);
     council.json(&["member", "revoke", &emea.public_key, "--reason", "left"]);
     // The copy never heard of the revocation: it writes as if still a member, naming pre-revocation heads.
-    json_at(&copy, &["learnings", "add", "--title", "Written after", "--body", "b"]);
+    json_at(
+        &copy,
+        &[
+            "learnings",
+            "add",
+            "--title",
+            "Written after",
+            "--body",
+            "b",
+        ],
+    );
 
     let council_bundle = council.export("council.gmb");
     let late = export_at(&copy, &emea.file("late.gmb"));
@@ -122,8 +150,67 @@ fn a_copy_taken_before_a_revocation_cannot_write_after_it() {
     let show = String::from_utf8(show).expect("UTF-8");
     assert!(show.contains("Covered"));
     assert!(!show.contains("Written after"), "{show}");
+    // The copy learns of its revocation: it says so, and refuses its own writes with the reason.
+    let output = binary()
+        .arg("--data-dir")
+        .arg(&copy)
+        .args(["registry", "import", path_str(&council_bundle), "--json"])
+        .output()
+        .expect("runs");
+    assert!(matches!(output.status.code(), Some(0 | 3)));
+    assert_eq!(json_at(&copy, &["status"])["standing"], "revoked");
+    let refused = binary()
+        .arg("--data-dir")
+        .arg(&copy)
+        .args(["learnings", "add", "--title", "Again", "--body", "c"])
+        .output()
+        .expect("runs");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("revoked"));
     // The council's own replica agrees once it sees the late write.
-    let report = council.json_status(&["registry", "import", path_str(&late)], 3).0;
+    let report = council
+        .json_status(&["registry", "import", path_str(&late)], 3)
+        .0;
     assert_eq!(report["rejected"][0]["reason"], "revoked", "{report}");
     assert!(!council.show().to_string().contains("Written after"));
+}
+
+#[test]
+fn honest_work_built_on_a_removed_change_is_written_again() {
+    let (council, nodes) = federation(&[("EMEA one", "pod", "emea"), ("EMEA two", "pod", "emea")]);
+    let (one, two) = (&nodes[0], &nodes[1]);
+    one.json(&["learnings", "add", "--title", "From one", "--body", "a"]);
+    two.import_all(&one.export("one.gmb"));
+    // two builds on one's change (the pod document's history includes it).
+    two.json(&["learnings", "add", "--title", "From two", "--body", "b"]);
+    // The council, which never saw one's learning, revokes one: the learning is not covered.
+    council.json(&["member", "revoke", &one.public_key, "--reason", "left"]);
+    let output = two.run(&[
+        "registry",
+        "import",
+        path_str(&council.export("council.gmb")),
+        "--json",
+    ]);
+    assert!(matches!(output.status.code(), Some(0 | 3)));
+    let show = two.show().to_string();
+    assert!(
+        !show.contains("From one"),
+        "one's uncovered learning is out"
+    );
+    assert!(
+        show.contains("From two"),
+        "two's learning was written again: {show}"
+    );
+    // Everyone who gets the bundles agrees, in any order.
+    let bundles = [
+        council.export("council2.gmb"),
+        one.export("one2.gmb"),
+        two.export("two2.gmb"),
+    ];
+    let (heads, show, _) = replica_of(&[&bundles[0], &bundles[1], &bundles[2]]);
+    let (other_heads, other_show, _) = replica_of(&[&bundles[2], &bundles[1], &bundles[0]]);
+    assert_eq!(heads, other_heads);
+    assert_eq!(show, other_show);
+    let show = String::from_utf8(show).expect("UTF-8");
+    assert!(show.contains("From two") && !show.contains("From one"));
 }

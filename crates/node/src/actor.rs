@@ -222,7 +222,8 @@ pub struct Actor {
     metrics: Metrics,
 }
 
-fn now_ms() -> u64 {
+/// Now, in Unix milliseconds: the node's one clock.
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -503,6 +504,12 @@ impl Actor {
                         .rejections
                         .entry(rejection.reason.code().to_owned())
                         .or_default() += 1;
+                }
+                // Own changes a removal took out (they built on an excluded change) were written again: share them.
+                let reissued = self.node.take_reissued();
+                if !reissued.is_empty() {
+                    self.push_queue.extend(reissued);
+                    self.after_change(true);
                 }
                 // Only what the peer could have checked itself counts against it: a change refused because of what
                 // this replica holds (a revocation, an equivocation proof) is evidence an honest peer relays.

@@ -132,6 +132,7 @@ impl Node {
             let batch: Vec<Envelope> = iter.by_ref().take(IMPORT_BATCH).collect();
             let receipt = self.replica.receive(batch)?;
             self.store.commit(&receipt)?;
+            self.reissue_withdrawn(&receipt)?;
             let accepted: Vec<ChangeHash> = receipt.accepted.iter().map(Envelope::hash).collect();
             let rejected: Vec<ImportedRejection> = receipt
                 .rejected

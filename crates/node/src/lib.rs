@@ -103,6 +103,8 @@ pub struct Node {
     replica: Replica,
     /// Received changes were committed without a flush since the last one.
     unflushed: bool,
+    /// Own changes written again after a removal took out the originals, not yet shared.
+    reissued: Vec<registry::Envelope>,
 }
 
 impl std::fmt::Debug for Node {
@@ -150,6 +152,7 @@ impl Node {
             store,
             replica,
             unflushed: false,
+            reissued: Vec::new(),
         })
     }
 
@@ -245,7 +248,11 @@ impl Node {
     /// Writes one typed operation as this node's key; durable before it returns.
     pub fn write(&mut self, op: &Op, now_ms: i64) -> Result<WriteOutcome, Error> {
         let envelope = self.replica.write(&self.keypair, op, now_ms)?;
+        // Durable before anything else sees it: a crash after this point cannot make the key sign a second change
+        // at the same place, because the first is on disk.
         self.store.commit_written(&envelope)?;
+        let op_json = serde_json::to_vec(op).expect("ops serialize");
+        self.store.remember_own_op(&envelope.hash(), &op_json)?;
         self.store.maybe_snapshot(&self.replica, false)?;
         tracing::info!(change = %envelope.hash(), doc = %envelope.doc, "change written");
         Ok(WriteOutcome {
@@ -284,8 +291,59 @@ impl Node {
         let receipt = self.replica.receive(envelopes)?;
         self.store.commit_deferred(&receipt)?;
         self.unflushed = true;
+        self.reissue_withdrawn(&receipt)?;
         self.store.maybe_snapshot(&self.replica, false)?;
         Ok(receipt)
+    }
+
+    /// Writes again, as new changes, this key's operations whose changes a removal took out only because they
+    /// built on someone else's excluded change (writes are typed operations, so nothing honest is lost). Changes
+    /// taken out for this key's own revocation or equivocation are not written again. Returns the new changes.
+    pub fn reissue_withdrawn(
+        &mut self,
+        receipt: &registry::Receipt,
+    ) -> Result<Vec<registry::Envelope>, Error> {
+        let own = *self.keypair.public().as_bytes();
+        let mut written = Vec::new();
+        for withdrawn in &receipt.withdrawn {
+            if withdrawn.reason != registry::Reason::DependsOnRejected {
+                continue;
+            }
+            let Some(json) = self.store.own_op(&withdrawn.change, false)? else {
+                continue;
+            };
+            let Ok(op) = serde_json::from_slice::<Op>(&json) else {
+                tracing::warn!(change = %withdrawn.change, "remembered operation does not parse; not written again");
+                continue;
+            };
+            if self.replica.is_revoked(&own) {
+                break;
+            }
+            match self
+                .replica
+                .write(&self.keypair, &op, actor::now_ms() as i64)
+            {
+                Ok(envelope) => {
+                    self.store.commit_written(&envelope)?;
+                    self.store.own_op(&withdrawn.change, true)?;
+                    self.store.remember_own_op(&envelope.hash(), &json)?;
+                    tracing::info!(old = %withdrawn.change, new = %envelope.hash(), "own change taken out by a removal; written again");
+                    written.push(envelope);
+                }
+                Err(error) => {
+                    tracing::warn!(change = %withdrawn.change, %error, "own change taken out by a removal could not be written again");
+                }
+            }
+        }
+        if !written.is_empty() {
+            self.reissued.extend(written.iter().cloned());
+        }
+        Ok(written)
+    }
+
+    /// Changes written again by [`Node::reissue_withdrawn`] since the last call, for the caller to share.
+    pub fn take_reissued(&mut self) -> Vec<registry::Envelope> {
+        std::mem::take(&mut self.reissued)
     }
 
     /// Makes every deferred commit durable (nothing to do when there is none).

@@ -15,8 +15,10 @@ use serde_json::Value;
 use crate::acceptance::Standing;
 use crate::{Error, value};
 
-/// One write to the registry; one op makes one change.
-#[derive(Clone, Debug, PartialEq)]
+/// One write to the registry; one op makes one change. Serializable, so that a node can keep its own writes and
+/// write them again when a removal takes out the change they were first written as.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Op {
     /// Founds a federation (the first council change).
     Genesis {

@@ -381,8 +381,16 @@ fn a_hundred_thousand_junk_envelopes_do_not_stop_honest_changes() {
     // dependency comes.
     let alpha = keypair(2);
     let mut alpha_dir = replica_with(mix.federation, &founding);
-    let first = write(&mut alpha_dir, &alpha, &Op::AddLearning(learning("honest-1", "a")));
-    let second = write(&mut alpha_dir, &alpha, &Op::AddLearning(learning("honest-2", "b")));
+    let first = write(
+        &mut alpha_dir,
+        &alpha,
+        &Op::AddLearning(learning("honest-1", "a")),
+    );
+    let second = write(
+        &mut alpha_dir,
+        &alpha,
+        &Op::AddLearning(learning("honest-2", "b")),
+    );
     let receipt = receiver.receive(vec![second.clone()]).expect("receives");
     assert_eq!(receipt.pending_added.len(), 1, "{:?}", receipt.rejected);
     let receipt = receiver.receive(vec![first.clone()]).expect("receives");

@@ -66,12 +66,22 @@ pub struct Answer {
 impl Attacker<'_> {
     /// The answer of `attack`.
     pub fn answer(&self, attack: &str, rng: &mut StdRng) -> Answer {
-        let id = format!("{}-attack-{}", self.key.public().to_hex().get(..8).unwrap_or("x"), self.turn);
+        let id = format!(
+            "{}-attack-{}",
+            self.key.public().to_hex().get(..8).unwrap_or("x"),
+            self.turn
+        );
         let pod = DocId::Pod(self.region.to_owned());
         // A fresh epoch per answer, so one attack's changes never collide with another's (or with honest writes).
         let epoch = u32::try_from(self.turn % u64::from(u32::MAX - 1)).unwrap_or(0) + 1_000;
-        let learning = |suffix: &str| Op::AddLearning(workload::learning(&format!("{id}{suffix}"), self.now_ms));
-        let craft = |op: &Op, options: Craft| self.replica.craft_with(self.key, &pod, op, self.now_ms, &options).ok();
+        let learning = |suffix: &str| {
+            Op::AddLearning(workload::learning(&format!("{id}{suffix}"), self.now_ms))
+        };
+        let craft = |op: &Op, options: Craft| {
+            self.replica
+                .craft_with(self.key, &pod, op, self.now_ms, &options)
+                .ok()
+        };
         let fresh = || Craft {
             epoch,
             ..Craft::default()
@@ -92,7 +102,12 @@ impl Attacker<'_> {
                     title: "hostile goal".into(),
                     ..workload::main_objective()
                 };
-                match self.replica.craft(self.key, &DocId::Council, &Op::AddObjective(objective), self.now_ms) {
+                match self.replica.craft(
+                    self.key,
+                    &DocId::Council,
+                    &Op::AddObjective(objective),
+                    self.now_ms,
+                ) {
                     Ok(envelope) => {
                         let hash = envelope.hash();
                         (vec![envelope], vec![hash])

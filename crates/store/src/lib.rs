@@ -5,6 +5,8 @@
 //! # Layout (sled trees)
 //! - `envelopes`: change hash -> envelope bytes, as received (every held change: accepted or excluded)
 //! - `log`: sequence number (u64 big-endian) -> change hash, in the order they were first held
+//! - `own_ops`: change hash -> the typed operation (JSON) this node's key wrote as that change, so the node can
+//!   write it again if a removal takes the change out (local only, never replicated)
 //! - `quarantine`: key -> bytes of an entry that did not decode when the store was opened (kept for an operator,
 //!   never applied)
 //! - `rejected`: change hash -> reason code
@@ -59,6 +61,7 @@ pub struct Store {
     pending: sled::Tree,
     meta: sled::Tree,
     quarantine: sled::Tree,
+    own_ops: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -108,6 +111,7 @@ impl Store {
             pending: tree("pending")?,
             meta: tree("meta")?,
             quarantine: tree("quarantine")?,
+            own_ops: tree("own_ops")?,
             db,
             path,
         })
@@ -205,6 +209,22 @@ impl Store {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Remembers the operation (as JSON) this node's key wrote as `change`.
+    pub fn remember_own_op(&self, change: &ChangeHash, op_json: &[u8]) -> Result<(), Error> {
+        self.sled(self.own_ops.insert(change.0, op_json))?;
+        Ok(())
+    }
+
+    /// The operation this node's key wrote as `change`, if it remembers it; forgets it with `take`.
+    pub fn own_op(&self, change: &ChangeHash, take: bool) -> Result<Option<Vec<u8>>, Error> {
+        let value = if take {
+            self.sled(self.own_ops.remove(change.0))?
+        } else {
+            self.sled(self.own_ops.get(change.0))?
+        };
+        Ok(value.map(|v| v.to_vec()))
     }
 
     /// Entries quarantined when the store was opened.
@@ -432,18 +452,32 @@ mod tests {
             // What a damaged disk (or a store written by a buggy version) could hold: a logged change whose bytes
             // do not decode, a pending envelope and a rejection that are garbage.
             let bad_hash = [0xEE; 32];
-            store.envelopes.insert(bad_hash, &[1, 2, 3][..]).expect("inserts");
+            store
+                .envelopes
+                .insert(bad_hash, &[1, 2, 3][..])
+                .expect("inserts");
             store
                 .log
                 .insert(1u64.to_be_bytes(), &bad_hash[..])
                 .expect("inserts");
-            store.pending.insert([0xDD; 32], &[9; 80][..]).expect("inserts");
-            store.rejected.insert([0xCC; 3], &b"nonsense"[..]).expect("inserts");
+            store
+                .pending
+                .insert([0xDD; 32], &[9; 80][..])
+                .expect("inserts");
+            store
+                .rejected
+                .insert([0xCC; 3], &b"nonsense"[..])
+                .expect("inserts");
             store.flush().expect("flushes");
         }
         let store = Store::open(dir.path()).expect("reopens");
-        let loaded = store.load().expect("a damaged entry does not stop the store from opening");
-        assert!(loaded.contains(&genesis.hash()), "what was accepted is kept");
+        let loaded = store
+            .load()
+            .expect("a damaged entry does not stop the store from opening");
+        assert!(
+            loaded.contains(&genesis.hash()),
+            "what was accepted is kept"
+        );
         assert_eq!(store.quarantined(), 3);
         // Opening again finds the damaged pending and rejection entries gone, the log entry still quarantined.
         drop(store);

@@ -118,8 +118,25 @@ async fn shutdown_signal() {
 pub fn status(context: &Context, node: &mut Node) -> anyhow::Result<u8> {
     let identity = node.identity();
     let network = context.network.clone().unwrap_or_default();
+    let view = node.view();
+    let own = identity.public_key.clone();
+    // A revoked (or void) node knows it: it says so here and refuses its own writes with the reason.
+    let standing = if view.void_admissions.contains_key(&own) {
+        "void"
+    } else {
+        match view.members.get(&own) {
+            None => "not a member",
+            Some(member) if member.revoked => "revoked",
+            Some(_) => "member",
+        }
+    };
+    let equivocations = view.equivocations.get(&own).cloned().unwrap_or_default();
+    let excluded = node.replica().excluded().count();
     let value = serde_json::json!({
         "running": context.network.is_some(),
+        "standing": standing,
+        "equivocations": equivocations,
+        "excluded": excluded,
         "public_key": identity.public_key,
         "peer_id": identity.peer_id,
         "federation": identity.federation,
@@ -150,10 +167,21 @@ pub fn status(context: &Context, node: &mut Node) -> anyhow::Result<u8> {
             "federation: {}",
             v["federation"].as_str().unwrap_or("-")
         );
+        outln!(context, "standing:   {standing}");
+        for proof in &equivocations {
+            outln!(
+                context,
+                "warning:    this key signed two changes at number {} in {} (a copied data dir?): {}",
+                proof.seq,
+                proof.doc,
+                proof.changes.join(" and ")
+            );
+        }
         outln!(
             context,
-            "changes:    {} accepted, {} pending, {} heads",
+            "changes:    {} accepted, {} excluded, {} pending, {} heads",
             v["changes"],
+            v["excluded"],
             v["pending"],
             node.heads().len()
         );

@@ -15,7 +15,6 @@ use registry::sync;
 use registry::{ChangeHash, Envelope, FederationId, Replica};
 use tokio::sync::oneshot;
 
-
 /// Room a hostile client leaves itself above the honest limit, so that it can send oversized frames.
 const OVERSIZED_HEADROOM_BYTES: usize = 64 * 1024;
 
