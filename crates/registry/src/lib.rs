@@ -2,10 +2,15 @@
 //! every replica applies to every change it receives, whether from a bundle, the network or the simulator.
 //!
 //! # Layout
-//! - `envelope.rs`: the signed envelope and its wire format; `codec.rs`: varints and a bounds-checked reader.
+//! - `envelope.rs`: the signed envelope, the context a change carries, the one decoder; `codec.rs`: varints and a
+//!   bounds-checked reader.
 //! - `bundle.rs`: offline bundles of envelopes.
 //! - `acceptance.rs`: reason codes and membership as of given council heads.
-//! - `replica.rs`: [`Replica`], the documents of one node: receive batches of envelopes, write typed operations.
+//! - `replica.rs`: [`Replica`], the documents of one node: the held set, what it accepts and excludes, pending
+//!   envelopes; receive batches of envelopes, write typed operations.
+//! - `removal.rs`: the facts that decide what else is accepted: effective revocations (strong removal) and void
+//!   admissions (one ticket, one key).
+//! - `state.rs`: [`ReplicaState`], snapshots of a replica.
 //! - `ops.rs`: [`Op`], the typed writes, and where each one lands.
 //! - `view.rs`: the typed [`model::RegistryView`] read from the documents.
 //! - `sync.rs`: sans-IO replication: announcements, pull requests with a Bloom filter, responses; [`sync::Syncer`].
