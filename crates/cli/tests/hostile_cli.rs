@@ -214,3 +214,63 @@ fn honest_work_built_on_a_removed_change_is_written_again() {
     let show = String::from_utf8(show).expect("UTF-8");
     assert!(show.contains("From two") && !show.contains("From one"));
 }
+
+#[test]
+fn a_writer_killed_at_any_moment_never_signs_two_changes_at_one_place() {
+    use std::os::unix::process::CommandExt;
+    let (council, nodes) = federation(&[("EMEA pod", "pod", "emea")]);
+    let emea = &nodes[0];
+    let binary_path = env!("CARGO_BIN_EXE_growthmesh");
+    let mut bundles = vec![council.export("founding.gmb")];
+    for round in 0..4u64 {
+        // A loop of writes in its own process group, killed with SIGKILL mid-write.
+        let script = format!(
+            "i=0; while [ $i -lt 400 ]; do '{binary_path}' --data-dir '{}' learnings add --title r{round}-$i --body x >/dev/null 2>&1; i=$((i+1)); done",
+            emea.dir.display()
+        );
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("RUST_LOG", "off")
+            .process_group(0)
+            .spawn()
+            .expect("the loop starts");
+        std::thread::sleep(std::time::Duration::from_millis(200 + 137 * round));
+        let status = Command::new("kill")
+            .args(["-9", "--", &format!("-{}", child.id())])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let mut child = child;
+        let _ = child.wait();
+        // The store opens after the kill (once the killed writer is gone), and what it holds goes out in a bundle.
+        let out = emea.file(&format!("after-kill-{round}.gmb"));
+        let exported = (0..50).any(|_| {
+            let ok = emea
+                .run(&["registry", "export", "--out", path_str(&out)])
+                .status
+                .success();
+            if !ok {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            ok
+        });
+        assert!(exported, "the store opens after a kill");
+        bundles.push(out);
+    }
+    let paths: Vec<&Path> = bundles.iter().map(PathBuf::as_path).collect();
+    let (_, show, reader) = replica_of(&paths);
+    let show: Value = serde_json::from_slice(&show).expect("JSON");
+    assert!(
+        show.get("equivocations").is_none(),
+        "a crash made the key sign two changes at one place: {}",
+        show["equivocations"]
+    );
+    let learnings = show["learnings"].as_object().map_or(0, |l| l.len());
+    assert!(learnings > 0, "some writes landed before the kills");
+    assert_eq!(
+        json_at(&emea.dir, &["status"])["equivocations"],
+        Value::Array(Vec::new())
+    );
+    drop(reader);
+}

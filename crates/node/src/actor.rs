@@ -695,6 +695,10 @@ impl Actor {
         if now.saturating_sub(self.last_redial_ms) >= REDIAL_INTERVAL_MS {
             self.last_redial_ms = now;
             self.redial();
+            // Envelopes that waited for dependencies that never came are dropped (their senders still hold them).
+            if let Err(error) = self.node.expire_pending(now) {
+                tracing::error!(%error, "expiring pending changes failed");
+            }
         }
     }
 

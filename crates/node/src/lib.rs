@@ -94,6 +94,9 @@ pub struct WriteOutcome {
     pub heads: Vec<String>,
 }
 
+/// How long an envelope may wait for its dependencies before a running node drops it.
+pub const PENDING_TTL_MS: u64 = 6 * 60 * 60 * 1000;
+
 /// An open node: key, store and replica.
 pub struct Node {
     dir: PathBuf,
@@ -288,7 +291,7 @@ impl Node {
         &mut self,
         envelopes: Vec<registry::Envelope>,
     ) -> Result<registry::Receipt, Error> {
-        let receipt = self.replica.receive(envelopes)?;
+        let receipt = self.replica.receive_at(envelopes, actor::now_ms())?;
         self.store.commit_deferred(&receipt)?;
         self.unflushed = true;
         self.reissue_withdrawn(&receipt)?;
@@ -344,6 +347,21 @@ impl Node {
     /// Changes written again by [`Node::reissue_withdrawn`] since the last call, for the caller to share.
     pub fn take_reissued(&mut self) -> Vec<registry::Envelope> {
         std::mem::take(&mut self.reissued)
+    }
+
+    /// Drops envelopes that waited for their dependencies longer than [`PENDING_TTL_MS`].
+    pub fn expire_pending(&mut self, now_ms: u64) -> Result<usize, Error> {
+        let expired = self.replica.expire_pending(now_ms, PENDING_TTL_MS);
+        if !expired.is_empty() {
+            tracing::info!(count = expired.len(), "pending changes expired");
+            let receipt = registry::Receipt {
+                pending_resolved: expired.clone(),
+                ..registry::Receipt::default()
+            };
+            self.store.commit_deferred(&receipt)?;
+            self.unflushed = true;
+        }
+        Ok(expired.len())
     }
 
     /// Makes every deferred commit durable (nothing to do when there is none).

@@ -62,6 +62,8 @@ pub struct Store {
     meta: sled::Tree,
     quarantine: sled::Tree,
     own_ops: sled::Tree,
+    /// Entries in `rejected` (an upper bound: overwrites count twice), kept to bound the tree.
+    rejected_count: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Store {
@@ -104,10 +106,12 @@ impl Store {
                 source,
             })
         };
+        let rejected = tree("rejected")?;
         Ok(Self {
+            rejected_count: std::sync::atomic::AtomicUsize::new(rejected.len()),
+            rejected,
             envelopes: tree("envelopes")?,
             log: tree("log")?,
-            rejected: tree("rejected")?,
             pending: tree("pending")?,
             meta: tree("meta")?,
             quarantine: tree("quarantine")?,
@@ -266,8 +270,21 @@ impl Store {
         self.append(&receipt.held)?;
         let mut rejected = sled::Batch::default();
         // Only decisions about a change are remembered; a refused copy (say, a forged signature) must not block
-        // the genuine change when it arrives after a restart.
-        for rejection in receipt.rejected.iter().filter(|r| r.recorded) {
+        // the genuine change when it arrives after a restart. Bounded: a rejection that is not persisted is decided
+        // again, identically, if the change comes back.
+        let room = registry::MAX_REMEMBERED_REJECTIONS.saturating_sub(
+            self.rejected_count
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let recorded: Vec<_> = receipt
+            .rejected
+            .iter()
+            .filter(|r| r.recorded)
+            .take(room)
+            .collect();
+        self.rejected_count
+            .fetch_add(recorded.len(), std::sync::atomic::Ordering::Relaxed);
+        for rejection in recorded {
             rejected.insert(&rejection.change.0[..], rejection.reason.code().as_bytes());
         }
         self.sled(self.rejected.apply_batch(rejected))?;
