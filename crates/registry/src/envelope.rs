@@ -12,6 +12,8 @@
 //! parser skips, bounds the op count and reads the context.
 
 use automerge::{Change, ChangeHash};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use identity::{Keypair, PublicKey};
 use model::DocId;
 use serde::{Deserialize, Serialize};
@@ -74,9 +76,11 @@ pub struct Context {
 }
 
 impl Context {
-    /// The commit message that carries this context: `gm2|doc|hex auth heads|fact as JSON (or nothing)`.
+    /// The commit message that carries this context: `gm2|doc|auth heads|fact as JSON (or nothing)`, the auth
+    /// heads concatenated and in unpadded URL-safe base64 (43 characters a head).
     pub fn to_message(&self) -> String {
-        let heads: String = self.auth_heads.iter().map(|h| hex::encode(h.0)).collect();
+        let raw: Vec<u8> = self.auth_heads.iter().flat_map(|h| h.0).collect();
+        let heads = URL_SAFE_NO_PAD.encode(raw);
         let fact = self
             .fact
             .as_ref()
@@ -107,18 +111,21 @@ impl Context {
             .parse()
             .map_err(|e: model::Error| bad(e.to_string()))?;
         let heads_text = parts.next().ok_or_else(|| bad("no auth heads".into()))?;
-        if heads_text.len() % 64 != 0 || heads_text.len() / 64 > MAX_AUTH_HEADS {
-            return Err(bad(format!(
-                "auth heads are not at most {MAX_AUTH_HEADS} hashes of 64 hex characters"
-            )));
+        if heads_text.len() > MAX_AUTH_HEADS * 43 {
+            return Err(bad(format!("more than {MAX_AUTH_HEADS} auth heads")));
         }
-        let mut auth_heads = Vec::with_capacity(heads_text.len() / 64);
-        for chunk in heads_text.as_bytes().chunks(64) {
-            let mut bytes = [0u8; 32];
-            hex::decode_to_slice(chunk, &mut bytes)
-                .map_err(|_| bad("an auth head is not hex".into()))?;
-            auth_heads.push(ChangeHash(bytes));
+        let raw = URL_SAFE_NO_PAD
+            .decode(heads_text)
+            .map_err(|_| bad("auth heads are not base64".into()))?;
+        if raw.len() % 32 != 0 || URL_SAFE_NO_PAD.encode(&raw) != heads_text {
+            return Err(bad(
+                "auth heads are not whole 32-byte hashes in canonical base64".into(),
+            ));
         }
+        let auth_heads: Vec<ChangeHash> = raw
+            .chunks(32)
+            .map(|chunk| ChangeHash(chunk.try_into().expect("chunks of 32")))
+            .collect();
         let mut sorted = auth_heads.clone();
         sorted.sort();
         sorted.dedup();
@@ -374,19 +381,20 @@ mod tests {
 
     #[test]
     fn bad_contexts_are_refused_with_the_reason() {
+        let mut raw = vec![1u8; 32];
+        raw.extend([0u8; 32]);
+        let unsorted = URL_SAFE_NO_PAD.encode(raw);
         for (message, needle) in [
             ("hello", "does not start"),
             ("gm2|pod/emea||", "must carry the council heads"),
             ("gm2|nowhere||", "not a registry document"),
+            (&format!("gm2|council|{}|", "A".repeat(43)), "no auth heads"),
+            (&format!("gm2|pod/emea|{}|", "*".repeat(43)), "not base64"),
             (
-                &format!("gm2|council|{}|", "00".repeat(32)),
-                "no auth heads",
+                &format!("gm2|pod/emea|{}|", "A".repeat(40)),
+                "whole 32-byte",
             ),
-            (&format!("gm2|pod/emea|{}|", "zz".repeat(32)), "not hex"),
-            (
-                &format!("gm2|pod/emea|{}{}|", "01".repeat(32), "00".repeat(32)),
-                "sorted",
-            ),
+            (&format!("gm2|pod/emea|{}|", unsorted), "sorted"),
         ] {
             let error = Context::from_message(Some(message)).expect_err(message);
             assert!(error.to_string().contains(needle), "{message}: {error}");
