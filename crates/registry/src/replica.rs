@@ -63,11 +63,11 @@ pub struct Rejection {
     pub recorded: bool,
 }
 
-/// What a [`Replica::receive`] call did; the caller persists `held`, the recorded rejections and the pending
-/// changes.
+/// What a [`Replica::receive`] call did; the caller persists `accepted` and `held` (see [`Receipt::to_keep`]), the
+/// recorded rejections and the pending changes.
 #[derive(Debug, Default)]
 pub struct Receipt {
-    /// Envelopes newly held (accepted or excluded): what the store must keep, as received.
+    /// Envelopes newly held but not accepted (excluded), as received: the store keeps them with the accepted ones.
     pub held: Vec<Envelope>,
     /// Newly accepted changes, each after its dependencies.
     pub accepted: Vec<Envelope>,
@@ -83,6 +83,13 @@ pub struct Receipt {
     pub pending_resolved: Vec<ChangeHash>,
     /// Envelopes waiting after this call.
     pub pending: usize,
+}
+
+impl Receipt {
+    /// Every envelope the store must keep from this call: the newly accepted and the newly held.
+    pub fn to_keep(&self) -> impl Iterator<Item = &Envelope> {
+        self.accepted.iter().chain(&self.held)
+    }
 }
 
 /// Two different changes by one actor at one place of one document: the proof of an equivocation.
@@ -955,9 +962,6 @@ impl Replica {
                         let actor = envelope.actor();
                         let seq = envelope.change.seq();
                         self.accept(number, &envelope)?;
-                        if report_held {
-                            receipt.held.push(envelope.clone());
-                        }
                         receipt.accepted.push(envelope);
                         vec![Prereq::Hash(hash), Prereq::Slot(number, actor, seq)]
                     }

@@ -227,7 +227,7 @@ impl Run {
             refused.is_empty(),
             "honest changes were rejected by participant {to}: {refused:?}"
         );
-        participant.held.extend(receipt.held);
+        participant.held.extend(receipt.to_keep().cloned());
     }
 
     /// Everyone sends everything it holds to everyone else until nothing new is accepted.

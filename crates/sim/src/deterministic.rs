@@ -166,8 +166,8 @@ impl<'a> Sim<'a> {
                 node.replica.adopt(setup.0).expect("a fresh replica adopts");
             }
             let receipt = node.replica.receive(setup.1.clone()).expect("federated");
-            for envelope in receipt.held {
-                node.stored.insert(envelope.hash(), envelope);
+            for envelope in receipt.to_keep() {
+                node.stored.insert(envelope.hash(), envelope.clone());
             }
             for envelope in &setup.1 {
                 if node.replica.contains(&envelope.hash()) {
@@ -615,7 +615,7 @@ impl<'a> Sim<'a> {
             Ok(receipt) => receipt,
             Err(_) => return,
         };
-        for envelope in receipt.held.iter().chain(&receipt.pending_added) {
+        for envelope in receipt.to_keep().chain(&receipt.pending_added) {
             node.stored.insert(envelope.hash(), envelope.clone());
         }
         let reasons: Vec<&'static str> = receipt.rejected.iter().map(|r| r.reason.code()).collect();

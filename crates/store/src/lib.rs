@@ -181,7 +181,8 @@ impl Store {
             }
         }
         let receipt = replica.restore_pending(pending)?;
-        if !receipt.held.is_empty()
+        if !receipt.accepted.is_empty()
+            || !receipt.held.is_empty()
             || !receipt.rejected.is_empty()
             || !receipt.pending_resolved.is_empty()
         {
@@ -254,7 +255,7 @@ impl Store {
 
     /// Persists a locally written envelope, durably.
     pub fn commit_written(&self, envelope: &Envelope) -> Result<(), Error> {
-        self.append(std::slice::from_ref(envelope))?;
+        self.append(std::iter::once(envelope))?;
         self.flush()
     }
 
@@ -267,7 +268,7 @@ impl Store {
     /// Persists a receipt without waiting for the disk: durable at the next [`Store::flush`] (sled writes in order,
     /// so a crash before it loses a suffix of what was committed, never a middle part).
     pub fn commit_deferred(&self, receipt: &Receipt) -> Result<(), Error> {
-        self.append(&receipt.held)?;
+        self.append(receipt.to_keep())?;
         let mut rejected = sled::Batch::default();
         // Only decisions about a change are remembered; a refused copy (say, a forged signature) must not block
         // the genuine change when it arrives after a restart. Bounded: a rejection that is not persisted is decided
@@ -302,19 +303,18 @@ impl Store {
         Ok(())
     }
 
-    fn append(&self, accepted: &[Envelope]) -> Result<(), Error> {
-        if accepted.is_empty() {
-            return Ok(());
-        }
-        // Canonical bytes only: what is stored is re-encoded from the decoded envelope, never the bytes as received.
+    fn append<'a>(&self, held: impl IntoIterator<Item = &'a Envelope>) -> Result<(), Error> {
         let mut envelopes = sled::Batch::default();
-        let mut fresh = Vec::with_capacity(accepted.len());
-        for envelope in accepted {
+        let mut fresh = Vec::new();
+        for envelope in held {
             if self.sled(self.envelopes.contains_key(envelope.hash().0))? {
                 continue;
             }
             envelopes.insert(&envelope.hash().0[..], envelope.to_bytes());
             fresh.push(envelope);
+        }
+        if fresh.is_empty() {
+            return Ok(());
         }
         self.sled(self.envelopes.apply_batch(envelopes))?;
         let mut log = sled::Batch::default();
