@@ -1392,42 +1392,41 @@ impl Replica {
         old
     }
 
-    /// Every held envelope that is accepted, as envelopes (without their signatures: only the store keeps those).
-    fn accepted_envelopes(&self) -> Vec<Envelope> {
-        let mut out = Vec::with_capacity(self.known.len());
-        for doc in &self.docs {
-            for change in doc.get_changes(&[]) {
-                match Envelope::from_parts([0; 64], change.raw_bytes()) {
-                    Ok(envelope) => out.push(envelope),
-                    Err(error) => {
-                        tracing::error!(change = %change.hash(), %error, "an accepted change lost its context");
-                    }
-                }
-            }
-        }
-        out
-    }
-
     /// Recomputes the facts from the council changes held; when they take out an accepted change, rebuilds every
     /// document from the held set, else decides the excluded changes again (the new facts may let them in).
     fn recompute(&mut self, receipt: &mut Receipt) -> Result<(), Error> {
+        self.recompute_round(receipt, 0)
+    }
+
+    fn recompute_round(&mut self, receipt: &mut Receipt, round: usize) -> Result<(), Error> {
         self.dirty = false;
         self.flush_deferred()?;
         let facts = self.compute_facts()?;
-        let violated = self.violates(&facts);
-        if !violated && facts == self.facts {
+        let mut affected = self.violated_docs(&facts);
+        if affected.is_empty() && facts == self.facts {
             return Ok(());
         }
-        let before: HashSet<ChangeHash> = self.known.keys().copied().collect();
+        // Only documents holding a change the facts take out are rebuilt; the council document is everyone's
+        // authority, so when it is touched every document is.
+        if affected.contains(&COUNCIL) {
+            affected = (0..self.docs.len() as u32).collect();
+        }
         self.facts = facts;
         self.membership_cache.clear();
-        let mut held: Vec<Envelope> = Vec::new();
-        if violated {
-            held = self.accepted_envelopes();
-            self.docs.iter_mut().for_each(|d| *d = Automerge::new());
-            self.known.clear();
-            self.chains.clear();
+        let before: HashSet<ChangeHash> = self
+            .known
+            .iter()
+            .filter(|(_, (number, _))| affected.contains(number))
+            .map(|(hash, _)| *hash)
+            .collect();
+        let mut held: Vec<Envelope> = self.accepted_envelopes_of(&affected);
+        for number in &affected {
+            self.docs[*number as usize] = Automerge::new();
         }
+        self.known
+            .retain(|_, (number, _)| !affected.contains(number));
+        self.chains
+            .retain(|(number, _), _| !affected.contains(number));
         let excluded = std::mem::take(&mut self.excluded);
         self.excluded_per_author.clear();
         self.slots.retain(|_, h| self.pending.contains_key(h));
@@ -1464,36 +1463,74 @@ impl Replica {
             }
         }
         if self.dirty {
-            // A rebuild can only find the facts it started from (they were computed from the same held set); a
-            // second round settles what an equivocation found during the rebuild changed.
+            // Deciding again can find an equivocation the first pass did not see (its proof was excluded then);
+            // equivocations only grow, so this ends, and the bound is a guard.
             self.dirty = false;
             let facts = self.compute_facts()?;
-            if facts != self.facts {
-                return self.recompute(receipt);
+            if (facts != self.facts || !self.violated_docs(&facts).is_empty()) && round < 8 {
+                return self.recompute_round(receipt, round + 1);
             }
         }
         Ok(())
     }
 
-    /// Whether `facts` may take out a change that is accepted now (an over-approximation: council changes a
-    /// revocation covers by depending on them count, so the answer only costs a rebuild that was not needed).
-    fn violates(&self, facts: &Facts) -> bool {
-        self.chains.iter().any(|((number, actor), link)| {
+    /// The documents where `facts` may take out a change that is accepted now (an over-approximation: council
+    /// changes a revocation covers by depending on them count, so the answer only costs a rebuild that was not
+    /// needed).
+    fn violated_docs(&self, facts: &Facts) -> BTreeSet<u32> {
+        let mut council_changes: Option<Vec<Change>> = None;
+        let mut out = BTreeSet::new();
+        for ((number, actor), link) in &self.chains {
             let doc = &self.doc_ids[*number as usize];
-            facts.void.contains(&actor.key)
-                || self
-                    .equivocations
-                    .get(&(*number, *actor))
-                    .is_some_and(|fork| link.seq >= fork.seq)
-                || facts
-                    .revocations
-                    .get(&actor.key)
-                    .is_some_and(|revocations| {
-                        revocations
+            let forked = self
+                .equivocations
+                .get(&(*number, *actor))
+                .is_some_and(|fork| link.seq >= fork.seq);
+            let revoked = facts
+                .revocations
+                .get(&actor.key)
+                .is_some_and(|revocations| {
+                    revocations.iter().any(|r| {
+                        let number_covered = r.number(doc, actor.epoch);
+                        if link.seq <= number_covered {
+                            return false;
+                        }
+                        if *number != COUNCIL {
+                            return true;
+                        }
+                        // In the council a revocation also covers what it depends on, and effective revocations stand.
+                        let id = actor.to_actor_id();
+                        council_changes
+                            .get_or_insert_with(|| self.docs[COUNCIL as usize].get_changes(&[]))
                             .iter()
-                            .any(|r| link.seq > r.number(doc, actor.epoch))
+                            .filter(|c| *c.actor_id() == id && c.seq() > number_covered)
+                            .any(|c| {
+                                let hash = c.hash();
+                                !r.ancestors.contains(&hash) && !facts.effective.contains(&hash)
+                            })
                     })
-        })
+                });
+            if facts.void.contains(&actor.key) || forked || revoked {
+                out.insert(*number);
+            }
+        }
+        out
+    }
+
+    /// Accepted changes of the documents numbered in `numbers`, as envelopes without their signatures.
+    fn accepted_envelopes_of(&self, numbers: &BTreeSet<u32>) -> Vec<Envelope> {
+        let mut out = Vec::new();
+        for number in numbers {
+            for change in self.docs[*number as usize].get_changes(&[]) {
+                match Envelope::from_parts([0; 64], change.raw_bytes()) {
+                    Ok(envelope) => out.push(envelope),
+                    Err(error) => {
+                        tracing::error!(change = %change.hash(), %error, "an accepted change lost its context");
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The facts of the council changes held (accepted or excluded): decided again, without facts, on a scratch

@@ -121,6 +121,28 @@ fn build_mix() -> Mix {
     never.extend([left.hash(), right.hash(), after_fork.hash()]);
     envelopes.extend([shared.clone(), left, right, after_fork]);
 
+    // A gap: alpha_two writes three learnings, and only the first and the third are ever delivered (the third
+    // waits for the second, on every replica, forever).
+    let mut two_dir = replica_with(federation, &founding);
+    let g1 = write(
+        &mut two_dir,
+        &alpha_two,
+        &Op::AddLearning(learning("t1", "one")),
+    );
+    let _g2 = write(
+        &mut two_dir,
+        &alpha_two,
+        &Op::AddLearning(learning("t2", "two")),
+    );
+    let g3 = write(
+        &mut two_dir,
+        &alpha_two,
+        &Op::AddLearning(learning("t3", "three")),
+    );
+    always.push(g1.hash());
+    never.push(g3.hash());
+    envelopes.extend([g1, g3]);
+
     // alpha re-signs its first learning naming the genesis only (before it was a member): another change, refused.
     let stale = alpha_dir
         .craft_with(
@@ -312,7 +334,7 @@ fn reference() -> &'static (Vec<ChangeHash>, String) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 48,
+        cases: 128,
         failure_persistence: Some(Box::new(FileFailurePersistence::Off)),
         ..ProptestConfig::default()
     })]
