@@ -151,17 +151,38 @@ impl Node {
         Ok(())
     }
 
-    /// A bundle of every accepted envelope, or of those not covered by `since` heads.
+    /// A bundle of every held envelope (accepted, and excluded: equivocation proofs and changes a revocation took
+    /// out travel too, so every replica decides the same), or of those not covered by `since` heads.
     pub fn export(&self, since: Option<&[ChangeHash]>) -> Result<Vec<u8>, Error> {
         let federation = self
             .replica
             .federation()
             .ok_or(registry::Error::NoFederation)?;
         let envelopes: Vec<Vec<u8>> = match since {
-            None => self.store.accepted_envelopes().collect::<Result<_, _>>()?,
+            None => {
+                let mut out = Vec::new();
+                for entry in self.store.held_envelopes() {
+                    let (hash, bytes) = entry?;
+                    if self.replica.holds(&hash) {
+                        out.push(bytes);
+                    }
+                }
+                out
+            }
             Some(heads) => {
                 let mut out = Vec::new();
-                for hash in self.replica.changes_since(heads) {
+                let excluded: Vec<ChangeHash> = self
+                    .replica
+                    .excluded()
+                    .map(|(hash, _)| *hash)
+                    .filter(|hash| !heads.contains(hash))
+                    .collect();
+                for hash in self
+                    .replica
+                    .changes_since(heads)
+                    .into_iter()
+                    .chain(excluded)
+                {
                     if let Some(bytes) = self.store.envelope_bytes(&hash)? {
                         out.push(bytes);
                     }

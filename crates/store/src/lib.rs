@@ -375,20 +375,26 @@ impl Store {
         Ok(true)
     }
 
-    /// Accepted envelopes, in acceptance order (each after its dependencies).
-    pub fn accepted_envelopes(&self) -> impl Iterator<Item = Result<Vec<u8>, Error>> + '_ {
+    /// Every envelope the store keeps, with its hash, in the order first held (each after its dependencies). The
+    /// caller filters by what its replica holds now: a change held once may have been refused for good since (an
+    /// equivocating chain past its fork).
+    pub fn held_envelopes(
+        &self,
+    ) -> impl Iterator<Item = Result<(ChangeHash, Vec<u8>), Error>> + '_ {
         self.log.iter().map(move |entry| {
             let (_, hash) = self.sled(entry)?;
-            self.sled(self.envelopes.get(&hash))?
+            let bytes = self
+                .sled(self.envelopes.get(&hash))?
                 .map(|bytes| bytes.to_vec())
                 .ok_or_else(|| Error::Corrupt {
                     what: "log",
                     detail: format!("no envelope for {}", hex(&hash)),
-                })
+                })?;
+            Ok((hash_of(&hash)?, bytes))
         })
     }
 
-    /// The stored envelope of an accepted change.
+    /// The stored envelope of a held change.
     pub fn envelope_bytes(&self, hash: &ChangeHash) -> Result<Option<Vec<u8>>, Error> {
         Ok(self.sled(self.envelopes.get(hash.0))?.map(|b| b.to_vec()))
     }
