@@ -65,6 +65,15 @@ fn a_hostile_member_cannot_split_honest_nodes() {
 }
 
 #[test]
+fn a_hostile_member_cannot_split_honest_nodes_whatever_the_seed() {
+    let (scenario, path) = scenario("hostile-member");
+    for seed in [1, 2, 3] {
+        let report = sim::run_deterministic(&scenario, &path, Some(seed), sim::InjectedBug::None);
+        assert!(report.ok(), "seed {seed}:\n{}", report.to_text());
+    }
+}
+
+#[test]
 fn hostile_peer_holds_and_its_attacks_are_refused() {
     let (scenario, path) = scenario("hostile-peer");
     let report = sim::run_deterministic(&scenario, &path, None, sim::InjectedBug::None);
