@@ -166,7 +166,12 @@ pub struct Replica {
     slots: HashMap<(u32, Actor, u64), ChangeHash>,
     pending: HashMap<ChangeHash, Waiting>,
     waiters: HashMap<Prereq, Vec<ChangeHash>>,
-    pending_by_author: HashMap<[u8; 32], VecDeque<ChangeHash>>,
+    /// Entries in `waiters`, stale ones included (an envelope dropped from pending leaves its entries behind until
+    /// the next compaction).
+    waiter_entries: usize,
+    /// Per author: how many of its envelopes wait, and their hashes oldest first. Entries are removed lazily (a
+    /// hash no longer pending is skipped when met), so taking one envelope out costs O(1), not O(queue).
+    pending_by_author: HashMap<[u8; 32], (usize, VecDeque<ChangeHash>)>,
     /// (count, author) of authors with pending changes, to find the largest quickly.
     pending_sizes: BTreeSet<(usize, [u8; 32])>,
     pending_bytes: usize,
@@ -219,6 +224,7 @@ impl Replica {
             slots: HashMap::new(),
             pending: HashMap::new(),
             waiters: HashMap::new(),
+            waiter_entries: 0,
             pending_by_author: HashMap::new(),
             pending_sizes: BTreeSet::new(),
             pending_bytes: 0,
@@ -1290,10 +1296,26 @@ impl Replica {
             .insert((number, envelope.actor(), envelope.change.seq()), hash);
         for prereq in missing {
             self.waiters.entry(prereq).or_default().push(hash);
+            self.waiter_entries += 1;
         }
-        let queue = self.pending_by_author.entry(key).or_default();
-        let before = queue.len();
+        if self.waiter_entries > 4 * self.pending.len() + 4096 {
+            // Envelopes dropped from pending (bounds, expiry) leave entries for prerequisites that may never come:
+            // compact, so junk cannot grow this map without bound (amortized over the entries added).
+            let pending = &self.pending;
+            self.waiters.retain(|_, list| {
+                list.retain(|h| pending.contains_key(h));
+                !list.is_empty()
+            });
+            self.waiter_entries = self.waiters.values().map(Vec::len).sum();
+        }
+        let (count, queue) = self.pending_by_author.entry(key).or_default();
+        let before = *count;
+        *count += 1;
         queue.push_back(hash);
+        if queue.len() > 2 * *count + 64 {
+            let pending = &self.pending;
+            queue.retain(|h| pending.contains_key(h));
+        }
         self.pending_sizes.remove(&(before, key));
         self.pending_sizes.insert((before + 1, key));
         self.pending_bytes += bytes;
@@ -1305,22 +1327,22 @@ impl Replica {
                 since_ms: self.now_ms,
             },
         );
+        let waiting_of = |replica: &Self, key: &[u8; 32]| {
+            replica
+                .pending_by_author
+                .get(key)
+                .map_or(0, |(count, _)| *count)
+        };
         while self.pending.len() > MAX_PENDING
             || self.pending_bytes > MAX_PENDING_BYTES
-            || self.pending_by_author.get(&key).map_or(0, VecDeque::len) > MAX_PENDING_PER_AUTHOR
+            || waiting_of(self, &key) > MAX_PENDING_PER_AUTHOR
         {
-            let victim_author = if self.pending_by_author.get(&key).map_or(0, VecDeque::len)
-                > MAX_PENDING_PER_AUTHOR
-            {
+            let victim_author = if waiting_of(self, &key) > MAX_PENDING_PER_AUTHOR {
                 key
             } else {
                 self.eviction_candidate()
             };
-            let Some(victim) = self
-                .pending_by_author
-                .get(&victim_author)
-                .and_then(|q| q.front().copied())
-            else {
+            let Some(victim) = self.oldest_pending_of(&victim_author) else {
                 break;
             };
             let was = touched.get(&victim).copied().unwrap_or(true);
@@ -1349,18 +1371,34 @@ impl Replica {
             .unwrap_or([0; 32])
     }
 
+    /// The oldest envelope of `author` that still waits (stale queue entries are dropped on the way).
+    fn oldest_pending_of(&mut self, author: &[u8; 32]) -> Option<ChangeHash> {
+        let (_, queue) = self.pending_by_author.get_mut(author)?;
+        while let Some(front) = queue.front().copied() {
+            if self
+                .pending
+                .get(&front)
+                .is_some_and(|w| w.envelope.actor().key == *author)
+            {
+                return Some(front);
+            }
+            queue.pop_front();
+        }
+        None
+    }
+
     fn take_pending(&mut self, hash: &ChangeHash) -> Option<Waiting> {
         let waiting = self.pending.remove(hash)?;
         let key = waiting.envelope.actor().key;
         self.pending_bytes -= waiting.bytes;
-        if let Some(queue) = self.pending_by_author.get_mut(&key) {
-            let before = queue.len();
-            queue.retain(|h| h != hash);
+        if let Some((count, _)) = self.pending_by_author.get_mut(&key) {
+            let before = *count;
+            *count -= 1;
             self.pending_sizes.remove(&(before, key));
-            if queue.is_empty() {
+            if *count == 0 {
                 self.pending_by_author.remove(&key);
             } else {
-                self.pending_sizes.insert((queue.len(), key));
+                self.pending_sizes.insert((before - 1, key));
             }
         }
         let number = self.doc_numbers.get(&waiting.envelope.doc).copied();
@@ -1438,6 +1476,7 @@ impl Replica {
             }
         }
         self.waiters.clear();
+        self.waiter_entries = 0;
         held.sort_by_key(Envelope::hash);
         let mut inner = Receipt::default();
         let mut touched = HashMap::new();

@@ -370,15 +370,16 @@ fn a_hundred_thousand_junk_envelopes_do_not_stop_honest_changes() {
     let founding: Vec<Envelope> = mix.envelopes[..7].to_vec();
     let mut receiver = replica_with(mix.federation, &founding);
     assert_eq!(receiver.len(), 7, "the founding is accepted");
-    // Junk from 1,000 throwaway keys, naming auth heads nobody has: it can only wait.
+    // Junk from 700 throwaway keys and one that sends 30,000 alone, naming auth heads nobody has: it can only wait.
     let pod = DocId::Pod("alpha".into());
     let mut junk = Vec::with_capacity(100_000);
-    for key in 0..1_000u32 {
+    for key in 0..701u32 {
         let mut seed = [0u8; 32];
         seed[..4].copy_from_slice(&key.to_be_bytes());
         seed[31] = 0xAA;
         let throwaway = Keypair::from_seed(seed);
-        for n in 0..100u32 {
+        let count = if key == 700 { 30_000 } else { 100 };
+        for n in 0..count {
             let envelope = receiver
                 .craft_with(
                     &throwaway,
@@ -399,6 +400,10 @@ fn a_hundred_thousand_junk_envelopes_do_not_stop_honest_changes() {
         receiver.receive(batch.to_vec()).expect("receives");
         assert!(receiver.pending_len() <= registry::MAX_PENDING);
     }
+    assert!(
+        receiver.pending_len() <= 700 * 100 + registry::MAX_PENDING_PER_AUTHOR,
+        "one author holds at most its share"
+    );
     // A ready honest change is decided at once; a waiting one still gets a place, and is accepted when its
     // dependency comes.
     let alpha = keypair(2);
