@@ -66,6 +66,10 @@ pub struct Limits {
     /// A peer outside the member set may still send requests up to this size (to redeem an invite); they are
     /// surfaced with `member: false` so the node can refuse anything else. 0 refuses them all unseen.
     pub max_admission_request_bytes: usize,
+    /// Members this node keeps connections to (all of them when the federation is smaller): the mesh degree D.
+    pub mesh_target: usize,
+    /// How often the node looks for members to connect to, and redials those it lost.
+    pub mesh_interval_ms: u64,
 }
 
 impl Default for Limits {
@@ -81,6 +85,8 @@ impl Default for Limits {
             penalties_before_block: 5,
             max_connections: 256,
             max_admission_request_bytes: 4096,
+            mesh_target: 8,
+            mesh_interval_ms: 1_000,
         }
     }
 }

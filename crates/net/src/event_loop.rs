@@ -45,6 +45,11 @@ pub const MAX_PENDING_DIALS: usize = 64;
 pub const MAX_PENDING_REQUESTS: usize = 256;
 /// Inbound requests surfaced and waiting for `Client::respond`.
 pub const MAX_PENDING_RESPONSES: usize = 256;
+/// Member addresses remembered (learned from identify and Kademlia queries), and addresses kept per member.
+const MAX_MEMBER_ADDRESS_ENTRIES: usize = 4096;
+const MAX_ADDRESSES_PER_MEMBER: usize = 8;
+/// Mesh ticks between two Kademlia random walks (which find members the routing table does not hold yet).
+const MESH_TICKS_PER_WALK: u64 = 5;
 /// Bounds on how often the gate looks for non-member connections to close.
 const GATE_CHECK_MIN_INTERVAL: Duration = Duration::from_millis(10);
 const GATE_CHECK_MAX_INTERVAL: Duration = Duration::from_secs(1);
@@ -69,6 +74,9 @@ struct ConnectedPeer {
     connections: HashMap<ConnectionId, Multiaddr>,
     connected_at: Instant,
     connected_since_ms: Option<u64>,
+    /// The listen addresses the peer announced (identify), kept so that a peer admitted while connected can be
+    /// added to the routing table and the member address book then.
+    listen_addrs: Vec<Multiaddr>,
 }
 
 /// Owns the swarm and every piece of state the network keeps; see the module docs.
@@ -81,6 +89,11 @@ pub(crate) struct EventLoop {
     gate: Gate,
     blocks: BlockList,
     peers: HashMap<PeerId, ConnectedPeer>,
+    /// Addresses of members, as they announced them (identify) or as Kademlia queries returned them: what the mesh
+    /// dials, so that no node depends on the one that invited it.
+    member_addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Mesh ticks so far (rotates which unconnected members are dialed first, and paces random walks).
+    mesh_ticks: u64,
     pending_dials: HashMap<ConnectionId, PendingDial>,
     pending_requests: HashMap<OutboundRequestId, PendingRequest>,
     pending_responses: HashMap<RequestId, PendingResponse>,
@@ -104,6 +117,8 @@ impl EventLoop {
             gate: Gate::new(config.limits.max_requests_per_peer_per_second),
             blocks: BlockList::default(),
             peers: HashMap::new(),
+            member_addrs: HashMap::new(),
+            mesh_ticks: 0,
             pending_dials: HashMap::new(),
             pending_requests: HashMap::new(),
             pending_responses: HashMap::new(),
@@ -119,6 +134,9 @@ impl EventLoop {
         let period = (grace / 4).clamp(GATE_CHECK_MIN_INTERVAL, GATE_CHECK_MAX_INTERVAL);
         let mut gate_tick = tokio::time::interval(period);
         gate_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut mesh_tick =
+            tokio::time::interval(Duration::from_millis(self.limits.mesh_interval_ms.max(100)));
+        mesh_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
@@ -131,6 +149,7 @@ impl EventLoop {
                     None => break,
                 },
                 _ = gate_tick.tick() => self.on_gate_tick(Instant::now()),
+                _ = mesh_tick.tick() => self.on_mesh_tick(),
             }
         }
         info!("network event loop stopped");
@@ -159,6 +178,19 @@ impl EventLoop {
                     "member set updated; gate closed to others"
                 );
                 self.gate.set_members(members);
+                // Peers admitted while connected identified before they were members: route them now.
+                let admitted: Vec<(PeerId, Vec<Multiaddr>)> = self
+                    .peers
+                    .iter()
+                    .filter(|(peer, _)| self.gate.members().is_some_and(|m| m.contains(peer)))
+                    .map(|(peer, state)| (*peer, state.listen_addrs.clone()))
+                    .collect();
+                for (peer, addrs) in admitted {
+                    self.remember_addresses(peer, &addrs);
+                    for addr in addrs {
+                        self.swarm.behaviour_mut().kademlia.add_address(&peer, addr);
+                    }
+                }
                 let _ = reply.send(());
             }
             Command::AllowTemporarily {
@@ -466,6 +498,7 @@ impl EventLoop {
             connections: HashMap::new(),
             connected_at: Instant::now(),
             connected_since_ms: unix_time_ms(),
+            listen_addrs: Vec::new(),
         });
         state
             .connections
@@ -499,7 +532,16 @@ impl EventLoop {
             BehaviourEvent::Gossipsub(event) => self.on_gossipsub_event(event),
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 debug!(peer = %peer_id, agent = %info.agent_version, "peer identified");
+                if let Some(state) = self.peers.get_mut(&peer_id) {
+                    state.listen_addrs = info
+                        .listen_addrs
+                        .iter()
+                        .take(MAX_ADDRESSES_PER_MEMBER)
+                        .cloned()
+                        .collect();
+                }
                 if self.gate.permits(&peer_id, Instant::now()) {
+                    self.remember_addresses(peer_id, &info.listen_addrs);
                     for addr in info.listen_addrs {
                         self.swarm
                             .behaviour_mut()
@@ -507,6 +549,20 @@ impl EventLoop {
                             .add_address(&peer_id, addr);
                     }
                 }
+            }
+            BehaviourEvent::Kademlia(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetClosestPeers(result),
+                ..
+            }) => {
+                let peers = match result {
+                    Ok(found) => found.peers,
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                };
+                debug!(found = peers.len(), "kademlia random walk done");
+                for peer in peers {
+                    self.remember_addresses(peer.peer_id, &peer.addrs);
+                }
+                self.fill_mesh();
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => self.on_mdns_discovered(found),
             BehaviourEvent::Kademlia(kad::Event::RoutingUpdated { peer, .. }) => {
@@ -520,6 +576,79 @@ impl EventLoop {
                 debug!(peer = %peer, error = %error, "ping failed");
             }
             _ => {}
+        }
+    }
+
+    /// Remembers addresses of a member (others are not kept: the mesh dials members only).
+    fn remember_addresses(&mut self, peer: PeerId, addrs: &[Multiaddr]) {
+        let is_member = self.gate.members().is_some_and(|m| m.contains(&peer));
+        if !is_member || addrs.is_empty() || peer == *self.swarm.local_peer_id() {
+            return;
+        }
+        if !self.member_addrs.contains_key(&peer)
+            && self.member_addrs.len() >= MAX_MEMBER_ADDRESS_ENTRIES
+        {
+            return;
+        }
+        let known = self.member_addrs.entry(peer).or_default();
+        for addr in addrs {
+            if !known.contains(addr) {
+                known.push(addr.clone());
+            }
+        }
+        if known.len() > MAX_ADDRESSES_PER_MEMBER {
+            let excess = known.len() - MAX_ADDRESSES_PER_MEMBER;
+            known.drain(..excess);
+        }
+    }
+
+    /// Keeps connections to `mesh_target` members (all of them in a smaller federation): dials unconnected members
+    /// at the addresses they announced, and now and then walks Kademlia to learn of members it has no address for.
+    fn on_mesh_tick(&mut self) {
+        self.mesh_ticks += 1;
+        self.fill_mesh();
+        if self.mesh_ticks % MESH_TICKS_PER_WALK == 1 && !self.peers.is_empty() {
+            self.swarm
+                .behaviour_mut()
+                .kademlia
+                .get_closest_peers(PeerId::random());
+        }
+    }
+
+    fn fill_mesh(&mut self) {
+        let Some(members) = self.gate.members() else {
+            return;
+        };
+        let local = *self.swarm.local_peer_id();
+        let others: Vec<PeerId> = members.iter().filter(|p| **p != local).copied().collect();
+        let connected = others.iter().filter(|p| self.peers.contains_key(p)).count();
+        let target = self.limits.mesh_target.min(others.len());
+        if connected >= target {
+            return;
+        }
+        let candidates: Vec<PeerId> = others
+            .into_iter()
+            .filter(|p| {
+                !self.peers.contains_key(p)
+                    && !self.blocks.is_blocked(p)
+                    && self.member_addrs.contains_key(p)
+            })
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let start = (self.mesh_ticks as usize) % candidates.len();
+        let wanted = (target - connected).min(candidates.len());
+        for peer in candidates.iter().cycle().skip(start).take(wanted) {
+            let addrs = self.member_addrs.get(peer).cloned().unwrap_or_default();
+            let opts = DialOpts::peer_id(*peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            match self.swarm.dial(opts) {
+                Ok(()) => debug!(peer = %peer, "dialing a member for the mesh"),
+                Err(error) => debug!(peer = %peer, error = %error, "mesh dial not started"),
+            }
         }
     }
 

@@ -56,6 +56,11 @@ impl Gate {
         self.members = Some(members);
     }
 
+    /// The member set, once the node gave one.
+    pub(crate) fn members(&self) -> Option<&BTreeSet<PeerId>> {
+        self.members.as_ref()
+    }
+
     pub(crate) fn allow_temporarily(
         &mut self,
         peer: PeerId,

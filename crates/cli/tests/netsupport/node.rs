@@ -79,7 +79,10 @@ impl Node {
         let log = self.file(&format!("node-{}.log", unique()));
         let stderr = std::fs::File::create(&log).expect("creating the node log");
         let child = binary()
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_NODE_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .arg("--data-dir")
             .arg(&self.dir)
             .args(args)
