@@ -90,8 +90,17 @@ fn real_mode_splits_heals_crashes_and_restarts_real_nodes() {
         assert_eq!(invariant["ok"], true, "{invariant}");
     }
     // While the regions were split, the honest nodes never all agreed and drifted apart: the block sets held.
+    // (The nodes may still agree for an observation or two right at the split, before either side writes: a phase
+    // records the first moment its nodes agree, and at its start they may not have diverged yet.)
     let split = phase(&report, "partition");
-    assert!(split["converged_at_ms"].is_null(), "{split}");
+    let start = split["start_ms"].as_u64().expect("phase start");
+    let agreed_late = split["converged_at_ms"]
+        .as_u64()
+        .is_some_and(|at| at > start + 250);
+    assert!(
+        !agreed_late,
+        "the sides agreed in the middle of the split: {split}"
+    );
     assert!(split["max_divergence"].as_u64().unwrap_or(0) > 0, "{split}");
     // After the heal they agreed again, and the restarted node came back from its data dir.
     assert!(!phase(&report, "heal")["converged_at_ms"].is_null());

@@ -620,6 +620,11 @@ impl EventLoop {
             return;
         };
         let local = *self.swarm.local_peer_id();
+        // A node that is not a member (a stranger holding a copy of the registry, a revoked member) has nobody to
+        // mesh with: members close its connections, and redialing them would only be a nuisance.
+        if !members.contains(&local) {
+            return;
+        }
         let others: Vec<PeerId> = members.iter().filter(|p| **p != local).copied().collect();
         let connected = others.iter().filter(|p| self.peers.contains_key(p)).count();
         let target = self.limits.mesh_target.min(others.len());
