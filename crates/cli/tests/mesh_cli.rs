@@ -76,4 +76,43 @@ fn pods_meet_each_other_and_replicate_without_the_council() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+    // A pod restarted while the council is still down rejoins the mesh from the member addresses it remembered.
+    let mut pods = pods;
+    let (restarted, daemon) = pods.pop().expect("three pods");
+    let remembered = restarted.dir.join("members");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&remembered).is_ok_and(|t| t.lines().count() >= 2) {
+        assert!(
+            Instant::now() < deadline,
+            "the pod never remembered member addresses"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    daemon.stop();
+    let _daemon = restarted.start(&[]);
+    restarted.wait_for_status("the restarted pod to rejoin the mesh", |s| {
+        peer_ids(s).len() >= 2
+    });
+    let (writer, _) = &pods[0];
+    writer.json(&[
+        "learnings",
+        "add",
+        "--title",
+        "Still meshed",
+        "--body",
+        "after a restart",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let hits = restarted.json(&["learnings", "search", "still"]);
+        if hits["learnings"].as_array().is_some_and(|l| !l.is_empty()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted pod did not get the learning: {}",
+            restarted.status()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

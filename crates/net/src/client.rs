@@ -17,6 +17,9 @@ pub(crate) enum Command {
     ListenAddrs {
         reply: oneshot::Sender<Vec<Multiaddr>>,
     },
+    MemberAddresses {
+        reply: oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>,
+    },
     Dial {
         addr: Multiaddr,
         reply: oneshot::Sender<Result<PeerId, Error>>,
@@ -96,6 +99,12 @@ impl Client {
     /// Addresses the node currently listens on.
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, Error> {
         self.call(|reply| Command::ListenAddrs { reply }).await
+    }
+
+    /// The addresses members announced (identify) or Kademlia returned for them: the mesh's address book, which a
+    /// node keeps so that it can rejoin the mesh after a restart without the node that invited it.
+    pub async fn member_addresses(&self) -> Result<Vec<(PeerId, Vec<Multiaddr>)>, Error> {
+        self.call(|reply| Command::MemberAddresses { reply }).await
     }
 
     /// Dials `addr` and resolves once the connection is established, with the peer's id. An address ending in

@@ -160,6 +160,16 @@ impl EventLoop {
             Command::ListenAddrs { reply } => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
             }
+            Command::MemberAddresses { reply } => {
+                let members = self.gate.members();
+                let book = self
+                    .member_addrs
+                    .iter()
+                    .filter(|(peer, _)| members.is_some_and(|m| m.contains(peer)))
+                    .map(|(peer, addrs)| (*peer, addrs.clone()))
+                    .collect();
+                let _ = reply.send(book);
+            }
             Command::Dial { addr, reply } => self.dial(addr, reply),
             Command::Publish {
                 topic,

@@ -705,6 +705,17 @@ impl Actor {
     /// Dials the bootstrap addresses whose peer is not connected (an address without `/p2p/ID` only while no peer
     /// is connected at all).
     fn redial(&self) {
+        // Keep the mesh's address book on disk, so a restart finds members without the node that invited it.
+        let client = self.client.clone();
+        let dir = self.node.dir().to_path_buf();
+        self.runtime.spawn(async move {
+            if let Ok(book) = client.member_addresses().await
+                && !book.is_empty()
+                && let Err(error) = crate::daemon::remember_members(&dir, &book)
+            {
+                tracing::warn!(%error, "remembering member addresses failed");
+            }
+        });
         for addr in self.unconnected_bootstrap() {
             let client = self.client.clone();
             self.runtime.spawn(async move {

@@ -12,6 +12,12 @@ use crate::config::Config;
 use crate::remote::{API_FILE_NAME, ApiInfo, TOKEN_FILE_NAME};
 use crate::{Error, Node};
 
+/// File in the data dir listing the addresses of members this node met (`ADDR/p2p/PEER_ID`, one a line, rewritten
+/// as the node learns them): dialed at start, so a node rejoins the mesh without the node that invited it.
+pub const MEMBERS_FILE_NAME: &str = "members";
+/// Member addresses kept in [`MEMBERS_FILE_NAME`].
+pub const MAX_REMEMBERED_MEMBER_ADDRS: usize = 64;
+
 /// File in the data dir listing addresses dialed at every start, one multiaddr a line: the bootstrap addresses of
 /// the ticket this node joined with, so a restarted node finds its federation again without flags.
 pub const BOOTSTRAP_FILE_NAME: &str = "bootstrap";
@@ -142,7 +148,12 @@ pub async fn run(
         federation_id: federation.to_hex(),
         limits: config.limits.clone(),
     };
-    let bootstrap = net_config.bootstrap_addrs.clone();
+    let mut bootstrap = net_config.bootstrap_addrs.clone();
+    for addr in remembered_members(dir) {
+        if !bootstrap.contains(&addr) {
+            bootstrap.push(addr);
+        }
+    }
     let keypair = net::Keypair::from_secret_seed(node.keypair().secret_bytes());
     let (client, mut events) = net::spawn(keypair, net_config)?;
     tracing::info!(peer = %client.local_peer_id(), api = %api_addr, federation = %federation, "node started");
@@ -236,6 +247,45 @@ async fn open_node(dir: &Path) -> Result<Node, DaemonError> {
             other => return Ok(other?),
         }
     }
+}
+
+/// The member addresses remembered in the data dir (unreadable lines are skipped).
+fn remembered_members(dir: &Path) -> Vec<net::Multiaddr> {
+    std::fs::read_to_string(dir.join(MEMBERS_FILE_NAME))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .take(MAX_REMEMBERED_MEMBER_ADDRS)
+        .collect()
+}
+
+/// Rewrites the data dir's member address file with `book` (atomically: a crash leaves the old file or the new).
+pub(crate) fn remember_members(
+    dir: &Path,
+    book: &[(net::PeerId, Vec<net::Multiaddr>)],
+) -> std::io::Result<()> {
+    let mut lines = Vec::new();
+    for (peer, addrs) in book {
+        for addr in addrs {
+            let text = addr.to_string();
+            if text.contains("/p2p/") {
+                lines.push(text);
+            } else {
+                lines.push(format!("{text}/p2p/{peer}"));
+            }
+        }
+    }
+    lines.sort();
+    lines.dedup();
+    lines.truncate(MAX_REMEMBERED_MEMBER_ADDRS);
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let path = dir.join(MEMBERS_FILE_NAME);
+    if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
+        return Ok(());
+    }
+    let temporary = dir.join(format!("{MEMBERS_FILE_NAME}.tmp"));
+    std::fs::write(&temporary, text)?;
+    std::fs::rename(temporary, path)
 }
 
 /// The addresses in the data dir's bootstrap file.
