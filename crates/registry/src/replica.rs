@@ -1560,14 +1560,7 @@ impl Replica {
     fn accepted_envelopes_of(&self, numbers: &BTreeSet<u32>) -> Vec<Envelope> {
         let mut out = Vec::new();
         for number in numbers {
-            for change in self.docs[*number as usize].get_changes(&[]) {
-                match Envelope::from_parts([0; 64], change.raw_bytes()) {
-                    Ok(envelope) => out.push(envelope),
-                    Err(error) => {
-                        tracing::error!(change = %change.hash(), %error, "an accepted change lost its context");
-                    }
-                }
-            }
+            out.extend(unsigned_envelopes(&self.docs[*number as usize]));
         }
         out
     }
@@ -1575,11 +1568,7 @@ impl Replica {
     /// The facts of the council changes held (accepted or excluded): decided again, without facts, on a scratch
     /// replica, so that what the facts themselves take out still counts as stated.
     fn compute_facts(&self) -> Result<Facts, Error> {
-        let mut council: Vec<Envelope> = self.docs[COUNCIL as usize]
-            .get_changes(&[])
-            .into_iter()
-            .filter_map(|c| Envelope::from_parts([0; 64], c.raw_bytes()).ok())
-            .collect();
+        let mut council: Vec<Envelope> = unsigned_envelopes(&self.docs[COUNCIL as usize]).collect();
         council.extend(
             self.excluded
                 .values()
@@ -1711,6 +1700,20 @@ pub(crate) struct OwnedState {
 }
 
 pub use crate::state::ReplicaState;
+
+/// The accepted changes of `doc` as envelopes without signatures (only the store keeps those): what a recomputation
+/// decides again. Every accepted change carries its context, so none is lost here but by a bug, which is logged.
+fn unsigned_envelopes(doc: &Automerge) -> impl Iterator<Item = Envelope> {
+    doc.get_changes(&[])
+        .into_iter()
+        .filter_map(|change| match Envelope::from_parts([0; 64], change.raw_bytes()) {
+            Ok(envelope) => Some(envelope),
+            Err(error) => {
+                tracing::error!(change = %change.hash(), %error, "an accepted change lost its context");
+                None
+            }
+        })
+}
 
 /// Verifies signatures in batches (in parallel across cores); bad ones become rejections.
 fn verify_signatures(

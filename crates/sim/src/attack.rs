@@ -180,9 +180,8 @@ impl Attacker<'_> {
                 (envelopes, bad)
             }
             "garbage" => {
-                let len = rng.random_range(1..=512);
                 return Answer {
-                    bytes: (0..len).map(|_| rng.random()).collect(),
+                    bytes: garbage(rng, 512),
                     bad: Vec::new(),
                 };
             }
@@ -198,4 +197,10 @@ impl Attacker<'_> {
             bad,
         }
     }
+}
+
+/// Between 1 and `max` random bytes: a message that is no message.
+pub fn garbage(rng: &mut StdRng, max: usize) -> Vec<u8> {
+    let len = rng.random_range(1..=max);
+    (0..len).map(|_| rng.random()).collect()
 }

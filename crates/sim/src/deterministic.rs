@@ -493,7 +493,7 @@ impl<'a> Sim<'a> {
                 && node.attacks.iter().any(|a| a == "garbage")
                 && self.rng.random_bool(0.5)
             {
-                garbage(&mut self.rng, 64)
+                crate::attack::garbage(&mut self.rng, 64)
             } else {
                 if hostile {
                     // Claim a head nobody has, so honest nodes pull from it and meet its attacks.
@@ -819,11 +819,6 @@ impl<'a> Sim<'a> {
             notes: Vec::new(),
         }
     }
-}
-
-fn garbage(rng: &mut StdRng, max: usize) -> Vec<u8> {
-    let len = rng.random_range(1..=max);
-    (0..len).map(|_| rng.random()).collect()
 }
 
 /// The node's heads, computed again only when it has accepted changes since the last call.

@@ -172,11 +172,11 @@ impl Attacker {
     fn announcement(&mut self) -> Vec<u8> {
         if self.attacks.iter().any(|a| a == "garbage") && self.rng.random_bool(0.5) {
             self.tally.garbage_gossip += 1;
-            return garbage(&mut self.rng, 64);
+            return crate::attack::garbage(&mut self.rng, 64);
         }
         self.tally.announcements += 1;
         let Some(mut announcement) = self.replica.announcement() else {
-            return garbage(&mut self.rng, 64);
+            return crate::attack::garbage(&mut self.rng, 64);
         };
         let fake = ChangeHash(self.rng.random());
         announcement.heads = vec![fake];
@@ -205,9 +205,4 @@ impl Attacker {
         self.tally.bad.extend(answer.bad);
         answer.bytes
     }
-}
-
-fn garbage(rng: &mut StdRng, max: usize) -> Vec<u8> {
-    let len = rng.random_range(1..=max);
-    (0..len).map(|_| rng.random()).collect()
 }
