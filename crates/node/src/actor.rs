@@ -709,10 +709,17 @@ impl Actor {
         let client = self.client.clone();
         let dir = self.node.dir().to_path_buf();
         self.runtime.spawn(async move {
-            if let Ok(book) = client.member_addresses().await
-                && !book.is_empty()
-                && let Err(error) = crate::daemon::remember_members(&dir, &book)
-            {
+            let Ok(book) = client.member_addresses().await else {
+                return;
+            };
+            if book.is_empty() {
+                return;
+            }
+            // File I/O stays off the async workers.
+            let written =
+                tokio::task::spawn_blocking(move || crate::daemon::remember_members(&dir, &book))
+                    .await;
+            if let Ok(Err(error)) = written {
                 tracing::warn!(%error, "remembering member addresses failed");
             }
         });
