@@ -4,7 +4,7 @@
 //! ```text
 //!  net::EventLoop ──Event──┐
 //!  ticker ─────────Tick────┤
-//!  API handlers ──Exec/Events/Status/Metrics──► inbox ──► Actor (this thread, owns Node + Syncer)
+//!  API handlers ──Exec/Events/Status/Metrics──► inbox ──► Actor (this thread, owns Node + SyncMachine)
 //!  outbound request tasks ─Response─┘                 │
 //!                                                     └──► net::Client (publish, request, respond, set_members)
 //! ```
@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use net::{Event, PeerId, Topic};
-use registry::sync::{self, Announcement, Syncer};
+use registry::sync::{self, Absorbed, Answer, Output, Policy, SyncMachine};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
@@ -25,10 +25,6 @@ use crate::invite::{self, Redeem, Redeemed, Ticket, TicketError};
 
 /// Capacity of the actor's inbox.
 pub const INBOX_CAPACITY: usize = 1024;
-/// First byte of an error answer to a request.
-const ERROR_TAG: u8 = 6;
-/// The answer to a push that was read.
-const PUSH_ACK_TAG: u8 = 7;
 /// A bootstrap peer that is not connected is dialed again this often, so a node finds a restarted peer (or a peer
 /// finds it after its own restart) without an operator.
 pub const REDIAL_INTERVAL_MS: u64 = 5_000;
@@ -128,6 +124,8 @@ pub enum Input {
         result: Result<Vec<u8>, net::Error>,
         /// What we asked.
         kind: Outbound,
+        /// The sync machine's id of the request (0 for redemptions).
+        id: u64,
     },
     /// A CLI command.
     Exec {
@@ -200,21 +198,16 @@ pub struct Actor {
     inbox: mpsc::Sender<Input>,
     config: Config,
     exec: Exec,
-    syncer: Syncer<PeerId>,
+    /// The sync policy (pushes, announcements, pulls, retries, penalties).
+    machine: SyncMachine<PeerId>,
     local_peer: PeerId,
     connected: BTreeSet<PeerId>,
     listen_addrs: Vec<String>,
     members: Option<BTreeSet<PeerId>>,
-    /// Changes written here, not pushed yet.
-    push_queue: Vec<registry::Envelope>,
     /// Name and role of each unrevoked member, by peer id.
     member_names: BTreeMap<PeerId, (String, String)>,
     /// Council heads the member set was computed at.
     council_heads: Vec<registry::ChangeHash>,
-    announced_heads: Vec<registry::ChangeHash>,
-    dirty_since_ms: Option<u64>,
-    dirty_own: bool,
-    last_announce_ms: u64,
     last_redial_ms: u64,
     ticket: Option<Ticket>,
     redeem_in_flight: bool,
@@ -243,6 +236,13 @@ impl Actor {
         ticket: Option<Ticket>,
     ) -> Self {
         let local_peer = client.local_peer_id();
+        let policy = Policy {
+            announce_interval_ms: config.announce_interval_ms,
+            announce_debounce_ms: config.announce_debounce_ms,
+            relay_announce_debounce_ms: config.relay_announce_debounce_ms,
+            rejections_per_penalty: config.rejections_per_penalty,
+            ..Policy::default()
+        };
         Self {
             node,
             client,
@@ -250,18 +250,13 @@ impl Actor {
             inbox,
             config,
             exec,
-            syncer: Syncer::new(),
+            machine: SyncMachine::new(policy),
             local_peer,
             connected: BTreeSet::new(),
             listen_addrs: Vec::new(),
             members: None,
-            push_queue: Vec::new(),
             member_names: BTreeMap::new(),
             council_heads: Vec::new(),
-            announced_heads: Vec::new(),
-            dirty_since_ms: Some(0),
-            dirty_own: true,
-            last_announce_ms: 0,
             last_redial_ms: now_ms(),
             ticket,
             redeem_in_flight: false,
@@ -276,7 +271,12 @@ impl Actor {
         while let Some(input) = inbox.blocking_recv() {
             match input {
                 Input::Net(event) => self.on_event(event),
-                Input::Response { peer, result, kind } => self.on_response(peer, result, kind),
+                Input::Response {
+                    peer,
+                    result,
+                    kind,
+                    id,
+                } => self.on_response(peer, result, kind, id),
                 Input::Exec { request, reply } => {
                     let status = self.status();
                     let before = self.node.replica().heads();
@@ -301,8 +301,9 @@ impl Actor {
             }
             // Writes that came in while the actor was busy go out in one push per peer.
             if inbox.is_empty() {
-                self.flush_pushes();
+                self.machine.flush(now_ms());
             }
+            self.carry_out();
         }
         if let Err(error) = self.node.flush() {
             tracing::error!(%error, "flushing received changes at shutdown failed");
@@ -343,15 +344,15 @@ impl Actor {
                 tracing::info!(%peer, "peer connected");
                 self.connected.insert(peer);
                 self.maybe_redeem(peer);
+                self.machine.connected_quietly(peer);
                 if self.is_member(&peer) {
-                    let request = self.syncer.pull(peer, self.node.replica(), now_ms());
-                    self.send_pull(peer, request);
+                    self.machine.pull(peer, self.node.replica(), now_ms());
                 }
             }
             Event::PeerDisconnected { peer } => {
                 tracing::info!(%peer, "peer disconnected");
                 self.connected.remove(&peer);
-                self.syncer.remove(&peer);
+                self.machine.disconnected(&peer);
             }
             Event::NewListenAddr { addr } => {
                 tracing::info!(%addr, "listening");
@@ -367,25 +368,17 @@ impl Actor {
     }
 
     fn answer(&mut self, peer: PeerId, bytes: &[u8], member: bool) -> Vec<u8> {
-        match bytes.first() {
-            Some(&invite::REDEEM_TAG) => self.on_redeem(peer, &bytes[1..]).encode(),
-            Some(_) if !member => error_answer("not a member of this federation"),
-            Some(&sync::PUSH_TAG) => self.on_push(peer, bytes),
-            Some(_) => match sync::Request::decode(bytes) {
-                Ok(request) if Some(request.federation) == self.node.replica().federation() => {
-                    self.metrics.requests_served += 1;
-                    self.node.sync_respond(&mut self.syncer, &request)
-                }
-                Ok(_) => error_answer("wrong federation"),
-                Err(error) => {
-                    tracing::warn!(%peer, %error, "malformed sync request");
-                    self.penalize(peer, "malformed sync request");
-                    error_answer(&format!("malformed request: {error}"))
-                }
-            },
-            None => {
+        match sync::Tag::of(bytes) {
+            Some(sync::Tag::Redeem) => self.on_redeem(peer, &bytes[1..]).encode(),
+            _ if bytes.is_empty() => {
                 self.penalize(peer, "empty request");
-                error_answer("empty request")
+                sync::error_answer("empty request")
+            }
+            _ if !member => sync::error_answer("not a member of this federation"),
+            Some(sync::Tag::Push) => self.on_push(peer, bytes),
+            _ => {
+                self.metrics.requests_served += 1;
+                self.node.sync_answer(&mut self.machine, peer, bytes)
             }
         }
     }
@@ -395,30 +388,37 @@ impl Actor {
             return;
         }
         self.metrics.announcement_bytes_in += bytes.len() as u64;
-        match Announcement::decode(bytes) {
-            Ok(announcement) => {
-                let request = self.syncer.on_announcement(
-                    origin,
-                    &announcement,
-                    self.node.replica(),
-                    now_ms(),
-                );
-                self.send_pull(origin, request);
-            }
-            Err(error) => {
-                tracing::warn!(peer = %origin, %error, "malformed heads announcement");
-                self.penalize(origin, "malformed announcement");
+        self.machine
+            .on_announcement(origin, bytes, self.node.replica(), now_ms());
+    }
+
+    /// Carries out what the sync machine decided: gossip, requests, penalties.
+    fn carry_out(&mut self) {
+        let outputs: Vec<Output<PeerId>> = self.machine.drain().collect();
+        for output in outputs {
+            match output {
+                Output::Publish { bytes, .. } => self.publish(bytes),
+                Output::Send {
+                    to,
+                    kind,
+                    id,
+                    bytes,
+                } => {
+                    let kind = match kind {
+                        sync::Outbound::Pull => Outbound::Sync,
+                        sync::Outbound::Push => Outbound::Push,
+                    };
+                    if kind == Outbound::Push {
+                        self.metrics.bytes_out_by_kind.pushes += bytes.len() as u64;
+                    }
+                    self.send(to, bytes.to_vec(), kind, id);
+                }
+                Output::Penalize { peer, why } => self.penalize(peer, why),
             }
         }
     }
 
-    fn send_pull(&mut self, peer: PeerId, request: Option<sync::Request>) {
-        if let Some(request) = request {
-            self.send(peer, request.encode(), Outbound::Sync);
-        }
-    }
-
-    fn send(&mut self, peer: PeerId, bytes: Vec<u8>, kind: Outbound) {
+    fn send(&mut self, peer: PeerId, bytes: Vec<u8>, kind: Outbound, id: u64) {
         self.metrics.bytes_out += bytes.len() as u64;
         if kind != Outbound::Push {
             self.metrics.bytes_out_by_kind.requests += bytes.len() as u64;
@@ -427,19 +427,45 @@ impl Actor {
         let inbox = self.inbox.clone();
         self.runtime.spawn(async move {
             let result = client.request(peer, bytes).await;
-            let _ = inbox.send(Input::Response { peer, result, kind }).await;
+            let _ = inbox
+                .send(Input::Response {
+                    peer,
+                    result,
+                    kind,
+                    id,
+                })
+                .await;
         });
     }
 
-    fn on_response(&mut self, peer: PeerId, result: Result<Vec<u8>, net::Error>, kind: Outbound) {
+    fn on_response(
+        &mut self,
+        peer: PeerId,
+        result: Result<Vec<u8>, net::Error>,
+        kind: Outbound,
+        id: u64,
+    ) {
+        let now = now_ms();
         let bytes = match result {
             Ok(bytes) => bytes,
             Err(error) => {
                 tracing::debug!(%peer, %error, "request failed");
-                self.syncer.on_failure(&peer);
-                self.send_followups();
-                if kind == Outbound::Redeem {
-                    self.redeem_in_flight = false;
+                match kind {
+                    Outbound::Redeem => self.redeem_in_flight = false,
+                    Outbound::Sync => self.machine.on_failure(
+                        peer,
+                        sync::Outbound::Pull,
+                        id,
+                        self.node.replica(),
+                        now,
+                    ),
+                    Outbound::Push => self.machine.on_failure(
+                        peer,
+                        sync::Outbound::Push,
+                        id,
+                        self.node.replica(),
+                        now,
+                    ),
                 }
                 return;
             }
@@ -449,52 +475,42 @@ impl Actor {
             Outbound::Redeem => self.on_redeemed(peer, &bytes),
             Outbound::Sync => self.on_sync_response(peer, &bytes),
             Outbound::Push => {
-                if bytes.first() != Some(&PUSH_ACK_TAG) {
-                    tracing::debug!(%peer, "push not taken");
+                if let Some(error) = sync::read_error(&bytes) {
+                    tracing::debug!(%peer, %error, "push not taken");
                 }
+                self.machine.on_push_answer(peer, id, now);
             }
         }
     }
 
     fn on_sync_response(&mut self, peer: PeerId, bytes: &[u8]) {
         self.metrics.round_trips += 1;
-        let response = match self.syncer.decode_response(&peer, bytes) {
-            Ok(Some(response)) => response,
-            Ok(None) => {
-                tracing::debug!(%peer, "late answer to an earlier pull ignored");
-                return;
-            }
-            Err(error) => {
-                if bytes.first() != Some(&ERROR_TAG) {
-                    tracing::warn!(%peer, %error, "malformed sync response");
-                    self.penalize(peer, "malformed sync response");
-                }
-                self.syncer.on_failure(&peer);
-                self.send_followups();
-                return;
+        let now = now_ms();
+        let Some(answer) = self
+            .machine
+            .read_answer(peer, bytes, self.node.replica(), now)
+        else {
+            return;
+        };
+        let response = match &answer {
+            Answer::Current(response) => response,
+            Answer::Late(response) => {
+                tracing::debug!(%peer, "late answer to an earlier pull read");
+                response
             }
         };
-        self.syncer.count_bytes(&peer, bytes.len());
-        let (accepted, rejected) = self.absorb(peer, response.envelopes.clone());
-        let next = self.syncer.on_response(
-            &peer,
-            &response,
-            accepted,
-            rejected,
-            self.node.replica(),
-            now_ms(),
-        );
-        if accepted > 0 {
-            self.after_change(false);
+        let absorbed = self.absorb(peer, response.envelopes.clone());
+        self.machine
+            .after_answer(peer, &answer, absorbed, self.node.replica(), now);
+        if absorbed.accepted > 0 {
+            self.update_members();
         }
-        self.send_pull(peer, next);
-        self.send_followups();
     }
 
-    /// Feeds envelopes from `peer` to the node (the one acceptance path); counts, logs and penalizes rejections.
-    /// Returns (accepted, rejected).
-    fn absorb(&mut self, peer: PeerId, envelopes: Vec<registry::Envelope>) -> (usize, usize) {
-        let (accepted, rejected, penalized) = match self.node.receive_deferred(envelopes) {
+    /// Feeds envelopes from `peer` to the node (the one acceptance path); counts and logs rejections (the sync
+    /// machine decides penalties).
+    fn absorb(&mut self, peer: PeerId, envelopes: Vec<registry::Envelope>) -> Absorbed {
+        match self.node.receive_deferred(envelopes) {
             Ok(receipt) => {
                 self.metrics.duplicates += receipt.duplicates as u64;
                 for rejection in &receipt.rejected {
@@ -508,96 +524,52 @@ impl Actor {
                 // Own changes a removal took out (they built on an excluded change) were written again: share them.
                 let reissued = self.node.take_reissued();
                 if !reissued.is_empty() {
-                    self.push_queue.extend(reissued);
-                    self.after_change(true);
+                    self.machine.written(reissued);
+                    self.machine.changed(true, now_ms());
                 }
-                // Only what the peer could have checked itself counts against it: a change refused because of what
-                // this replica holds (a revocation, an equivocation proof) is evidence an honest peer relays.
-                let penalized = receipt
-                    .rejected
-                    .iter()
-                    .filter(|r| r.reason.penalizes())
-                    .count();
-                (receipt.accepted.len(), receipt.rejected.len(), penalized)
+                self.metrics.accepted_remote += receipt.accepted.len() as u64;
+                Absorbed {
+                    accepted: receipt.accepted.len(),
+                    rejected: receipt.rejected.len(),
+                    // Only what the peer could have checked itself counts against it: a change refused because of
+                    // what this replica holds (a revocation, an equivocation proof) is evidence an honest peer relays.
+                    penalizing: receipt
+                        .rejected
+                        .iter()
+                        .filter(|r| r.reason.penalizes())
+                        .count(),
+                }
             }
             Err(error) => {
                 tracing::error!(%peer, %error, "storing received changes failed");
-                (0, 0, 0)
+                Absorbed::default()
             }
-        };
-        self.metrics.accepted_remote += accepted as u64;
-        if penalized > 0 && (penalized as u64) >= self.config.rejections_per_penalty {
-            self.penalize(peer, "sent rejected changes");
         }
-        (accepted, rejected)
     }
 
     /// Changes a peer just wrote, pushed unasked: the same acceptance path as a pull's response.
     fn on_push(&mut self, peer: PeerId, bytes: &[u8]) -> Vec<u8> {
-        let push = match sync::Push::decode(bytes) {
+        let push = match self.machine.read_push(peer, bytes) {
             Ok(push) => push,
-            Err(error) => {
-                tracing::warn!(%peer, %error, "malformed push");
-                self.penalize(peer, "malformed push");
-                return error_answer(&format!("malformed push: {error}"));
-            }
+            Err(answer) => return answer,
         };
-        let (accepted, _) = self.absorb(peer, push.response.envelopes.clone());
-        let next = self
-            .syncer
-            .after_push(peer, &push, self.node.replica(), now_ms());
-        // No relay announcement: the author pushed to every member it is connected to and announces itself to
-        // those it is not.
-        if accepted > 0 {
+        let absorbed = self.absorb(peer, push.response.envelopes.clone());
+        self.machine
+            .after_push(peer, &push, absorbed, self.node.replica(), now_ms());
+        if absorbed.accepted > 0 {
             self.update_members();
         }
-        self.send_pull(peer, next);
-        vec![PUSH_ACK_TAG]
+        sync::push_ack()
     }
 
     /// Queues the changes written here since `before` for the next push.
     fn queue_written(&mut self, before: &[registry::ChangeHash]) {
         let written = self.node.replica().changes_since(before);
-        self.push_queue.extend(
-            written
-                .iter()
-                .filter_map(|hash| self.node.stored_envelope(hash)),
-        );
-    }
-
-    /// Pushes the queued changes written here to every connected member, in one message per peer. Pushed peers have
-    /// them; an announcement follows only when the push did not reach every other member (the periodic summary
-    /// still goes out).
-    fn flush_pushes(&mut self) {
-        if self.push_queue.is_empty() {
-            return;
-        }
-        let envelopes = std::mem::take(&mut self.push_queue);
-        let peers: Vec<PeerId> = self
-            .connected
+        let envelopes: Vec<registry::Envelope> = written
             .iter()
-            .filter(|p| self.members.as_ref().is_some_and(|m| m.contains(p)))
-            .copied()
+            .filter_map(|hash| self.node.stored_envelope(hash))
             .collect();
-        let bytes = sync::Push::encode_envelopes(envelopes);
-        for peer in &peers {
-            let bytes = bytes.clone();
-            self.metrics.bytes_out_by_kind.pushes += bytes.len() as u64;
-            self.send(*peer, bytes, Outbound::Push);
-        }
-        let others = self.members.as_ref().map_or(usize::MAX, |m| {
-            m.iter().filter(|p| **p != self.local_peer).count()
-        });
-        if peers.is_empty() || peers.len() < others {
-            self.after_change(true);
-        }
-    }
-
-    /// Pulls that waited for another pull to end.
-    fn send_followups(&mut self) {
-        for (peer, request) in self.syncer.followups(self.node.replica(), now_ms()) {
-            self.send_pull(peer, Some(request));
-        }
+        self.machine.written(envelopes);
     }
 
     fn penalize(&mut self, peer: PeerId, why: &str) {
@@ -607,19 +579,6 @@ impl Actor {
         self.runtime.spawn(async move {
             let _ = client.penalize(peer).await;
         });
-    }
-
-    /// After the registry changed: announce soon (a change written here after `announce_debounce_ms`, one only
-    /// relayed from a peer after `relay_announce_debounce_ms`: every peer heard its author's announcement, so the
-    /// relay matters only to those that could not pull from the author), and refresh the member gate.
-    fn after_change(&mut self, own: bool) {
-        if self.node.replica().heads() != self.announced_heads {
-            if self.dirty_since_ms.is_none() {
-                self.dirty_since_ms = Some(now_ms());
-            }
-            self.dirty_own |= own;
-        }
-        self.update_members();
     }
 
     /// Refreshes the member gate and the names `status` shows, when the council document changed (members live
@@ -658,6 +617,7 @@ impl Actor {
             tracing::info!(peer = %revoked, "member revoked; disconnecting");
         }
         self.members = Some(members.clone());
+        self.machine.set_members(Some(members.clone()));
         let client = self.client.clone();
         self.runtime.spawn(async move {
             if let Err(error) = client.set_members(members).await {
@@ -667,31 +627,12 @@ impl Actor {
     }
 
     fn on_tick(&mut self) {
-        self.flush_pushes();
         // Changes taken from peers become durable once per tick (group commit), not once per message.
         if let Err(error) = self.node.flush() {
             tracing::error!(%error, "flushing received changes failed");
         }
         let now = now_ms();
-        self.syncer.on_tick(now);
-        if self.syncer.has_deferred() {
-            self.send_followups();
-        }
-        let debounce = if self.dirty_own {
-            self.config.announce_debounce_ms
-        } else {
-            self.config.relay_announce_debounce_ms
-        };
-        let debounced = self
-            .dirty_since_ms
-            .is_some_and(|since| now.saturating_sub(since) >= debounce);
-        let periodic =
-            now.saturating_sub(self.last_announce_ms) >= self.config.announce_interval_ms;
-        if debounced {
-            self.announce(now);
-        } else if periodic {
-            self.announce_summary(now);
-        }
+        self.machine.tick(self.node.replica(), now);
         if now.saturating_sub(self.last_redial_ms) >= REDIAL_INTERVAL_MS {
             self.last_redial_ms = now;
             self.redial();
@@ -780,26 +721,6 @@ impl Actor {
         out
     }
 
-    fn announce(&mut self, now: u64) {
-        self.dirty_since_ms = None;
-        self.dirty_own = false;
-        self.last_announce_ms = now;
-        let Some(announcement) = self.syncer.announcement(self.node.replica()) else {
-            return;
-        };
-        self.announced_heads = self.node.replica().heads();
-        self.publish(announcement.encode());
-    }
-
-    /// The periodic anti-entropy announcement: digest and count only (see `Announcement::summary`).
-    fn announce_summary(&mut self, now: u64) {
-        self.last_announce_ms = now;
-        let Some(summary) = self.syncer.summary(self.node.replica()) else {
-            return;
-        };
-        self.publish(summary.encode());
-    }
-
     fn publish(&mut self, bytes: Vec<u8>) {
         self.metrics.bytes_out += bytes.len() as u64;
         self.metrics.bytes_out_by_kind.announcements += bytes.len() as u64;
@@ -821,7 +742,7 @@ impl Actor {
         self.redeem_in_flight = true;
         tracing::info!(%peer, "redeeming invite");
         let redeem = Redeem::new(ticket, self.node.keypair());
-        self.send(peer, redeem.encode(), Outbound::Redeem);
+        self.send(peer, redeem.encode(), Outbound::Redeem, 0);
     }
 
     fn on_redeemed(&mut self, peer: PeerId, bytes: &[u8]) {
@@ -836,8 +757,7 @@ impl Actor {
                 self.invite_outcome = Some(format!("admitted by change {change}"));
                 self.ticket = None;
                 let _ = std::fs::remove_file(self.node_dir_ticket());
-                let request = self.syncer.pull(peer, self.node.replica(), now_ms());
-                self.send_pull(peer, request);
+                self.machine.pull(peer, self.node.replica(), now_ms());
             }
             Err(reason) => {
                 tracing::error!(%peer, %reason, "invite refused");
@@ -911,11 +831,13 @@ impl Actor {
             member,
             nonce: ticket.body.nonce.clone(),
         };
+        let before = self.node.replica().heads();
         let outcome = self
             .node
             .write(&op, now_ms() as i64)
             .map_err(|e| TicketError::Malformed(format!("admission failed: {e}")))?;
-        self.after_change(true);
+        self.queue_written(&before);
+        self.update_members();
         Ok(outcome.change)
     }
 
@@ -925,7 +847,7 @@ impl Actor {
             .iter()
             .filter_map(|peer| {
                 let (name, role) = self.member_names.get(peer)?;
-                let sync = self.syncer.peers().get(peer);
+                let sync = self.machine.pulls().peers().get(peer);
                 Some(PeerStatus {
                     peer_id: peer.to_string(),
                     name: name.clone(),
@@ -1012,12 +934,6 @@ impl Actor {
         }
         out
     }
-}
-
-fn error_answer(message: &str) -> Vec<u8> {
-    let mut out = vec![ERROR_TAG];
-    out.extend_from_slice(message.as_bytes());
-    out
 }
 
 /// Parses a ticket waiting in the data dir, if any.

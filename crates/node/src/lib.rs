@@ -378,14 +378,15 @@ impl Node {
         registry::sync::EnvelopeSource::envelope(&StoreSource(&self.store), hash)
     }
 
-    /// Answers a peer's pull request from the stored envelopes, in wire form (`syncer` resolves the head set the
-    /// request names and remembers the heads sent).
-    pub fn sync_respond<P: Ord + Clone>(
+    /// Answers a peer's pull request from the stored envelopes, in wire form (`machine` resolves the head set the
+    /// request names, remembers the heads sent, and penalizes a malformed request).
+    pub fn sync_answer<P: Ord + Clone>(
         &self,
-        syncer: &mut registry::sync::Syncer<P>,
-        request: &registry::sync::Request,
+        machine: &mut registry::sync::SyncMachine<P>,
+        peer: P,
+        bytes: &[u8],
     ) -> Vec<u8> {
-        syncer.respond(request, &self.replica, &StoreSource(&self.store))
+        machine.on_request(peer, bytes, &self.replica, &StoreSource(&self.store))
     }
 
     /// Adopts a federation (a joining node, from its ticket).

@@ -78,10 +78,12 @@ fn pull_with(
         let r = Request::decode(&wire).expect("request decodes");
         let answer = serving.respond(&r, &server.replica, &server.envelopes);
         bytes += answer.len();
-        let response = syncer
+        let registry::sync::Answer::Current(response) = syncer
             .decode_response(&1, &answer)
             .expect("response decodes")
-            .expect("answers the request in flight");
+        else {
+            panic!("a late answer, not the answer to the request in flight");
+        };
         transferred += response.envelopes.len();
         let receipt = puller
             .replica
@@ -200,10 +202,11 @@ fn absorb(
     from: u8,
     answer: &[u8],
 ) -> (usize, usize, Option<Request>) {
-    let response = syncer
-        .decode_response(&from, answer)
-        .expect("decodes")
-        .expect("answers the request in flight");
+    let registry::sync::Answer::Current(response) =
+        syncer.decode_response(&from, answer).expect("decodes")
+    else {
+        panic!("a late answer, not the answer to the request in flight");
+    };
     let receipt = puller
         .replica
         .receive(response.envelopes.clone())

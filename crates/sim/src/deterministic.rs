@@ -1,5 +1,6 @@
-//! Deterministic mode: many nodes running the production registry and sync code (`registry::Replica`,
-//! `registry::sync::Syncer`, the real wire codecs) over a virtual clock and an in-memory network with drop, delay,
+//! Deterministic mode: many nodes running the production registry and sync code (`registry::Replica`, the sync
+//! policy state machine `registry::sync::SyncMachine` that running nodes drive, the real wire codecs), each keeping
+//! a mesh of connected members it pushes to, over a virtual clock and an in-memory network with drop, delay,
 //! duplicate, reorder and partition filters, all driven by one seeded generator. Same seed, same report.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -8,7 +9,7 @@ use identity::Keypair;
 use model::{DocId, Role};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use registry::sync::{self, Announcement, Syncer};
+use registry::sync::{self, Absorbed, Answer, Output, Policy, SyncMachine};
 use registry::{ChangeHash, Envelope, Op, Replica};
 
 use crate::report::{Invariant, Phase, Report};
@@ -27,14 +28,39 @@ pub enum InjectedBug {
 
 enum Payload {
     Announcement(Vec<u8>),
-    Request(Vec<u8>),
-    Response(Vec<u8>),
+    Request { bytes: Vec<u8>, id: u64 },
+    Response { bytes: Vec<u8>, id: u64 },
+    Push { bytes: Vec<u8>, id: u64 },
+    PushAck { id: u64 },
 }
 
 impl Payload {
     fn len(&self) -> usize {
         match self {
-            Payload::Announcement(b) | Payload::Request(b) | Payload::Response(b) => b.len(),
+            Payload::Announcement(b) => b.len(),
+            Payload::Request { bytes, .. }
+            | Payload::Response { bytes, .. }
+            | Payload::Push { bytes, .. } => bytes.len(),
+            Payload::PushAck { .. } => 1,
+        }
+    }
+
+    fn copy(&self) -> Self {
+        match self {
+            Payload::Announcement(b) => Payload::Announcement(b.clone()),
+            Payload::Request { bytes, id } => Payload::Request {
+                bytes: bytes.clone(),
+                id: *id,
+            },
+            Payload::Response { bytes, id } => Payload::Response {
+                bytes: bytes.clone(),
+                id: *id,
+            },
+            Payload::Push { bytes, id } => Payload::Push {
+                bytes: bytes.clone(),
+                id: *id,
+            },
+            Payload::PushAck { id } => Payload::PushAck { id: *id },
         }
     }
 }
@@ -54,19 +80,15 @@ struct SimNode {
     replica: Replica,
     /// What the node's store holds: accepted and pending envelopes (survives a crash).
     stored: BTreeMap<ChangeHash, Envelope>,
-    syncer: Syncer<usize>,
+    machine: SyncMachine<usize>,
     alive: bool,
     attacks: Vec<String>,
     /// Per requesting node, the next attack to answer it with: every node that pulls from a hostile one meets
     /// every attack in turn, whatever the order of the pulls.
     attack_turns: BTreeMap<usize, usize>,
     revoked: bool,
-    /// Changes a revoked node made after it saw its revocation, served to whoever pulls.
-    outbox: Vec<Envelope>,
-    last_announce_ms: u64,
-    /// Accepted changes when the node last announced: the accepted set only grows, so the heads changed exactly
-    /// when this count did (comparing counts each tick instead of heads keeps large runs fast).
-    announced_len: Option<usize>,
+    /// When a hostile node last gossiped its (fake) announcement.
+    last_announce_ms: Option<u64>,
     /// The heads as of an accepted-change count, so that `observe` computes them only after a change.
     heads_memo: Option<(usize, Vec<ChangeHash>)>,
     writes: u64,
@@ -111,6 +133,7 @@ struct Sim<'a> {
     converged_since: Option<u64>,
     last_disruption_ms: u64,
     counter: u64,
+    policy: Policy,
 }
 
 /// The key of node `name` in a run with `seed` (real mode writes the same keys into its data dirs).
@@ -148,14 +171,12 @@ impl<'a> Sim<'a> {
                 observer,
                 replica: Replica::new(),
                 stored: BTreeMap::new(),
-                syncer: Syncer::new(),
+                machine: SyncMachine::new(policy(scenario)),
                 alive: true,
                 attacks: Vec::new(),
                 attack_turns: BTreeMap::new(),
                 revoked: false,
-                outbox: Vec::new(),
-                last_announce_ms: 0,
-                announced_len: None,
+                last_announce_ms: None,
                 heads_memo: None,
                 writes: 0,
             })
@@ -206,6 +227,51 @@ impl<'a> Sim<'a> {
             converged_since: None,
             last_disruption_ms: 0,
             counter: 0,
+            policy: policy(scenario),
+        }
+    }
+
+    /// Every node connects to `mesh_target` others at random (quietly: they start from the same state), and knows
+    /// every other node as a member it may push to.
+    fn form_mesh(&mut self) {
+        let n = self.nodes.len();
+        for i in 0..n {
+            let others: BTreeSet<usize> = (0..n).filter(|j| *j != i).collect();
+            self.nodes[i].machine.set_members(Some(others));
+        }
+        for i in 0..n {
+            self.fill_mesh(i, false);
+        }
+    }
+
+    /// Connects node `i` to random live nodes until it has `mesh_target` connections (`pull`: both sides pull on
+    /// connect, as running nodes do; the initial mesh is formed quietly).
+    fn fill_mesh(&mut self, i: usize, pull: bool) {
+        let n = self.nodes.len();
+        let target = self.scenario.network.mesh_target.min(n.saturating_sub(1));
+        let mut attempts = 0;
+        while self.nodes[i].machine.connections().len() < target && attempts < target * 8 {
+            attempts += 1;
+            let j = self.rng.random_range(0..n);
+            if j == i
+                || !self.nodes[j].alive
+                || self.nodes[i].machine.connections().contains(&j)
+                || self.nodes[j].machine.connections().len() >= 2 * target
+            {
+                continue;
+            }
+            if pull {
+                let now = self.now_ms;
+                let (a, b) = (&mut self.nodes[i], j);
+                a.machine.connected(b, &a.replica, now);
+                let (c, d) = (&mut self.nodes[j], i);
+                c.machine.connected(d, &c.replica, now);
+                self.carry_out(i);
+                self.carry_out(j);
+            } else {
+                self.nodes[i].machine.connected_quietly(j);
+                self.nodes[j].machine.connected_quietly(i);
+            }
         }
     }
 
@@ -215,6 +281,7 @@ impl<'a> Sim<'a> {
         let mut next_event = 0;
         let tick = self.scenario.tick_ms;
         let mut t = 0;
+        self.form_mesh();
         while t <= self.scenario.duration_ms {
             self.now_ms = t;
             while next_event < schedule.len() && schedule[next_event].at_ms <= t {
@@ -225,19 +292,77 @@ impl<'a> Sim<'a> {
             if t < self.scenario.workload.stop_at_ms {
                 self.workload();
             }
-            self.announce();
-            self.deliver();
-            for i in 0..self.nodes.len() {
-                self.nodes[i].syncer.on_tick(t);
-                if self.nodes[i].alive {
-                    self.followups(i);
+            if t % MESH_INTERVAL_MS < tick {
+                for i in 0..self.nodes.len() {
+                    if self.nodes[i].alive {
+                        self.fill_mesh(i, true);
+                    }
                 }
             }
+            for i in 0..self.nodes.len() {
+                if !self.nodes[i].alive {
+                    continue;
+                }
+                if self.nodes[i].attacks.is_empty() {
+                    let node = &mut self.nodes[i];
+                    node.machine.tick(&node.replica, t);
+                    self.carry_out(i);
+                } else {
+                    self.hostile_announce(i);
+                }
+            }
+            self.deliver();
             self.observe();
             t += tick;
         }
         if let Some(phase) = self.phases.last_mut() {
             phase.end_ms = self.scenario.duration_ms;
+        }
+    }
+
+    /// Carries out what node `i`'s sync machine decided.
+    fn carry_out(&mut self, i: usize) {
+        if !self.nodes[i].machine.has_output() {
+            return;
+        }
+        let outputs: Vec<Output<usize>> = self.nodes[i].machine.drain().collect();
+        for output in outputs {
+            match output {
+                Output::Publish { bytes, .. } => {
+                    for to in self.gossip_targets(i) {
+                        self.send(i, to, Payload::Announcement(bytes.clone()));
+                    }
+                }
+                Output::Send {
+                    to,
+                    kind: sync::Outbound::Pull,
+                    id,
+                    bytes,
+                } => self.send(
+                    i,
+                    to,
+                    Payload::Request {
+                        bytes: bytes.to_vec(),
+                        id,
+                    },
+                ),
+                Output::Send {
+                    to,
+                    kind: sync::Outbound::Push,
+                    id,
+                    bytes,
+                } => self.send(
+                    i,
+                    to,
+                    Payload::Push {
+                        bytes: bytes.to_vec(),
+                        id,
+                    },
+                ),
+                // The simulated transport has no gate; the honest node stops pulling from a peer that claims
+                // changes it does not serve (the machine's own rule), which is what the scenarios check.
+                Output::Penalize { .. } => {}
+            }
         }
     }
 
@@ -307,12 +432,24 @@ impl<'a> Sim<'a> {
             Action::Crash { node } => {
                 if let Some(i) = self.index(node) {
                     self.nodes[i].alive = false;
+                    // Its connections close: every peer forgets it (and finds another at its next mesh round).
+                    let peers: Vec<usize> = self.nodes[i]
+                        .machine
+                        .connections()
+                        .iter()
+                        .copied()
+                        .collect();
+                    for peer in peers {
+                        self.nodes[peer].machine.disconnected(&i);
+                    }
                     self.disrupted(format!("crash {node}"));
                 }
             }
             Action::Restart { node } => {
                 if let Some(i) = self.index(node) {
-                    restart(&mut self.nodes[i]);
+                    let n = self.nodes.len();
+                    restart(&mut self.nodes[i], self.policy.clone(), n, i);
+                    self.fill_mesh(i, true);
                     self.disrupted(format!("restart {node}"));
                 }
             }
@@ -397,15 +534,7 @@ impl<'a> Sim<'a> {
         }
         let [low, high] = self.links.latency_ms;
         let duplicate = self.rng.random_bool(self.links.duplicate);
-        let copy = if duplicate {
-            Some(match &payload {
-                Payload::Announcement(b) => Payload::Announcement(b.clone()),
-                Payload::Request(b) => Payload::Request(b.clone()),
-                Payload::Response(b) => Payload::Response(b.clone()),
-            })
-        } else {
-            None
-        };
+        let copy = duplicate.then(|| payload.copy());
         for payload in std::iter::once(payload).chain(copy) {
             let at = self.now_ms + self.rng.random_range(low..=high);
             self.queue
@@ -456,7 +585,8 @@ impl<'a> Sim<'a> {
         let node = &mut self.nodes[i];
         match node.replica.write(&node.key, op, now) {
             Ok(envelope) => {
-                node.stored.insert(envelope.hash(), envelope);
+                node.stored.insert(envelope.hash(), envelope.clone());
+                node.machine.written([envelope]);
                 node.writes += 1;
             }
             Err(registry::Error::NotAllowed { .. }) if node.revoked => {
@@ -464,51 +594,38 @@ impl<'a> Sim<'a> {
                 let doc = DocId::Pod(node.region.clone());
                 if let Ok(envelope) = node.replica.craft(&node.key, &doc, op, now) {
                     self.bad.insert(envelope.hash());
-                    node.outbox.push(envelope);
+                    node.machine.written([envelope]);
                 }
             }
             Err(error) => tracing::debug!(node = %node.name, %error, "write refused"),
         }
     }
 
-    fn announce(&mut self) {
+    /// A hostile node gossips every announce interval: garbage, or a head nobody has, so honest nodes pull from it
+    /// and meet its attacks.
+    fn hostile_announce(&mut self, i: usize) {
         let interval = self.scenario.network.announce_interval_ms;
-        for i in 0..self.nodes.len() {
-            let node = &self.nodes[i];
-            if !node.alive {
-                continue;
-            }
-            let len = node.replica.held_len();
-            let due = node.announced_len != Some(len)
-                || self.now_ms.saturating_sub(node.last_announce_ms) >= interval;
-            if !due {
-                continue;
-            }
-            let hostile = !node.attacks.is_empty();
-            let node = &mut self.nodes[i];
-            let Some(mut announcement) = node.syncer.announcement(&node.replica) else {
-                continue;
-            };
-            let bytes = if hostile
-                && node.attacks.iter().any(|a| a == "garbage")
-                && self.rng.random_bool(0.5)
-            {
-                crate::attack::garbage(&mut self.rng, 64)
-            } else {
-                if hostile {
-                    // Claim a head nobody has, so honest nodes pull from it and meet its attacks.
-                    let fake = ChangeHash(self.rng.random());
-                    announcement.heads = vec![fake];
-                    announcement.digest = sync::heads_digest(&announcement.heads);
-                }
-                announcement.encode()
-            };
-            self.nodes[i].announced_len = Some(len);
-            self.nodes[i].last_announce_ms = self.now_ms;
-            let targets = self.gossip_targets(i);
-            for to in targets {
-                self.send(i, to, Payload::Announcement(bytes.clone()));
-            }
+        let node = &self.nodes[i];
+        if node
+            .last_announce_ms
+            .is_some_and(|last| self.now_ms.saturating_sub(last) < interval)
+        {
+            return;
+        }
+        let Some(mut announcement) = node.replica.announcement() else {
+            return;
+        };
+        let bytes = if node.attacks.iter().any(|a| a == "garbage") && self.rng.random_bool(0.5) {
+            crate::attack::garbage(&mut self.rng, 64)
+        } else {
+            let fake = ChangeHash(self.rng.random());
+            announcement.heads = vec![fake];
+            announcement.digest = sync::heads_digest(&announcement.heads);
+            announcement.encode()
+        };
+        self.nodes[i].last_announce_ms = Some(self.now_ms);
+        for to in self.gossip_targets(i) {
+            self.send(i, to, Payload::Announcement(bytes.clone()));
         }
     }
 
@@ -536,13 +653,18 @@ impl<'a> Sim<'a> {
             if !self.reachable(message.from, message.to) {
                 continue;
             }
+            let (from, to) = (message.from, message.to);
             match message.payload {
-                Payload::Announcement(bytes) => {
-                    self.on_announcement(message.from, message.to, &bytes)
+                Payload::Announcement(bytes) => self.on_announcement(from, to, &bytes),
+                Payload::Request { bytes, id } => self.on_request(from, to, &bytes, id),
+                Payload::Response { bytes, id } => self.on_response(from, to, &bytes, id),
+                Payload::Push { bytes, id } => self.on_push(from, to, &bytes, id),
+                Payload::PushAck { id } => {
+                    let now = self.now_ms;
+                    self.nodes[to].machine.on_push_answer(from, id, now);
                 }
-                Payload::Request(bytes) => self.on_request(message.from, message.to, &bytes),
-                Payload::Response(bytes) => self.on_response(message.from, message.to, &bytes),
             }
+            self.carry_out(to);
         }
     }
 
@@ -557,94 +679,100 @@ impl<'a> Sim<'a> {
         if !self.nodes[to].attacks.is_empty() {
             return;
         }
-        let announcement = match Announcement::decode(bytes) {
-            Ok(a) => a,
-            Err(_) => return self.reject("malformed_message", 1),
-        };
+        if sync::Announcement::decode(bytes).is_err() {
+            self.reject("malformed_message", 1);
+        }
         let now = self.now_ms;
         let node = &mut self.nodes[to];
-        if let Some(request) = node
-            .syncer
-            .on_announcement(from, &announcement, &node.replica, now)
-        {
-            self.send(to, from, Payload::Request(request.encode()));
-        }
+        node.machine
+            .on_announcement(from, bytes, &node.replica, now);
     }
 
-    fn on_request(&mut self, from: usize, to: usize, bytes: &[u8]) {
+    fn on_request(&mut self, from: usize, to: usize, bytes: &[u8], id: u64) {
         if !self.nodes[to].attacks.is_empty() {
             let answer = self.attack(to, from, bytes);
-            return self.send(to, from, Payload::Response(answer));
+            return self.send(to, from, Payload::Response { bytes: answer, id });
         }
-        let request = match sync::Request::decode(bytes) {
-            Ok(r) => r,
-            Err(_) => return self.reject("malformed_message", 1),
-        };
+        if sync::Request::decode(bytes).is_err() {
+            self.reject("malformed_message", 1);
+        }
         let node = &mut self.nodes[to];
-        let (mut response, context) = node.syncer.prepare(&request, &node.replica, &node.stored);
-        if !response.unknown_ref {
-            response.envelopes.extend(node.outbox.iter().cloned());
-        }
-        let answer = response.encode_for(&context);
-        self.send(to, from, Payload::Response(answer));
+        let answer = node
+            .machine
+            .on_request(from, bytes, &node.replica, &node.stored);
+        self.send(to, from, Payload::Response { bytes: answer, id });
     }
 
-    fn on_response(&mut self, from: usize, to: usize, bytes: &[u8]) {
+    /// Feeds envelopes from a peer to node `i`'s replica and store; counts rejections.
+    fn absorb(&mut self, i: usize, envelopes: Vec<Envelope>) -> Absorbed {
+        let node = &mut self.nodes[i];
+        let receipt = match node.replica.receive(envelopes) {
+            Ok(receipt) => receipt,
+            Err(_) => return Absorbed::default(),
+        };
+        for envelope in receipt.to_keep().chain(&receipt.pending_added) {
+            node.stored.insert(envelope.hash(), envelope.clone());
+        }
+        let absorbed = Absorbed {
+            accepted: receipt.accepted.len(),
+            rejected: receipt.rejected.len(),
+            penalizing: receipt
+                .rejected
+                .iter()
+                .filter(|r| r.reason.penalizes())
+                .count(),
+        };
+        for rejection in &receipt.rejected {
+            self.reject(rejection.reason.code(), 1);
+        }
+        absorbed
+    }
+
+    fn on_response(&mut self, from: usize, to: usize, bytes: &[u8], id: u64) {
+        let now = self.now_ms;
         if bytes.len() > self.scenario.network.max_message_bytes {
-            self.nodes[to].syncer.on_failure(&from);
-            self.followups(to);
+            let node = &mut self.nodes[to];
+            node.machine
+                .on_failure(from, sync::Outbound::Pull, id, &node.replica, now);
             return self.reject("oversized_message", 1);
         }
-        let response = match self.nodes[to].syncer.decode_response(&from, bytes) {
-            Ok(Some(r)) => r,
-            // A late answer to an earlier request: not read.
-            Ok(None) => return,
-            Err(_) => {
-                self.nodes[to].syncer.on_failure(&from);
-                self.followups(to);
-                return self.reject("malformed_message", 1);
+        let node = &mut self.nodes[to];
+        let Some(answer) = node.machine.read_answer(from, bytes, &node.replica, now) else {
+            if sync::read_error(bytes).is_none() {
+                self.reject("malformed_message", 1);
             }
+            return;
         };
         self.rounds += 1;
         if let Some(phase) = self.phases.last_mut() {
             phase.rounds += 1;
         }
-        let now = self.now_ms;
-        let node = &mut self.nodes[to];
-        let receipt = match node.replica.receive(response.envelopes.clone()) {
-            Ok(receipt) => receipt,
-            Err(_) => return,
+        let envelopes = match &answer {
+            Answer::Current(response) | Answer::Late(response) => response.envelopes.clone(),
         };
-        for envelope in receipt.to_keep().chain(&receipt.pending_added) {
-            node.stored.insert(envelope.hash(), envelope.clone());
-        }
-        let reasons: Vec<&'static str> = receipt.rejected.iter().map(|r| r.reason.code()).collect();
-        let next = node.syncer.on_response(
-            &from,
-            &response,
-            receipt.accepted.len(),
-            receipt.rejected.len(),
-            &node.replica,
-            now,
-        );
-        for reason in reasons {
-            self.reject(reason, 1);
-        }
-        if let Some(request) = next {
-            self.send(to, from, Payload::Request(request.encode()));
-        }
-        self.followups(to);
+        let absorbed = self.absorb(to, envelopes);
+        let node = &mut self.nodes[to];
+        node.machine
+            .after_answer(from, &answer, absorbed, &node.replica, now);
     }
 
-    /// Pulls node `i` deferred while another pull was in flight.
-    fn followups(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        if !node.syncer.has_deferred() {
+    fn on_push(&mut self, from: usize, to: usize, bytes: &[u8], id: u64) {
+        if !self.nodes[to].attacks.is_empty() {
             return;
         }
-        for (peer, request) in node.syncer.followups(&node.replica, self.now_ms) {
-            self.send(i, peer, Payload::Request(request.encode()));
-        }
+        let now = self.now_ms;
+        let push = match self.nodes[to].machine.read_push(from, bytes) {
+            Ok(push) => push,
+            Err(_) => {
+                self.reject("malformed_message", 1);
+                return self.send(to, from, Payload::PushAck { id });
+            }
+        };
+        let absorbed = self.absorb(to, push.response.envelopes.clone());
+        let node = &mut self.nodes[to];
+        node.machine
+            .after_push(from, &push, absorbed, &node.replica, now);
+        self.send(to, from, Payload::PushAck { id });
     }
 
     /// A hostile node's answer to a pull: the next attack in its list.
@@ -831,8 +959,8 @@ fn memo_heads(node: &mut SimNode) -> &[ChangeHash] {
 }
 
 /// Reopens a node from what it persisted: a fresh replica fed its stored envelopes, as a restarted node loads its
-/// store.
-fn restart(node: &mut SimNode) {
+/// store, and a fresh sync machine with no connections.
+fn restart(node: &mut SimNode, policy: Policy, nodes: usize, me: usize) {
     let federation = node.replica.federation();
     let mut replica = Replica::new();
     if let Some(federation) = federation {
@@ -840,11 +968,24 @@ fn restart(node: &mut SimNode) {
         let _ = replica.receive(node.stored.values().cloned().collect());
     }
     node.replica = replica;
-    node.syncer = Syncer::new();
+    node.machine = SyncMachine::new(policy);
+    node.machine
+        .set_members(Some((0..nodes).filter(|j| *j != me).collect()));
     node.alive = true;
-    node.announced_len = None;
+    node.last_announce_ms = None;
     node.heads_memo = None;
 }
+
+/// The sync policy of a scenario's nodes: its announce interval, the node's defaults otherwise.
+fn policy(scenario: &Scenario) -> Policy {
+    Policy {
+        announce_interval_ms: scenario.network.announce_interval_ms,
+        ..Policy::default()
+    }
+}
+
+/// How often a node whose mesh lost peers connects to others.
+const MESH_INTERVAL_MS: u64 = 1_000;
 
 /// Genesis by the first council node, membership for every member node, an objective and one key result per region
 /// with pods. Returns the federation and the envelopes every node starts with.

@@ -60,6 +60,9 @@ pub struct Network {
     pub announce_interval_ms: u64,
     /// Largest message a node reads (larger ones are refused unread, as the transport does).
     pub max_message_bytes: usize,
+    /// Members each node keeps connections to (its mesh): pushes go to these; a node whose mesh peer is gone
+    /// connects to another.
+    pub mesh_target: usize,
 }
 
 impl Default for Network {
@@ -71,6 +74,7 @@ impl Default for Network {
             fanout: 6,
             announce_interval_ms: 2_000,
             max_message_bytes: 4 * 1024 * 1024,
+            mesh_target: 8,
         }
     }
 }

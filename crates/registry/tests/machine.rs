@@ -1,0 +1,392 @@
+//! The sync policy state machine (`SyncMachine`) driven over a lossy in-memory network: lost pushes, pulls, answers
+//! and announcements are retried within round trips, a differing summary is pulled from after one RTO, and a peer
+//! that announces heads it does not serve is penalized and left alone.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use identity::Keypair;
+use model::{Learning, Member, Role};
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use registry::sync::{self, Absorbed, Announcement, Answer, Outbound, Output, Policy, SyncMachine};
+use registry::{ChangeHash, Envelope, Op, Replica};
+
+const INTERVAL_MS: u64 = 2_000;
+const TICK_MS: u64 = 10;
+
+struct Node {
+    key: Keypair,
+    replica: Replica,
+    envelopes: HashMap<ChangeHash, Envelope>,
+    machine: SyncMachine<usize>,
+    /// Answers pulls with nothing and announces heads nobody has.
+    liar: bool,
+}
+
+enum Payload {
+    Announcement(Vec<u8>),
+    Request(Vec<u8>),
+    Response(Vec<u8>),
+    Push(Vec<u8>, u64),
+    Ack(u64),
+}
+
+struct Net {
+    nodes: Vec<Node>,
+    queue: BTreeMap<(u64, u64), (usize, usize, Payload)>,
+    seq: u64,
+    now: u64,
+    rng: StdRng,
+    drop: f64,
+    /// (node, peer, why) of every penalty.
+    penalties: Vec<(usize, usize, &'static str)>,
+    /// Pull requests sent, per (from, to).
+    pulls: BTreeMap<(usize, usize), u64>,
+}
+
+fn member(key: &Keypair, role: Role, name: &str) -> Member {
+    Member {
+        public_key: key.public().to_hex(),
+        name: name.into(),
+        role,
+        scope: Some(name.into()),
+        admitted_by: String::new(),
+        admitted_at_ms: 0,
+        revoked: false,
+    }
+}
+
+fn learning(id: &str) -> Op {
+    Op::AddLearning(Learning {
+        id: id.into(),
+        title: format!("learning {id}"),
+        body: "what we learnt".into(),
+        outcome: None,
+        tags: vec![],
+        experiment: None,
+        source: String::new(),
+        author: String::new(),
+        created_at_ms: 0,
+    })
+}
+
+impl Net {
+    /// A council (node 0) and `pods` pods, all connected to all, starting from the same registry.
+    fn new(pods: usize, drop: f64, seed: u64) -> Self {
+        let policy = Policy {
+            announce_interval_ms: INTERVAL_MS,
+            ..Policy::default()
+        };
+        let mut nodes: Vec<Node> = (0..=pods)
+            .map(|i| Node {
+                key: Keypair::from_seed([i as u8 + 1; 32]),
+                replica: Replica::new(),
+                envelopes: HashMap::new(),
+                machine: SyncMachine::new(policy.clone()),
+                liar: false,
+            })
+            .collect();
+        let mut setup = Vec::new();
+        let founder = member(&nodes[0].key, Role::Council, "council");
+        let genesis = Op::Genesis {
+            name: "test".into(),
+            founder,
+        };
+        let council = &mut nodes[0];
+        setup.push(
+            council
+                .replica
+                .write(&council.key, &genesis, 0)
+                .expect("genesis"),
+        );
+        let admissions: Vec<Op> = (1..=pods)
+            .map(|i| Op::AddMember(member(&nodes[i].key, Role::Pod, &format!("pod{i}"))))
+            .collect();
+        let council = &mut nodes[0];
+        for op in &admissions {
+            setup.push(council.replica.write(&council.key, op, 0).expect("admit"));
+        }
+        let federation = council.replica.federation().expect("founded");
+        let n = nodes.len();
+        for (i, node) in nodes.iter_mut().enumerate() {
+            if i > 0 {
+                node.replica.adopt(federation).expect("adopt");
+                node.replica.receive(setup.clone()).expect("federated");
+            }
+            for envelope in &setup {
+                node.envelopes.insert(envelope.hash(), envelope.clone());
+            }
+            let others: BTreeSet<usize> = (0..n).filter(|j| *j != i).collect();
+            node.machine.set_members(Some(others.clone()));
+            for j in others {
+                node.machine.connected_quietly(j);
+            }
+        }
+        Self {
+            nodes,
+            queue: BTreeMap::new(),
+            seq: 0,
+            now: 0,
+            rng: StdRng::seed_from_u64(seed),
+            drop,
+            penalties: Vec::new(),
+            pulls: BTreeMap::new(),
+        }
+    }
+
+    fn send(&mut self, from: usize, to: usize, payload: Payload) {
+        if self.rng.random_bool(self.drop) {
+            return;
+        }
+        let at = self.now + self.rng.random_range(5..=40);
+        self.queue.insert((at, self.seq), (from, to, payload));
+        self.seq += 1;
+    }
+
+    fn write(&mut self, i: usize, id: &str) {
+        let node = &mut self.nodes[i];
+        let envelope = node
+            .replica
+            .write(&node.key, &learning(id), 1_700_000_000_000)
+            .expect("write allowed");
+        node.envelopes.insert(envelope.hash(), envelope.clone());
+        node.machine.written([envelope]);
+    }
+
+    fn carry_out(&mut self, i: usize) {
+        let outputs: Vec<Output<usize>> = self.nodes[i].machine.drain().collect();
+        for output in outputs {
+            match output {
+                Output::Publish { bytes, .. } => {
+                    for to in 0..self.nodes.len() {
+                        if to != i {
+                            self.send(i, to, Payload::Announcement(bytes.clone()));
+                        }
+                    }
+                }
+                Output::Send {
+                    to,
+                    kind,
+                    id,
+                    bytes,
+                } => {
+                    let payload = match kind {
+                        Outbound::Pull => {
+                            *self.pulls.entry((i, to)).or_default() += 1;
+                            Payload::Request(bytes.to_vec())
+                        }
+                        Outbound::Push => Payload::Push(bytes.to_vec(), id),
+                    };
+                    self.send(i, to, payload);
+                }
+                Output::Penalize { peer, why } => self.penalties.push((i, peer, why)),
+            }
+        }
+    }
+
+    fn absorb(&mut self, i: usize, envelopes: Vec<Envelope>) -> Absorbed {
+        let node = &mut self.nodes[i];
+        let receipt = node.replica.receive(envelopes).expect("federated");
+        for envelope in receipt.to_keep() {
+            node.envelopes.insert(envelope.hash(), envelope.clone());
+        }
+        Absorbed {
+            accepted: receipt.accepted.len(),
+            rejected: receipt.rejected.len(),
+            penalizing: receipt
+                .rejected
+                .iter()
+                .filter(|r| r.reason.penalizes())
+                .count(),
+        }
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, payload: Payload) {
+        let now = self.now;
+        match payload {
+            Payload::Announcement(bytes) => {
+                let node = &mut self.nodes[to];
+                node.machine
+                    .on_announcement(from, &bytes, &node.replica, now);
+            }
+            Payload::Request(bytes) => {
+                let node = &mut self.nodes[to];
+                let answer = if node.liar {
+                    sync::Response::with_envelopes(Vec::new()).encode()
+                } else {
+                    node.machine
+                        .on_request(from, &bytes, &node.replica, &node.envelopes)
+                };
+                self.send(to, from, Payload::Response(answer));
+            }
+            Payload::Response(bytes) => {
+                let node = &mut self.nodes[to];
+                if let Some(answer) = node.machine.read_answer(from, &bytes, &node.replica, now) {
+                    let (Answer::Current(response) | Answer::Late(response)) = &answer;
+                    let absorbed = self.absorb(to, response.envelopes.clone());
+                    let node = &mut self.nodes[to];
+                    node.machine
+                        .after_answer(from, &answer, absorbed, &node.replica, now);
+                }
+            }
+            Payload::Push(bytes, id) => {
+                let push = self.nodes[to]
+                    .machine
+                    .read_push(from, &bytes)
+                    .expect("well formed");
+                let absorbed = self.absorb(to, push.response.envelopes.clone());
+                let node = &mut self.nodes[to];
+                node.machine
+                    .after_push(from, &push, absorbed, &node.replica, now);
+                self.send(to, from, Payload::Ack(id));
+            }
+            Payload::Ack(id) => self.nodes[to].machine.on_push_answer(from, id, now),
+        }
+        self.carry_out(to);
+    }
+
+    /// Advances one tick: every machine ticks, due messages arrive.
+    fn step(&mut self) {
+        self.now += TICK_MS;
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].liar {
+                continue;
+            }
+            let node = &mut self.nodes[i];
+            node.machine.tick(&node.replica, self.now);
+            self.carry_out(i);
+        }
+        while let Some((&(at, _), _)) = self.queue.first_key_value() {
+            if at > self.now {
+                break;
+            }
+            let (_, (from, to, payload)) = self.queue.pop_first().expect("just seen");
+            self.deliver(from, to, payload);
+        }
+    }
+
+    fn agree(&self) -> bool {
+        let honest: Vec<&Node> = self.nodes.iter().filter(|n| !n.liar).collect();
+        let first = honest[0].replica.heads();
+        honest.iter().all(|n| n.replica.heads() == first)
+    }
+
+    /// Steps until honest nodes agree; returns the time it took, or `None` past `limit_ms`.
+    fn converge(&mut self, limit_ms: u64) -> Option<u64> {
+        let start = self.now;
+        while self.now - start <= limit_ms {
+            if self.agree() {
+                return Some(self.now - start);
+            }
+            self.step();
+        }
+        None
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// With 30% of messages lost in every direction, writes on every node reach every node within three
+    /// announce intervals plus a second of the last write.
+    #[test]
+    fn lossy_links_converge_within_three_intervals(seed in any::<u64>(), writes in 1usize..12) {
+        let mut net = Net::new(4, 0.3, seed);
+        for n in 0..writes {
+            let writer = 1 + n % (net.nodes.len() - 1);
+            net.write(writer, &format!("l{n}"));
+            for _ in 0..5 {
+                net.step();
+            }
+        }
+        let took = net.converge(3 * INTERVAL_MS + 1_000);
+        prop_assert!(took.is_some(), "no agreement within {} ms", 3 * INTERVAL_MS + 1_000);
+        prop_assert!(net.penalties.is_empty(), "honest peers penalized: {:?}", net.penalties);
+    }
+}
+
+#[test]
+fn without_loss_a_write_arrives_by_push_alone() {
+    let mut net = Net::new(3, 0.0, 1);
+    net.write(1, "pushed");
+    let took = net.converge(1_000).expect("agrees");
+    assert!(took <= 100, "{took} ms");
+    assert!(net.pulls.is_empty(), "pulls sent: {:?}", net.pulls);
+}
+
+#[test]
+fn a_lost_push_is_sent_again_after_the_rto() {
+    // Everything lost for the first 50 ms: the push and its copies are gone; the retry after one RTO brings it.
+    let mut net = Net::new(2, 1.0, 2);
+    net.write(1, "lost at first");
+    for _ in 0..5 {
+        net.step();
+    }
+    net.drop = 0.0;
+    let took = net.converge(3_000).expect("agrees");
+    assert!(
+        took <= 1_500,
+        "{took} ms: a retry within an RTO, not a summary later"
+    );
+    assert!(net.nodes[1].machine.stats().push_retries >= 1);
+}
+
+#[test]
+fn a_summary_that_differs_is_pulled_from_within_an_rto() {
+    let mut net = Net::new(2, 0.0, 3);
+    // Node 2 is not connected to node 1 (no push reaches it): it learns from summaries alone.
+    net.nodes[1].machine.disconnected(&2);
+    net.nodes[2].machine.disconnected(&1);
+    net.nodes[0].machine.disconnected(&1);
+    net.nodes[1].machine.disconnected(&0);
+    // Let the initial summaries go out so the next one comes a full interval later.
+    for _ in 0..20 {
+        net.step();
+    }
+    net.nodes[1].machine.set_members(Some(BTreeSet::new()));
+    net.write(1, "summarized");
+    let took = net.converge(2 * INTERVAL_MS + 1_000).expect("agrees");
+    assert!(
+        took <= INTERVAL_MS + 1_200,
+        "{took} ms: one summary and one RTO, not a second summary"
+    );
+}
+
+#[test]
+fn a_peer_announcing_heads_it_does_not_serve_is_penalized_and_left_alone() {
+    let mut net = Net::new(2, 0.0, 4);
+    net.nodes[2].liar = true;
+    let federation = net.nodes[0].replica.federation().expect("founded");
+    let mut pulls_at_penalty = None;
+    for round in 0..40u8 {
+        let fake = ChangeHash([round; 32]);
+        let announcement = Announcement {
+            federation,
+            digest: sync::heads_digest(&[fake]),
+            heads: vec![fake],
+            changes: 99,
+            summary: false,
+        };
+        net.send(2, 0, Payload::Announcement(announcement.encode()));
+        for _ in 0..20 {
+            net.step();
+        }
+        if pulls_at_penalty.is_none() && !net.penalties.is_empty() {
+            pulls_at_penalty = Some(net.pulls.get(&(0, 2)).copied().unwrap_or(0));
+        }
+    }
+    let (node, peer, why) = net.penalties[0];
+    assert_eq!((node, peer), (0, 2));
+    assert!(why.contains("does not serve"), "{why}");
+    let at_penalty = pulls_at_penalty.expect("penalized");
+    assert!(
+        at_penalty <= u64::from(sync::machine::UNSERVED_STRIKES) + 1,
+        "{at_penalty} pulls"
+    );
+    assert_eq!(
+        net.pulls.get(&(0, 2)).copied().unwrap_or(0),
+        at_penalty,
+        "no more pulls from it while it is distrusted"
+    );
+}
