@@ -8,7 +8,9 @@ use libp2p::{
     swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
 };
 
-use crate::{Config, Error, Keypair, admission, codec::SyncCodec, gate::Gate};
+use crate::{
+    Config, Error, Keypair, admission, codec::SyncCodec, gate::Gate, members_only::MembersOnly,
+};
 
 /// Identify protocol version: peers of other applications show up with a different one.
 const IDENTIFY_PROTOCOL_VERSION: &str = "/growthmesh/1.0.0";
@@ -32,7 +34,8 @@ pub(crate) struct Behaviour {
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) sync: request_response::Behaviour<SyncCodec>,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
-    pub(crate) kademlia: kad::Behaviour<kad::store::MemoryStore>,
+    /// Served to members only (see `members_only`): its answers list members.
+    pub(crate) kademlia: MembersOnly<kad::Behaviour<kad::store::MemoryStore>>,
 }
 
 impl Behaviour {
@@ -76,7 +79,7 @@ impl Behaviour {
             gossipsub: gossipsub(keypair, config)?,
             sync,
             mdns: Toggle::from(mdns),
-            kademlia: kademlia(peer_id),
+            kademlia: MembersOnly::new(kademlia(peer_id)),
         })
     }
 }

@@ -203,6 +203,10 @@ impl EventLoop {
                 for peer in revoked {
                     self.swarm.behaviour_mut().kademlia.remove_peer(&peer);
                 }
+                self.swarm
+                    .behaviour_mut()
+                    .kademlia
+                    .set_members(members.clone());
                 self.gate_mut().set_members(members);
                 // Peers admitted while connected identified before they were members: route them now.
                 let admitted: Vec<(PeerId, Vec<Multiaddr>)> = self

@@ -13,6 +13,7 @@
 //! - `codec`: the sync wire format; length-prefixed frames refused before reading when oversized.
 //! - `gate`: admission policy: member set, temporary allowances, per-peer rate limits, penalty counts.
 //! - `admission`: the behaviour that owns the gate and applies it when a connection opens (back-offs, slots).
+//! - `members_only`: serves Kademlia to members only (a stranger's inbound Kademlia streams are dropped unread).
 //! - `backoff`: strangers that failed to get in, by peer and by IP address (pure, `now` a parameter).
 //! - `event_loop`: `EventLoop`, the one task that owns the `Swarm`.
 //! - `client`: [`Client`], the cloneable handle sending commands with `oneshot` replies.
@@ -36,9 +37,8 @@
 //!
 //! Kademlia inserts members only into its routing table (`BucketInserts::Manual`; the event loop adds a peer once
 //! the member set names it and removes it when revoked), so the peers it hands out in `FIND_NODE` answers are
-//! members, never strangers; identify announces only our own listen addresses. Not yet closed: a stranger may
-//! query `FIND_NODE` during its grace period and get member entries (that needs a Kademlia connection handler
-//! that serves members only).
+//! members, never strangers, and `members_only` serves Kademlia to members only: a stranger's `FIND_NODE` (even
+//! within its grace period) is dropped unanswered. Identify announces only our own listen addresses.
 //!
 //! # Blocking
 //! A peer is blocked (connections closed and refused both ways, its gossip dropped) while a penalty block
@@ -64,6 +64,7 @@ mod error;
 mod event_loop;
 mod gate;
 mod keys;
+mod members_only;
 mod types;
 
 use std::time::Duration;
