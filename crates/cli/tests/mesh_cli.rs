@@ -1,11 +1,11 @@
 //! A mesh, not a star: with mDNS off, pods that joined through the council find and connect to each other, and
-//! keep replicating when the council node is gone.
+//! keep replicating when the council node is gone; a pod introduces a joiner to the council.
 
 mod netsupport;
 
 use std::time::{Duration, Instant};
 
-use netsupport::{found, invite_and_join, peer_ids};
+use netsupport::{Node, assert_success, found, invite_and_join, peer_ids, wait_converged};
 
 #[test]
 fn pods_meet_each_other_and_replicate_without_the_council() {
@@ -115,4 +115,56 @@ fn pods_meet_each_other_and_replicate_without_the_council() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn a_pod_introduces_a_joiner_when_the_ticket_leads_to_no_council_member() {
+    let (council, council_daemon) = found("Council");
+    let (pod, _pod_daemon) = invite_and_join(&council, "pod", "emea");
+    let pod_id = pod.peer_id();
+    // The council names the connected pod in its tickets once it knows the pod's addresses, and remembers them.
+    council.wait_for_status("the council to know the pod's addresses", |s| {
+        s["member_addrs"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|v| v.as_str().is_some_and(|t| t.ends_with(&pod_id)))
+        })
+    });
+    let output = council.run(&["invite", "--role", "pod", "--name", "apac"]);
+    assert_success(&["invite"], &output);
+    let ticket = String::from_utf8(output.stdout).expect("ticket is text");
+    let joiner = Node::init("apac");
+    let joined = joiner.json(&["join", ticket.trim()]);
+    let bootstrap = joined["bootstrap"].to_string();
+    assert!(
+        bootstrap.contains(&pod_id),
+        "the ticket names the pod: {bootstrap}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(council.dir.join("members")).is_ok_and(|t| t.contains(&pod_id)) {
+        assert!(
+            Instant::now() < deadline,
+            "the council never remembered the pod"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The council goes away: the ticket's council addresses lead nowhere, the pod is the joiner's only way in.
+    council_daemon.stop();
+    let _joiner_daemon = joiner.start(&[]);
+    joiner.wait_for_status("the pod to say no council member is reachable", |s| {
+        s["invite"]
+            .as_str()
+            .is_some_and(|i| i.contains("no council member reachable"))
+    });
+    // The council comes back on another port and dials the pod it remembers; the pod introduces the joiner.
+    let _council_daemon = council.start(&[]);
+    let status = joiner.wait_for_status("the joiner to be admitted through the pod", |s| {
+        s["invite"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("admitted"))
+    });
+    let outcome = status["invite"].as_str().expect("outcome");
+    assert!(outcome.ends_with(&pod_id), "{outcome}");
+    wait_converged(&[&council, &pod, &joiner], "the three to sync", |_| true);
+    let members = council.json(&["member", "list"]).to_string();
+    assert!(members.contains(&joiner.public_key), "{members}");
 }

@@ -8,7 +8,9 @@ use libp2p::{
     swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
 };
 
-use crate::{Config, Error, Keypair, codec::SyncCodec};
+use crate::{
+    Config, Error, Keypair, admission, codec::SyncCodec, gate::Gate, members_only::MembersOnly,
+};
 
 /// Identify protocol version: peers of other applications show up with a different one.
 const IDENTIFY_PROTOCOL_VERSION: &str = "/growthmesh/1.0.0";
@@ -26,12 +28,14 @@ const MAX_CONNECTIONS_PER_PEER: u32 = 4;
 pub(crate) struct Behaviour {
     pub(crate) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) admission: admission::Behaviour,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) sync: request_response::Behaviour<SyncCodec>,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
-    pub(crate) kademlia: kad::Behaviour<kad::store::MemoryStore>,
+    /// Served to members only (see `members_only`): its answers list members.
+    pub(crate) kademlia: MembersOnly<kad::Behaviour<kad::store::MemoryStore>>,
 }
 
 impl Behaviour {
@@ -66,12 +70,16 @@ impl Behaviour {
         Ok(Self {
             blocked: allow_block_list::Behaviour::default(),
             limits: connection_limits::Behaviour::new(connection_limits),
+            admission: admission::Behaviour::new(
+                Gate::new(limits.max_requests_per_peer_per_second),
+                limits.max_non_member_connections,
+            ),
             identify: identify::Behaviour::new(identify),
             ping: ping::Behaviour::default(),
             gossipsub: gossipsub(keypair, config)?,
             sync,
             mdns: Toggle::from(mdns),
-            kademlia: kademlia(peer_id),
+            kademlia: MembersOnly::new(kademlia(peer_id)),
         })
     }
 }
@@ -107,11 +115,19 @@ fn gossipsub(keypair: &Keypair, config: &Config) -> Result<gossipsub::Behaviour,
     Ok(behaviour)
 }
 
+fn kademlia_config() -> kad::Config {
+    let mut config = kad::Config::new(KADEMLIA_PROTOCOL);
+    // Only members enter the routing table (the event loop adds them once the member set says so): Kademlia answers
+    // FIND_NODE from it, and a peer added automatically on connecting could be a stranger.
+    config.set_kbucket_inserts(kad::BucketInserts::Manual);
+    config
+}
+
 fn kademlia(peer_id: PeerId) -> kad::Behaviour<kad::store::MemoryStore> {
     let mut kademlia = kad::Behaviour::with_config(
         peer_id,
         kad::store::MemoryStore::new(peer_id),
-        kad::Config::new(KADEMLIA_PROTOCOL),
+        kademlia_config(),
     );
     // Server mode from the start: members are reachable peers, and a fresh node must answer DHT queries of the
     // ones that bootstrap from it without waiting for an external address to be confirmed.

@@ -48,6 +48,10 @@ pub(crate) enum Command {
         duration: Duration,
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    EndAllowance {
+        peer: PeerId,
+        reply: oneshot::Sender<()>,
+    },
     Block {
         peer: PeerId,
         reply: oneshot::Sender<()>,
@@ -139,8 +143,12 @@ impl Client {
     ///
     /// Until the first call the gate is open: any peer may connect, request and gossip, so a fresh node can
     /// bootstrap and redeem an invite. Afterwards a connection from a peer outside the set (and without a
-    /// temporary allowance) is closed once `gate_grace_period_ms` has passed, its requests are refused with
-    /// `Refusal::NotMember` and never surfaced, and its gossip is ignored. Call again whenever membership changes.
+    /// temporary allowance) is closed once `gate_grace_period_ms` (default 1 s) has passed, its requests are
+    /// refused with `Refusal::NotMember` (requests up to `max_admission_request_bytes` are surfaced with
+    /// `member: false`, so the node can serve an invite redemption and grant an allowance), and its gossip is
+    /// ignored. A stranger whose connection closed without it having been let in is backed off (its peer id, and
+    /// its IP address once several peers failed from there), strangers hold at most `max_non_member_connections`
+    /// connections, and Kademlia routes members only. Call again whenever membership changes.
     pub async fn set_members(&self, members: BTreeSet<PeerId>) -> Result<(), Error> {
         self.call(|reply| Command::SetMembers { members, reply })
             .await
@@ -155,6 +163,13 @@ impl Client {
             reply,
         })
         .await?
+    }
+
+    /// Refuses `peer`'s admission: its temporary allowance (if any) ends within half a second, enough for the answer
+    /// saying why to reach it; then the gate closes its connection and backs it off like any stranger.
+    pub async fn end_allowance(&self, peer: PeerId) -> Result<(), Error> {
+        self.call(|reply| Command::EndAllowance { peer, reply })
+            .await
     }
 
     /// Closes every connection to `peer` and refuses new ones until `unblock`.

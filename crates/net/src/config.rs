@@ -57,8 +57,13 @@ pub struct Limits {
     pub request_timeout_ms: u64,
     /// Gossipsub heartbeat (mesh maintenance, gossip emission).
     pub heartbeat_ms: u64,
-    /// How long a connection from a peer outside the member set may stay open before it is closed.
+    /// How long a connection from a peer outside the member set may stay open before it is closed, unless the node
+    /// gave the peer a temporary allowance (it sent an invite redemption). A stranger closed this way is backed off
+    /// (see `net::Client::set_members`).
     pub gate_grace_period_ms: u64,
+    /// Connections non-members (strangers, and joiners redeeming an invite) may hold at once; the rest of
+    /// `max_connections` is reserved for members. A stranger's inbound connection past this is refused.
+    pub max_non_member_connections: usize,
     /// After this many penalties a peer is blocked.
     pub penalties_before_block: u32,
     /// Established connections in total, inbound and outbound.
@@ -81,7 +86,8 @@ impl Default for Limits {
             idle_connection_timeout_ms: 60_000,
             request_timeout_ms: 30_000,
             heartbeat_ms: 1_000,
-            gate_grace_period_ms: 10_000,
+            gate_grace_period_ms: 1_000,
+            max_non_member_connections: 8,
             penalties_before_block: 5,
             max_connections: 256,
             max_admission_request_bytes: 4096,

@@ -86,7 +86,6 @@ pub(crate) struct EventLoop {
     events: mpsc::Sender<Event>,
     federation_id: String,
     limits: Limits,
-    gate: Gate,
     blocks: BlockList,
     peers: HashMap<PeerId, ConnectedPeer>,
     /// Addresses of members, as they announced them (identify) or as Kademlia queries returned them: what the mesh
@@ -114,7 +113,6 @@ impl EventLoop {
             events,
             federation_id: config.federation_id.clone(),
             limits: config.limits.clone(),
-            gate: Gate::new(config.limits.max_requests_per_peer_per_second),
             blocks: BlockList::default(),
             peers: HashMap::new(),
             member_addrs: HashMap::new(),
@@ -125,6 +123,15 @@ impl EventLoop {
             next_request_id: 0,
             counters: Counters::default(),
         }
+    }
+
+    /// The member gate; it lives in the swarm's `admission` behaviour, which applies it when connections open.
+    fn gate(&self) -> &Gate {
+        &self.swarm.behaviour().admission.gate
+    }
+
+    fn gate_mut(&mut self) -> &mut Gate {
+        &mut self.swarm.behaviour_mut().admission.gate
     }
 
     /// Runs until `Client::shutdown` or until every `Client` is dropped.
@@ -161,7 +168,7 @@ impl EventLoop {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
             }
             Command::MemberAddresses { reply } => {
-                let members = self.gate.members();
+                let members = self.gate().members();
                 let book = self
                     .member_addrs
                     .iter()
@@ -187,12 +194,25 @@ impl EventLoop {
                     members = members.len(),
                     "member set updated; gate closed to others"
                 );
-                self.gate.set_members(members);
+                // Kademlia's routing table holds members only (it answers FIND_NODE from it): drop revoked ones.
+                let revoked: Vec<PeerId> = self
+                    .gate()
+                    .members()
+                    .map(|old| old.difference(&members).copied().collect())
+                    .unwrap_or_default();
+                for peer in revoked {
+                    self.swarm.behaviour_mut().kademlia.remove_peer(&peer);
+                }
+                self.swarm
+                    .behaviour_mut()
+                    .kademlia
+                    .set_members(members.clone());
+                self.gate_mut().set_members(members);
                 // Peers admitted while connected identified before they were members: route them now.
                 let admitted: Vec<(PeerId, Vec<Multiaddr>)> = self
                     .peers
                     .iter()
-                    .filter(|(peer, _)| self.gate.members().is_some_and(|m| m.contains(peer)))
+                    .filter(|(peer, _)| self.gate().members().is_some_and(|m| m.contains(peer)))
                     .map(|(peer, state)| (*peer, state.listen_addrs.clone()))
                     .collect();
                 for (peer, addrs) in admitted {
@@ -210,7 +230,7 @@ impl EventLoop {
             } => {
                 let now = Instant::now();
                 let result = self
-                    .gate
+                    .gate_mut()
                     .allow_temporarily(peer, now + duration, now)
                     .map_err(|_| Error::TooManyTemporaryAllowances {
                         limit: gate::MAX_TEMPORARY_ALLOWANCES,
@@ -218,12 +238,19 @@ impl EventLoop {
                 info!(peer = %peer, duration_ms = duration.as_millis(), ok = result.is_ok(), "temporary allowance");
                 let _ = reply.send(result);
             }
+            Command::EndAllowance { peer, reply } => {
+                info!(peer = %peer, "admission refused; temporary allowance ends");
+                let until = Instant::now() + gate::REFUSAL_LINGER;
+                self.gate_mut().end_allowance(&peer, until);
+                let _ = reply.send(());
+            }
             Command::Block { peer, reply } => {
                 self.block(peer);
                 let _ = reply.send(());
             }
             Command::Unblock { peer, reply } => {
-                self.gate.clear_penalties(&peer);
+                self.gate_mut().clear_penalties(&peer);
+                self.swarm.behaviour_mut().admission.forgive(&peer);
                 if self.blocks.unblock(&peer) {
                     self.lift_block(peer);
                 } else {
@@ -391,7 +418,7 @@ impl EventLoop {
 
     fn penalize(&mut self, peer: PeerId, reason: &'static str) {
         self.counters.penalties += 1;
-        let count = self.gate.penalize(peer);
+        let count = self.gate_mut().penalize(peer);
         // Each penalty is worth -1 application score, times gossipsub's `app_specific_weight`.
         self.swarm
             .behaviour_mut()
@@ -419,13 +446,14 @@ impl EventLoop {
 
     /// Closes connections of peers the gate no longer permits once their grace period is over.
     fn on_gate_tick(&mut self, now: Instant) {
-        self.gate.prune(now);
+        self.gate_mut().prune(now);
         let grace = Duration::from_millis(self.limits.gate_grace_period_ms);
         let expired: Vec<PeerId> = self
             .peers
             .iter()
             .filter(|(peer, state)| {
-                !self.gate.permits(peer, now) && gate::grace_expired(state.connected_at, grace, now)
+                !self.gate().permits(peer, now)
+                    && gate::grace_expired(state.connected_at, grace, now)
             })
             .map(|(peer, _)| *peer)
             .collect();
@@ -484,6 +512,9 @@ impl EventLoop {
                 error,
                 ..
             } => {
+                if matches!(error, libp2p::swarm::ListenError::Denied { .. }) {
+                    self.counters.connections_refused += 1;
+                }
                 debug!(addr = %send_back_addr, error = %error, "incoming connection failed");
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
@@ -530,7 +561,7 @@ impl EventLoop {
         }
         if num_established == 0 {
             self.peers.remove(&peer);
-            self.gate.forget_connection_state(&peer);
+            self.gate_mut().forget_connection_state(&peer);
             info!(peer = %peer, "peer disconnected");
             self.emit(Event::PeerDisconnected { peer });
         }
@@ -550,7 +581,9 @@ impl EventLoop {
                         .cloned()
                         .collect();
                 }
-                if self.gate.permits(&peer_id, Instant::now()) {
+                // Only members enter the routing table: Kademlia answers FIND_NODE from it, and a stranger must not
+                // learn members' addresses from us.
+                if self.is_member_or_open(&peer_id) {
                     self.remember_addresses(peer_id, &info.listen_addrs);
                     for addr in info.listen_addrs {
                         self.swarm
@@ -589,9 +622,14 @@ impl EventLoop {
         }
     }
 
+    /// Whether `peer` is a member, or the member set is not known yet (a fresh node routes everyone it meets).
+    fn is_member_or_open(&self, peer: &PeerId) -> bool {
+        self.gate().members().is_none_or(|m| m.contains(peer))
+    }
+
     /// Remembers addresses of a member (others are not kept: the mesh dials members only).
     fn remember_addresses(&mut self, peer: PeerId, addrs: &[Multiaddr]) {
-        let is_member = self.gate.members().is_some_and(|m| m.contains(&peer));
+        let is_member = self.gate().members().is_some_and(|m| m.contains(&peer));
         if !is_member || addrs.is_empty() || peer == *self.swarm.local_peer_id() {
             return;
         }
@@ -626,7 +664,7 @@ impl EventLoop {
     }
 
     fn fill_mesh(&mut self) {
-        let Some(members) = self.gate.members() else {
+        let Some(members) = self.gate().members() else {
             return;
         };
         let local = *self.swarm.local_peer_id();
@@ -670,10 +708,13 @@ impl EventLoop {
     fn on_mdns_discovered(&mut self, found: Vec<(PeerId, Multiaddr)>) {
         let now = Instant::now();
         for (peer, addr) in found {
-            if !self.gate.permits(&peer, now) {
+            if !self.gate().permits(&peer, now) {
                 continue;
             }
             debug!(peer = %peer, addr = %addr, "mDNS discovered peer");
+            if !self.is_member_or_open(&peer) {
+                continue;
+            }
             self.swarm
                 .behaviour_mut()
                 .kademlia
@@ -753,12 +794,12 @@ impl EventLoop {
         channel: ResponseChannel<Response>,
     ) {
         let now = Instant::now();
-        let member = self.gate.permits(&peer, now);
+        let member = self.gate().permits(&peer, now);
         let admission = !member && bytes.len() <= self.limits.max_admission_request_bytes;
         let refusal = if !member && !admission {
             self.counters.requests_refused_not_member += 1;
             Some(Refusal::NotMember)
-        } else if !self.gate.admit_request(peer, now) {
+        } else if !self.gate_mut().admit_request(peer, now) {
             self.counters.requests_refused_rate_limited += 1;
             Some(Refusal::RateLimited)
         } else if self.pending_responses.len() >= MAX_PENDING_RESPONSES {
@@ -906,7 +947,7 @@ impl EventLoop {
         if message.data.len() > self.limits.max_gossip_message_bytes {
             return Err(GossipRejection::Oversized);
         }
-        if !self.gate.permits(&peer, now) || !self.gate.permits(&origin, now) {
+        if !self.gate().permits(&peer, now) || !self.gate().permits(&origin, now) {
             return Err(GossipRejection::NotMember);
         }
         Ok((topic, origin))

@@ -17,6 +17,9 @@ pub(crate) const MAX_PENALIZED_PEERS: usize = 4096;
 /// Peers the operator may block at once (`Client::set_blocked_peers`).
 pub const MAX_BLOCKED_PEERS: usize = 4096;
 
+/// How long a peer whose admission was refused keeps its allowance, so that the answer saying why reaches it.
+pub(crate) const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+
 /// Who may talk to this node, and how much.
 #[derive(Debug)]
 pub(crate) struct Gate {
@@ -75,6 +78,14 @@ impl Gate {
         }
         self.temporary.insert(peer, until);
         Ok(())
+    }
+
+    /// Ends `peer`'s temporary allowance at `until` at the latest (its redemption was refused: the answer still
+    /// reaches it, then the gate closes the connection).
+    pub(crate) fn end_allowance(&mut self, peer: &PeerId, until: Instant) {
+        if let Some(deadline) = self.temporary.get_mut(peer) {
+            *deadline = (*deadline).min(until);
+        }
     }
 
     /// Whether `peer` may hold a connection, send requests and have its gossip surfaced.
@@ -235,6 +246,21 @@ mod tests {
             .expect("room");
         assert!(gate.permits(&peer(1), now + Duration::from_secs(4)));
         assert!(!gate.permits(&peer(1), now + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn an_allowance_can_be_ended_early_but_not_extended() {
+        let mut gate = Gate::new(10);
+        let now = Instant::now();
+        gate.set_members(BTreeSet::new());
+        gate.allow_temporarily(peer(1), now + Duration::from_secs(30), now)
+            .expect("room");
+        gate.end_allowance(&peer(1), now + Duration::from_millis(500));
+        assert!(gate.permits(&peer(1), now + Duration::from_millis(499)));
+        assert!(!gate.permits(&peer(1), now + Duration::from_millis(500)));
+        // Ending the allowance of a peer that holds none grants nothing.
+        gate.end_allowance(&peer(2), now + Duration::from_secs(60));
+        assert!(!gate.permits(&peer(2), now));
     }
 
     #[test]

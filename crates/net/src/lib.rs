@@ -12,6 +12,9 @@
 //!   scored), request-response `/growthmesh/sync/2`, mDNS (switchable), Kademlia (server mode).
 //! - `codec`: the sync wire format; length-prefixed frames refused before reading when oversized.
 //! - `gate`: admission policy: member set, temporary allowances, per-peer rate limits, penalty counts.
+//! - `admission`: the behaviour that owns the gate and applies it when a connection opens (back-offs, slots).
+//! - `members_only`: serves Kademlia to members only (a stranger's inbound Kademlia streams are dropped unread).
+//! - `backoff`: strangers that failed to get in, by peer and by IP address (pure, `now` a parameter).
 //! - `event_loop`: `EventLoop`, the one task that owns the `Swarm`.
 //! - `client`: [`Client`], the cloneable handle sending commands with `oneshot` replies.
 //! - `types`: [`Event`], [`Topic`], [`RequestId`], [`PeerInfo`], [`Counters`]; `codec` exports [`Refusal`].
@@ -19,8 +22,23 @@
 //!
 //! # The gate
 //! Until the node calls [`Client::set_members`] the gate is open, so a fresh node can bootstrap and redeem an
-//! invite. From then on, peers outside the set are disconnected after `gate_grace_period_ms`, their requests are
-//! refused unseen and their gossip ignored, unless [`Client::allow_temporarily`] lets them in for a while.
+//! invite. From then on, peers outside the set are disconnected after `gate_grace_period_ms` (default 1 s), their
+//! requests are refused unseen (small ones are surfaced with `member: false`, so the node can serve an invite
+//! redemption) and their gossip ignored, unless [`Client::allow_temporarily`] lets them in for a while (the node
+//! grants it to a joiner whose redemption passed its cheap checks; [`Client::end_allowance`] ends it when the
+//! redemption is refused). At connection time (`admission`):
+//! - a stranger whose connection closed without it having been let in is refused for 2 s, doubling with each
+//!   further failure up to 5 min; its IP address is refused (10 s, doubling up to 10 min) only once 8 distinct
+//!   peers failed from it within a minute, so one failing joiner never locks out its neighbours on a shared address
+//!   (127.0.0.1 in tests, an office NAT); at most 4096 peers and 4096 addresses are remembered;
+//! - strangers hold at most `max_non_member_connections` (default 8) connections; the rest of `max_connections` is
+//!   reserved for members;
+//! - members and peers holding an allowance are never refused by these two rules.
+//!
+//! Kademlia inserts members only into its routing table (`BucketInserts::Manual`; the event loop adds a peer once
+//! the member set names it and removes it when revoked), so the peers it hands out in `FIND_NODE` answers are
+//! members, never strangers, and `members_only` serves Kademlia to members only: a stranger's `FIND_NODE` (even
+//! within its grace period) is dropped unanswered. Identify announces only our own listen addresses.
 //!
 //! # Blocking
 //! A peer is blocked (connections closed and refused both ways, its gossip dropped) while a penalty block
@@ -36,6 +54,8 @@
 
 #![deny(missing_docs)]
 
+mod admission;
+mod backoff;
 mod behaviour;
 mod client;
 mod codec;
@@ -44,6 +64,7 @@ mod error;
 mod event_loop;
 mod gate;
 mod keys;
+mod members_only;
 mod types;
 
 use std::time::Duration;

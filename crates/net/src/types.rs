@@ -105,4 +105,7 @@ pub struct Counters {
     pub penalties: u64,
     /// Events other than inbound requests dropped because the event channel was full.
     pub events_dropped: u64,
+    /// Inbound connections refused when they opened (a backed-off stranger or address, non-member slots full,
+    /// blocked peers, connection limits).
+    pub connections_refused: u64,
 }

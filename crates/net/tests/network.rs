@@ -420,3 +420,147 @@ async fn dropping_every_client_ends_the_loop() {
     drop(node.client);
     within(async { while events.recv().await.is_some() {} }).await;
 }
+
+#[tokio::test]
+async fn a_stranger_is_closed_within_a_second_then_backed_off() {
+    // The default grace period for strangers: one second.
+    let mut a = spawn_node(41, |_| {}).await;
+    let mut b = spawn_node(42, |_| {}).await;
+    within(a.client.set_members(BTreeSet::from([a.peer_id])))
+        .await
+        .expect("set members");
+    let started = std::time::Instant::now();
+    within(b.client.dial(a.addr.clone())).await.expect("dial");
+    next(&mut b.events, |event| {
+        matches!(event, Event::PeerDisconnected { peer } if peer == a.peer_id).then_some(())
+    })
+    .await;
+    let open_for = started.elapsed();
+    assert!(
+        open_for < Duration::from_millis(1_900),
+        "a stranger stayed connected for {open_for:?}"
+    );
+    next(&mut a.events, |event| {
+        matches!(event, Event::PeerDisconnected { peer } if peer == b.peer_id).then_some(())
+    })
+    .await;
+    // Coming straight back is refused when the connection opens.
+    let _ = within(b.client.dial(a.addr.clone())).await;
+    within(async {
+        while within(a.client.counters())
+            .await
+            .expect("counters")
+            .connections_refused
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let peers = within(a.client.connected_peers()).await.expect("peers");
+    assert!(peers.iter().all(|p| p.peer_id != b.peer_id), "{peers:?}");
+}
+
+#[tokio::test]
+async fn a_redeeming_stranger_outlasts_the_grace_period_until_its_allowance_ends() {
+    let mut a = spawn_node(43, |_| {}).await;
+    let mut c = spawn_node(44, |_| {}).await;
+    within(a.client.set_members(BTreeSet::from([a.peer_id])))
+        .await
+        .expect("set members");
+    within(c.client.dial(a.addr.clone())).await.expect("dial");
+    let request = tokio::spawn({
+        let client = c.client.clone();
+        let peer = a.peer_id;
+        async move { client.request(peer, b"redeem".to_vec()).await }
+    });
+    // The node sees a stranger's small request and lets it stay while it serves it.
+    let (peer, id, member) = next(&mut a.events, |event| match event {
+        Event::InboundRequest {
+            peer, id, member, ..
+        } => Some((peer, id, member)),
+        _ => None,
+    })
+    .await;
+    assert_eq!((peer, member), (c.peer_id, false));
+    within(
+        a.client
+            .allow_temporarily(c.peer_id, Duration::from_secs(30)),
+    )
+    .await
+    .expect("allow");
+    within(a.client.respond(id, b"welcome".to_vec()))
+        .await
+        .expect("respond");
+    assert_eq!(
+        within(request).await.expect("task").expect("served"),
+        b"welcome"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let peers = within(a.client.connected_peers()).await.expect("peers");
+    assert!(
+        peers.iter().any(|p| p.peer_id == c.peer_id),
+        "the redeeming stranger was closed: {peers:?}"
+    );
+    // A refused admission ends the allowance: the stranger is closed soon after.
+    let ended = std::time::Instant::now();
+    within(a.client.end_allowance(c.peer_id))
+        .await
+        .expect("end allowance");
+    next(&mut c.events, |event| {
+        matches!(event, Event::PeerDisconnected { peer } if peer == a.peer_id).then_some(())
+    })
+    .await;
+    assert!(ended.elapsed() < Duration::from_millis(1_500));
+}
+
+#[tokio::test]
+async fn strangers_cannot_take_the_connections_reserved_for_members() {
+    let mut a = spawn_node(45, |config| {
+        // Strangers stay long enough to hold their slot during the test.
+        config.limits.gate_grace_period_ms = 60_000;
+        config.limits.max_non_member_connections = 1;
+    })
+    .await;
+    let member = spawn_node(46, |_| {}).await;
+    let first = spawn_node(47, |_| {}).await;
+    let second = spawn_node(48, |_| {}).await;
+    within(
+        a.client
+            .set_members(BTreeSet::from([a.peer_id, member.peer_id])),
+    )
+    .await
+    .expect("set members");
+    within(first.client.dial(a.addr.clone()))
+        .await
+        .expect("the first stranger gets the one non-member slot");
+    next(&mut a.events, |event| {
+        matches!(event, Event::PeerConnected { peer } if peer == first.peer_id).then_some(())
+    })
+    .await;
+    let _ = within(second.client.dial(a.addr.clone())).await;
+    within(async {
+        while within(a.client.counters())
+            .await
+            .expect("counters")
+            .connections_refused
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // A member still gets in.
+    within(member.client.dial(a.addr.clone()))
+        .await
+        .expect("member dial");
+    next(&mut a.events, |event| {
+        matches!(event, Event::PeerConnected { peer } if peer == member.peer_id).then_some(())
+    })
+    .await;
+    let peers = within(a.client.connected_peers()).await.expect("peers");
+    let ids: Vec<_> = peers.iter().map(|p| p.peer_id).collect();
+    assert!(ids.contains(&member.peer_id), "{ids:?}");
+    assert!(ids.contains(&first.peer_id), "{ids:?}");
+    assert!(!ids.contains(&second.peer_id), "{ids:?}");
+}

@@ -21,13 +21,20 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::Node;
 use crate::config::Config;
-use crate::invite::{self, Redeem, Redeemed, Ticket, TicketError};
+use crate::invite::{self, AdmissionFacts, Redeem, RedeemLimiter, Redeemed, Ticket, TicketError};
 
 /// Capacity of the actor's inbox.
 pub const INBOX_CAPACITY: usize = 1024;
 /// A bootstrap peer that is not connected is dialed again this often, so a node finds a restarted peer (or a peer
 /// finds it after its own restart) without an operator.
 pub const REDIAL_INTERVAL_MS: u64 = 5_000;
+/// How long a joiner whose redemption passed the cheap checks may stay connected while it is served (a member
+/// forwarding it to a council member waits for the answer within this).
+const REDEEM_ALLOWANCE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a member waits for a council member's answer to a forwarded redemption, all attempts together.
+const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+/// Connected members (besides this node) whose addresses `invite` puts in a ticket.
+pub const MAX_TICKET_MEMBERS: usize = 4;
 
 /// A CLI command handed to the running node.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
@@ -97,6 +104,10 @@ pub struct NetworkStatus {
     pub announcement_bytes_received: u64,
     /// Outcome of the last invite redemption, if any.
     pub invite: Option<String>,
+    /// Addresses (`ADDR/p2p/PEER_ID`) of connected members, as they announced them: `invite` names up to
+    /// [`MAX_TICKET_MEMBERS`] of them in a ticket beside this node's own.
+    #[serde(default)]
+    pub member_addrs: Vec<String>,
 }
 
 /// Bytes sent, by message kind.
@@ -159,6 +170,8 @@ pub enum Input {
         /// Done, or why the network refused.
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// The network's member address book, fetched now and then (what `status` offers `invite`).
+    MemberBook(Vec<(PeerId, Vec<net::Multiaddr>)>),
     /// Housekeeping.
     Tick,
     /// Stop.
@@ -211,7 +224,15 @@ pub struct Actor {
     last_redial_ms: u64,
     ticket: Option<Ticket>,
     redeem_in_flight: bool,
+    /// Peers that answered our redemption with "try again later"; the next attempt goes to another one.
+    redeem_tried: BTreeSet<PeerId>,
     invite_outcome: Option<String>,
+    /// What redemptions are checked against before any signature is verified (refreshed with the member set).
+    admission: AdmissionFacts,
+    /// Council members by peer id (whom a redemption is forwarded to).
+    council_peers: BTreeSet<PeerId>,
+    redeem_limiter: RedeemLimiter,
+    member_book: Vec<(PeerId, Vec<net::Multiaddr>)>,
     metrics: Metrics,
 }
 
@@ -260,7 +281,12 @@ impl Actor {
             last_redial_ms: now_ms(),
             ticket,
             redeem_in_flight: false,
+            redeem_tried: BTreeSet::new(),
             invite_outcome: None,
+            admission: AdmissionFacts::default(),
+            council_peers: BTreeSet::new(),
+            redeem_limiter: RedeemLimiter::default(),
+            member_book: Vec::new(),
             metrics: Metrics::default(),
         }
     }
@@ -296,6 +322,7 @@ impl Actor {
                     let _ = reply.send(self.metrics_text());
                 }
                 Input::Block { peers, reply } => self.on_block(peers, reply),
+                Input::MemberBook(book) => self.member_book = book,
                 Input::Tick => self.on_tick(),
                 Input::Shutdown => break,
             }
@@ -316,6 +343,19 @@ impl Actor {
 
     fn on_event(&mut self, event: Event) {
         match event {
+            Event::InboundRequest {
+                peer,
+                id,
+                bytes,
+                member,
+            } if matches!(
+                bytes.first(),
+                Some(&invite::REDEEM_TAG | &invite::FORWARDED_REDEEM_TAG)
+            ) =>
+            {
+                self.metrics.bytes_in += bytes.len() as u64;
+                self.on_redeem(peer, id, &bytes, member);
+            }
             Event::InboundRequest {
                 peer,
                 id,
@@ -369,7 +409,6 @@ impl Actor {
 
     fn answer(&mut self, peer: PeerId, bytes: &[u8], member: bool) -> Vec<u8> {
         match sync::Tag::of(bytes) {
-            Some(sync::Tag::Redeem) => self.on_redeem(peer, &bytes[1..]).encode(),
             _ if bytes.is_empty() => {
                 self.penalize(peer, "empty request");
                 sync::error_answer("empty request")
@@ -451,7 +490,10 @@ impl Actor {
             Err(error) => {
                 tracing::debug!(%peer, %error, "request failed");
                 match kind {
-                    Outbound::Redeem => self.redeem_in_flight = false,
+                    Outbound::Redeem => {
+                        self.redeem_in_flight = false;
+                        self.redeem_tried.insert(peer);
+                    }
                     Outbound::Sync => self.machine.on_failure(
                         peer,
                         sync::Outbound::Pull,
@@ -593,6 +635,31 @@ impl Actor {
             return;
         }
         self.council_heads = council_heads;
+        self.admission = AdmissionFacts {
+            federation: self
+                .node
+                .replica()
+                .federation()
+                .map(|f| f.to_hex())
+                .unwrap_or_default(),
+            council: view
+                .members
+                .values()
+                .filter(|m| m.role == model::Role::Council && !m.revoked)
+                .map(|m| m.public_key.clone())
+                .collect(),
+            members: view.members.keys().cloned().collect(),
+            spent: view.invites.clone(),
+        };
+        self.council_peers = view
+            .members
+            .values()
+            .filter(|m| m.role == model::Role::Council && !m.revoked)
+            .filter_map(|m| {
+                let key: identity::PublicKey = m.public_key.parse().ok()?;
+                net::peer_id_from_public_key(key.as_bytes()).ok()
+            })
+            .collect();
         // A revoked member is no member: it is not listed even while its connection waits out the grace period.
         self.member_names = view
             .members
@@ -636,6 +703,7 @@ impl Actor {
         if now.saturating_sub(self.last_redial_ms) >= REDIAL_INTERVAL_MS {
             self.last_redial_ms = now;
             self.redial();
+            self.retry_redeem();
             // Envelopes that waited for dependencies that never came are dropped (their senders still hold them).
             if let Err(error) = self.node.expire_pending(now) {
                 tracing::error!(%error, "expiring pending changes failed");
@@ -648,11 +716,13 @@ impl Actor {
     fn redial(&self) {
         // Keep the mesh's address book on disk, so a restart finds members without the node that invited it.
         let client = self.client.clone();
+        let inbox = self.inbox.clone();
         let dir = self.node.dir().to_path_buf();
         self.runtime.spawn(async move {
             let Ok(book) = client.member_addresses().await else {
                 return;
             };
+            let _ = inbox.send(Input::MemberBook(book.clone())).await;
             if book.is_empty() {
                 return;
             }
@@ -732,11 +802,12 @@ impl Actor {
         });
     }
 
+    /// Sends our pending ticket to `peer`, unless a redemption is in flight or `peer` asked us to try elsewhere.
     fn maybe_redeem(&mut self, peer: PeerId) {
         let Some(ticket) = self.ticket.clone() else {
             return;
         };
-        if self.redeem_in_flight {
+        if self.redeem_in_flight || self.redeem_tried.contains(&peer) {
             return;
         }
         self.redeem_in_flight = true;
@@ -745,19 +816,44 @@ impl Actor {
         self.send(peer, redeem.encode(), Outbound::Redeem, 0);
     }
 
+    /// Tries the pending ticket again with a connected peer (after "try again later" or a failed request); once every
+    /// connected peer was tried, starts over.
+    fn retry_redeem(&mut self) {
+        if self.ticket.is_none() || self.redeem_in_flight {
+            return;
+        }
+        if self.connected.iter().all(|p| self.redeem_tried.contains(p)) {
+            self.redeem_tried.clear();
+        }
+        if let Some(peer) = self
+            .connected
+            .iter()
+            .find(|p| !self.redeem_tried.contains(p))
+            .copied()
+        {
+            self.maybe_redeem(peer);
+        }
+    }
+
     fn on_redeemed(&mut self, peer: PeerId, bytes: &[u8]) {
         self.redeem_in_flight = false;
         let Some(answer) = Redeemed::decode(bytes) else {
             tracing::debug!(%peer, "peer did not take the invite; trying another");
+            self.redeem_tried.insert(peer);
             return;
         };
         match answer.result {
             Ok(change) => {
                 tracing::info!(%peer, %change, "invite redeemed: admitted");
-                self.invite_outcome = Some(format!("admitted by change {change}"));
+                self.invite_outcome = Some(format!("admitted by change {change} through {peer}"));
                 self.ticket = None;
                 let _ = std::fs::remove_file(self.node_dir_ticket());
                 self.machine.pull(peer, self.node.replica(), now_ms());
+            }
+            Err(reason) if answer.retry => {
+                tracing::warn!(%peer, %reason, "invite not redeemed yet; trying again later");
+                self.invite_outcome = Some(format!("waiting: {reason}"));
+                self.redeem_tried.insert(peer);
             }
             Err(reason) => {
                 tracing::error!(%peer, %reason, "invite refused");
@@ -771,53 +867,148 @@ impl Actor {
         self.node.dir().join(invite::TICKET_FILE_NAME)
     }
 
-    fn on_redeem(&mut self, peer: PeerId, json: &[u8]) -> Redeemed {
-        let result = serde_json::from_slice::<Redeem>(json)
-            .map_err(|e| format!("malformed redemption: {e}"))
-            .and_then(|redeem| self.admit(peer, &redeem).map_err(|e| e.to_string()));
-        if let Err(reason) = &result {
-            tracing::warn!(%peer, %reason, "invite redemption refused");
-        }
-        Redeemed { result }
-    }
-
-    fn admit(&mut self, peer: PeerId, redeem: &Redeem) -> Result<String, TicketError> {
-        let ticket = &redeem.ticket;
-        ticket.verify(now_ms() as i64)?;
-        let ours = self
-            .node
-            .replica()
-            .federation()
-            .map(|f| f.to_hex())
-            .unwrap_or_default();
-        if ticket.body.federation != ours {
-            return Err(TicketError::WrongFederation {
-                ticket: ticket.body.federation.clone(),
-                ours,
+    /// A redemption from a joiner (`REDEEM_TAG`), or forwarded by a member (`FORWARDED_REDEEM_TAG`). Cheap checks
+    /// come first (global rate, then the ticket against what this node knows), signatures after; then a council
+    /// node admits, another member forwards to a council member and answers when it has the answer.
+    fn on_redeem(&mut self, peer: PeerId, id: net::RequestId, bytes: &[u8], member: bool) {
+        let forwarded = bytes.first() == Some(&invite::FORWARDED_REDEEM_TAG);
+        let checked = serde_json::from_slice::<Redeem>(&bytes[1..])
+            .map_err(|e| TicketError::Malformed(format!("malformed redemption: {e}")))
+            .and_then(|redeem| {
+                let key = self.check_redeem(peer, &redeem, forwarded, member)?;
+                Ok((redeem, key))
+            });
+        let (redeem, key) = match checked {
+            Ok(checked) => checked,
+            Err(error) => return self.refuse_redeem(peer, id, &error, forwarded),
+        };
+        if !forwarded {
+            // The joiner stays connected while it is served, past the gate's grace period for strangers.
+            let client = self.client.clone();
+            self.runtime.spawn(async move {
+                if let Err(error) = client.allow_temporarily(peer, REDEEM_ALLOWANCE).await {
+                    tracing::warn!(%peer, %error, "no temporary allowance for a redeeming joiner");
+                }
             });
         }
-        let key = redeem.joining_key()?;
-        if net::peer_id_from_public_key(key.as_bytes()).ok() != Some(peer) {
+        if self.council_peers.contains(&self.local_peer) {
+            let answer = match self.admit(&redeem, &key) {
+                Ok(change) => Redeemed::admitted(change),
+                Err(error) => return self.refuse_redeem(peer, id, &error, forwarded),
+            };
+            tracing::info!(%peer, joiner = %key, forwarded, "invite redeemed");
+            self.respond(id, answer.encode());
+        } else {
+            self.forward_redeem(peer, id, &redeem);
+        }
+    }
+
+    /// Every check of a redemption before anything is written; returns the joining key.
+    fn check_redeem(
+        &mut self,
+        peer: PeerId,
+        redeem: &Redeem,
+        forwarded: bool,
+        member: bool,
+    ) -> Result<identity::PublicKey, TicketError> {
+        if forwarded && !member {
+            return Err(TicketError::ForwarderNotMember);
+        }
+        if !self.is_member(&self.local_peer) || self.members.is_none() {
+            return Err(TicketError::NotAMember);
+        }
+        self.redeem_limiter.take(now_ms())?;
+        redeem.ticket.precheck(&self.admission, now_ms() as i64)?;
+        let key = redeem.verify(now_ms() as i64)?;
+        // A forwarding member checked this on its own connection to the joiner.
+        if !forwarded && net::peer_id_from_public_key(key.as_bytes()).ok() != Some(peer) {
             return Err(TicketError::Malformed(
                 "the redeeming connection is not the key being admitted".into(),
             ));
         }
-        let view = self.node.view();
-        if let Some(by) = view.invites.get(&ticket.body.nonce) {
-            return Err(TicketError::Replayed { by: by.clone() });
-        }
-        let issuer_is_council = view
-            .members
-            .get(&ticket.body.issuer)
-            .is_some_and(|m| m.role == model::Role::Council && !m.revoked);
-        if !issuer_is_council {
-            return Err(TicketError::IssuerNotCouncil {
-                issuer: ticket.body.issuer.clone(),
-            });
-        }
-        if view.members.contains_key(&key.to_hex()) {
+        if self.admission.members.contains(&key.to_hex()) {
             return Err(TicketError::Malformed(format!("{key} is already a member")));
         }
+        Ok(key)
+    }
+
+    /// Answers a redemption with a refusal; a joiner's connection then loses its allowance (the gate closes it and
+    /// backs it off).
+    fn refuse_redeem(
+        &mut self,
+        peer: PeerId,
+        id: net::RequestId,
+        error: &TicketError,
+        forwarded: bool,
+    ) {
+        tracing::warn!(%peer, reason = %error, forwarded, "invite redemption refused");
+        let answer = Redeemed::refused(error).encode();
+        self.metrics.bytes_out += answer.len() as u64;
+        let client = self.client.clone();
+        self.runtime.spawn(async move {
+            if let Err(error) = client.respond(id, answer).await {
+                tracing::debug!(%error, "refusal not sent");
+            }
+            if !forwarded {
+                let _ = client.end_allowance(peer).await;
+            }
+        });
+    }
+
+    /// Hands a joiner's redemption to a connected council member and relays its answer (or "no council member
+    /// reachable") to the joiner.
+    fn forward_redeem(&mut self, joiner: PeerId, id: net::RequestId, redeem: &Redeem) {
+        let council: Vec<PeerId> = self
+            .council_peers
+            .iter()
+            .filter(|p| self.connected.contains(p))
+            .copied()
+            .collect();
+        tracing::info!(%joiner, council = council.len(), "forwarding an invite redemption to the council");
+        let bytes = redeem.encode_forwarded();
+        let client = self.client.clone();
+        self.runtime.spawn(async move {
+            let relayed = tokio::time::timeout(FORWARD_TIMEOUT, async {
+                for council_peer in council {
+                    match client.request(council_peer, bytes.clone()).await {
+                        Ok(answer) if Redeemed::decode(&answer).is_some() => return Some(answer),
+                        Ok(_) => tracing::debug!(peer = %council_peer, "council member did not take the forwarded redemption"),
+                        Err(error) => tracing::debug!(peer = %council_peer, %error, "forwarding a redemption failed"),
+                    }
+                }
+                None
+            })
+            .await
+            .ok()
+            .flatten();
+            let admitted = relayed
+                .as_deref()
+                .and_then(Redeemed::decode)
+                .is_some_and(|answer| answer.result.is_ok());
+            let answer = relayed
+                .unwrap_or_else(|| Redeemed::refused(&TicketError::NoCouncilReachable).encode());
+            if let Err(error) = client.respond(id, answer).await {
+                tracing::debug!(%error, "relayed redemption answer not sent");
+            }
+            if !admitted {
+                let _ = client.end_allowance(joiner).await;
+            }
+        });
+    }
+
+    fn respond(&mut self, id: net::RequestId, answer: Vec<u8>) {
+        self.metrics.bytes_out += answer.len() as u64;
+        let client = self.client.clone();
+        self.runtime.spawn(async move {
+            if let Err(error) = client.respond(id, answer).await {
+                tracing::debug!(%error, "response not sent");
+            }
+        });
+    }
+
+    /// Writes the admission of `key` (the redemption passed every check in `check_redeem`).
+    fn admit(&mut self, redeem: &Redeem, key: &identity::PublicKey) -> Result<String, TicketError> {
+        let ticket = &redeem.ticket;
         let member = model::Member {
             public_key: key.to_hex(),
             name: ticket.body.name.clone(),
@@ -871,7 +1062,28 @@ impl Actor {
             duplicate_envelopes: self.metrics.duplicates,
             announcement_bytes_received: self.metrics.announcement_bytes_in,
             invite: self.invite_outcome.clone(),
+            member_addrs: self.ticket_member_addrs(),
         }
+    }
+
+    /// Addresses of up to [`MAX_TICKET_MEMBERS`] connected members (a ticket names them so the joiner can reach a
+    /// member other than the issuer).
+    fn ticket_member_addrs(&self) -> Vec<String> {
+        self.member_book
+            .iter()
+            .filter(|(peer, _)| *peer != self.local_peer && self.connected.contains(peer))
+            .take(MAX_TICKET_MEMBERS)
+            .flat_map(|(peer, addrs)| {
+                addrs.iter().map(move |addr| {
+                    let text = addr.to_string();
+                    if text.contains("/p2p/") {
+                        text
+                    } else {
+                        format!("{text}/p2p/{peer}")
+                    }
+                })
+            })
+            .collect()
     }
 
     fn metrics_text(&self) -> String {

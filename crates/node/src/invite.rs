@@ -1,6 +1,12 @@
 //! Invites: a council member signs a ticket (federation, role, name, bootstrap addresses, expiry, a one-time nonce);
-//! the new node records it with `join`, and its next `node` run sends it to a council node, which admits the key
-//! with a signed membership change carrying the nonce, so every replica knows the ticket is spent.
+//! the new node records it with `join`, and its next `node` run sends it to the first member it reaches. A council
+//! node admits the key with a signed membership change carrying the nonce, so every replica knows the ticket is
+//! spent; any other member checks the ticket and forwards the redemption to a council member it is connected to
+//! (tag [`FORWARDED_REDEEM_TAG`]), relaying the answer.
+//!
+//! A node checks a redemption cheaply before any signature is verified or anything written: the global
+//! [`RedeemLimiter`] (all peers together), then [`Ticket::precheck`] (federation, expiry, issuer on the council,
+//! nonce unspent) against what the node already knows.
 
 use base64::Engine as _;
 use identity::{Keypair, PublicKey};
@@ -13,9 +19,17 @@ pub const TICKET_FILE_NAME: &str = "ticket";
 /// Ticket text prefix.
 const PREFIX: &str = "gmticket1";
 /// First byte of a redemption request on the sync protocol.
-pub const REDEEM_TAG: u8 = 4;
+pub const REDEEM_TAG: u8 = registry::sync::Tag::Redeem as u8;
 /// First byte of a redemption response.
-pub const REDEEMED_TAG: u8 = 5;
+pub const REDEEMED_TAG: u8 = registry::sync::Tag::Redeemed as u8;
+/// First byte of a redemption a member forwards to a council member (the body is a [`Redeem`]); the forwarding
+/// member checked that its connection is the joining key, so the council node skips that check and takes it from
+/// members only. One entry of the protocol's one tag table (`registry::sync::Tag`).
+pub const FORWARDED_REDEEM_TAG: u8 = registry::sync::Tag::ForwardedRedeem as u8;
+/// Redemptions a node serves per second, from all peers together (the refill rate of [`RedeemLimiter`]).
+pub const REDEEMS_PER_SECOND: u32 = 5;
+/// Redemptions a node serves in a burst.
+pub const REDEEM_BURST: u32 = 10;
 
 /// What a ticket grants.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -82,6 +96,76 @@ pub enum TicketError {
         /// Ours.
         ours: String,
     },
+    /// The node serves few redemptions per second, from all peers together.
+    #[error("too many invite redemptions right now; try again later")]
+    RateLimited,
+    /// A member that is not on the council found no council member to forward the redemption to.
+    #[error("no council member reachable to admit you; try again later")]
+    NoCouncilReachable,
+    /// The node that received the redemption is no member, so it can neither admit nor introduce.
+    #[error("this node is not a member of the federation and cannot admit you")]
+    NotAMember,
+    /// A forwarded redemption came from a peer that is not a member.
+    #[error("only members may forward a redemption")]
+    ForwarderNotMember,
+}
+
+impl TicketError {
+    /// Whether the joiner should try again later (perhaps with another member) rather than give the ticket up.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            TicketError::RateLimited | TicketError::NoCouncilReachable | TicketError::NotAMember
+        )
+    }
+}
+
+/// What a node knows of its federation that a redemption is checked against before any signature is verified.
+#[derive(Clone, Debug, Default)]
+pub struct AdmissionFacts {
+    /// Federation id (hex).
+    pub federation: String,
+    /// Public keys (hex) of unrevoked council members.
+    pub council: std::collections::BTreeSet<String>,
+    /// Public keys (hex) of every member, revoked or not.
+    pub members: std::collections::BTreeSet<String>,
+    /// Spent nonces and the key each admitted.
+    pub spent: std::collections::BTreeMap<String, String>,
+}
+
+/// A token bucket of redemptions per second across all peers: [`REDEEMS_PER_SECOND`], burst [`REDEEM_BURST`].
+/// Time is a parameter (Unix ms), so it is tested without a clock.
+#[derive(Clone, Debug)]
+pub struct RedeemLimiter {
+    tokens_milli: u64,
+    refilled_at_ms: u64,
+}
+
+impl Default for RedeemLimiter {
+    fn default() -> Self {
+        Self {
+            tokens_milli: u64::from(REDEEM_BURST) * 1000,
+            refilled_at_ms: 0,
+        }
+    }
+}
+
+impl RedeemLimiter {
+    /// Takes one redemption's token; [`TicketError::RateLimited`] when the bucket is empty.
+    pub fn take(&mut self, now_ms: u64) -> Result<(), TicketError> {
+        let elapsed_ms = now_ms.saturating_sub(self.refilled_at_ms);
+        let capacity = u64::from(REDEEM_BURST) * 1000;
+        self.tokens_milli = self
+            .tokens_milli
+            .saturating_add(elapsed_ms.saturating_mul(u64::from(REDEEMS_PER_SECOND)))
+            .min(capacity);
+        self.refilled_at_ms = self.refilled_at_ms.max(now_ms);
+        if self.tokens_milli < 1000 {
+            return Err(TicketError::RateLimited);
+        }
+        self.tokens_milli -= 1000;
+        Ok(())
+    }
 }
 
 fn body_digest(body: &TicketBody) -> [u8; 32] {
@@ -123,6 +207,31 @@ impl Ticket {
         Ok(ticket)
     }
 
+    /// The checks that need no signature verification and no view rebuild: federation, expiry, issuer on the
+    /// council, nonce unspent.
+    pub fn precheck(&self, facts: &AdmissionFacts, now_ms: i64) -> Result<(), TicketError> {
+        if self.body.federation != facts.federation {
+            return Err(TicketError::WrongFederation {
+                ticket: self.body.federation.clone(),
+                ours: facts.federation.clone(),
+            });
+        }
+        if now_ms > self.body.expires_at_ms {
+            return Err(TicketError::Expired {
+                expires_at_ms: self.body.expires_at_ms,
+            });
+        }
+        if !facts.council.contains(&self.body.issuer) {
+            return Err(TicketError::IssuerNotCouncil {
+                issuer: self.body.issuer.clone(),
+            });
+        }
+        if let Some(by) = facts.spent.get(&self.body.nonce) {
+            return Err(TicketError::Replayed { by: by.clone() });
+        }
+        Ok(())
+    }
+
     /// Checks the signature and the expiry.
     pub fn verify(&self, now_ms: i64) -> Result<(), TicketError> {
         let issuer: PublicKey = self
@@ -156,11 +265,15 @@ pub struct Redeem {
     pub proof: String,
 }
 
-/// The council node's answer.
+/// The council node's answer (relayed unchanged by a member that forwarded the redemption).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Redeemed {
-    /// Admitted, or why not.
+    /// Admitted (the admission change's hash), or why not.
     pub result: Result<String, String>,
+    /// The refusal is temporary (rate limit, no council member reachable): keep the ticket and try again later.
+    /// Absent in answers of older nodes, which meant a final refusal.
+    #[serde(default)]
+    pub retry: bool,
 }
 
 impl Redeem {
@@ -189,13 +302,44 @@ impl Redeem {
 
     /// Wire form.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![REDEEM_TAG];
+        self.encode_with(REDEEM_TAG)
+    }
+
+    /// Wire form of the redemption forwarded by a member to a council member.
+    pub fn encode_forwarded(&self) -> Vec<u8> {
+        self.encode_with(FORWARDED_REDEEM_TAG)
+    }
+
+    fn encode_with(&self, tag: u8) -> Vec<u8> {
+        let mut out = vec![tag];
         out.extend(serde_json::to_vec(self).expect("redemptions serialize"));
         out
+    }
+
+    /// Checks the ticket's signature and expiry and the proof of possession; returns the joining key.
+    pub fn verify(&self, now_ms: i64) -> Result<PublicKey, TicketError> {
+        self.ticket.verify(now_ms)?;
+        self.joining_key()
     }
 }
 
 impl Redeemed {
+    /// An admission by the change `change`.
+    pub fn admitted(change: String) -> Self {
+        Self {
+            result: Ok(change),
+            retry: false,
+        }
+    }
+
+    /// A refusal naming its reason.
+    pub fn refused(error: &TicketError) -> Self {
+        Self {
+            result: Err(error.to_string()),
+            retry: error.is_retryable(),
+        }
+    }
+
     /// Wire form.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![REDEEMED_TAG];
@@ -279,6 +423,82 @@ mod tests {
         assert_eq!(redeem.joining_key().expect("valid"), joiner.public());
         redeem.public_key = Keypair::from_seed([3; 32]).public().to_hex();
         assert_eq!(redeem.joining_key(), Err(TicketError::BadSignature));
+    }
+
+    fn facts() -> AdmissionFacts {
+        AdmissionFacts {
+            federation: "ab".repeat(32),
+            council: [Keypair::from_seed([1; 32]).public().to_hex()].into(),
+            members: [Keypair::from_seed([1; 32]).public().to_hex()].into(),
+            spent: Default::default(),
+        }
+    }
+
+    #[test]
+    fn precheck_refuses_without_verifying_signatures() {
+        // The signature is garbage: the precheck does not look at it.
+        let mut ticket = Ticket::issue(body(1_000), &Keypair::from_seed([1; 32]));
+        ticket.signature = "00".into();
+        assert_eq!(ticket.precheck(&facts(), 500), Ok(()));
+        assert_eq!(
+            ticket.precheck(&facts(), 2_000),
+            Err(TicketError::Expired {
+                expires_at_ms: 1_000
+            })
+        );
+        let mut spent = facts();
+        spent.spent.insert(ticket.body.nonce.clone(), "k".into());
+        assert_eq!(
+            ticket.precheck(&spent, 500),
+            Err(TicketError::Replayed { by: "k".into() })
+        );
+        let mut no_council = facts();
+        no_council.council.clear();
+        assert!(matches!(
+            ticket.precheck(&no_council, 500),
+            Err(TicketError::IssuerNotCouncil { .. })
+        ));
+        let mut other = facts();
+        other.federation = "cd".repeat(32);
+        assert!(matches!(
+            ticket.precheck(&other, 500),
+            Err(TicketError::WrongFederation { .. })
+        ));
+    }
+
+    #[test]
+    fn redemptions_are_rate_limited_across_all_peers() {
+        let mut limiter = RedeemLimiter::default();
+        let start = 1_000_000;
+        for _ in 0..REDEEM_BURST {
+            assert_eq!(limiter.take(start), Ok(()));
+        }
+        assert_eq!(limiter.take(start), Err(TicketError::RateLimited));
+        // One token comes back every 1000 / REDEEMS_PER_SECOND ms.
+        let step = 1000 / u64::from(REDEEMS_PER_SECOND);
+        assert_eq!(
+            limiter.take(start + step - 1),
+            Err(TicketError::RateLimited)
+        );
+        assert_eq!(limiter.take(start + step), Ok(()));
+        assert_eq!(limiter.take(start + step), Err(TicketError::RateLimited));
+        // A clock going backwards refills nothing.
+        assert_eq!(limiter.take(start), Err(TicketError::RateLimited));
+    }
+
+    #[test]
+    fn answers_say_whether_to_retry_and_old_answers_decode() {
+        let answer = Redeemed::refused(&TicketError::NoCouncilReachable);
+        let decoded = Redeemed::decode(&answer.encode()).expect("decodes");
+        assert!(decoded.retry);
+        assert_eq!(
+            decoded.result,
+            Err("no council member reachable to admit you; try again later".into())
+        );
+        assert!(!Redeemed::refused(&TicketError::BadSignature).retry);
+        let old = [&[REDEEMED_TAG][..], br#"{"result":{"Err":"nope"}}"#].concat();
+        let decoded = Redeemed::decode(&old).expect("an old answer decodes");
+        assert!(!decoded.retry);
     }
 
     #[test]

@@ -141,6 +141,7 @@ pub fn status(context: &Context, node: &mut Node) -> anyhow::Result<u8> {
         "peer_id": identity.peer_id,
         "federation": identity.federation,
         "listen_addrs": network.listen_addrs,
+        "member_addrs": network.member_addrs,
         "peers": network.peers,
         "heads": node.heads(),
         "changes": node.replica().len(),
@@ -266,10 +267,18 @@ pub fn invite(context: &Context, node: &mut Node, args: InviteArgs) -> anyhow::R
         .identity()
         .federation
         .ok_or(registry::Error::NoFederation)?;
-    let bootstrap = context
+    // Our own addresses, then those of up to `MAX_TICKET_MEMBERS` other connected members: the joiner dials them
+    // all and redeems with the first that answers, so it gets in while this node is away.
+    let bootstrap: Vec<String> = context
         .network
         .as_ref()
-        .map(|n| n.listen_addrs.clone())
+        .map(|n| {
+            n.listen_addrs
+                .iter()
+                .chain(&n.member_addrs)
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default();
     if bootstrap.is_empty() {
         eprintln!(

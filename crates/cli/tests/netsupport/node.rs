@@ -16,14 +16,14 @@ const POLL: Duration = Duration::from_millis(150);
 /// A node must exit this soon after SIGTERM.
 pub const STOP_WITHIN: Duration = Duration::from_secs(10);
 
-/// Fast timings for tests: frequent announcements and heartbeats, a short grace period for non-members.
+/// Fast timings for tests: frequent announcements and heartbeats (strangers get the default 1 s grace period, which
+/// a redeeming joiner must outlast through its temporary allowance).
 pub const FAST_CONFIG: &str = "\
 announce_interval_ms = 1000
 tick_ms = 50
 
 [limits]
 heartbeat_ms = 200
-gate_grace_period_ms = 3000
 ";
 
 /// A running `growthmesh node`; killed (SIGKILL) if dropped without [`Daemon::stop`].

@@ -35,11 +35,13 @@ pub enum Tag {
     Summary = 8,
     /// Answer to a redemption.
     Redeemed = 9,
+    /// A redemption a member forwards to a council member for a joiner it introduces.
+    ForwardedRedeem = 10,
 }
 
 impl Tag {
     /// Every tag, in wire order.
-    pub const ALL: [Tag; 9] = [
+    pub const ALL: [Tag; 10] = [
         Tag::Announcement,
         Tag::Request,
         Tag::Response,
@@ -49,6 +51,7 @@ impl Tag {
         Tag::PushAck,
         Tag::Summary,
         Tag::Redeemed,
+        Tag::ForwardedRedeem,
     ];
 
     /// The tag a message starts with, if it is one.
