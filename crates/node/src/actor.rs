@@ -101,6 +101,9 @@ pub struct NetworkStatus {
     pub announcement_bytes_received: u64,
     /// Outcome of the last invite redemption, if any.
     pub invite: Option<String>,
+    /// Reachability, relays, and relayed or direct connections.
+    #[serde(default)]
+    pub nat: crate::nat::NatView,
 }
 
 /// Bytes sent, by message kind.
@@ -220,6 +223,7 @@ pub struct Actor {
     redeem_in_flight: bool,
     invite_outcome: Option<String>,
     metrics: Metrics,
+    nat: net::NatStatus,
 }
 
 /// Now, in Unix milliseconds: the node's one clock.
@@ -267,6 +271,7 @@ impl Actor {
             redeem_in_flight: false,
             invite_outcome: None,
             metrics: Metrics::default(),
+            nat: net::NatStatus::default(),
         }
     }
 
@@ -358,6 +363,7 @@ impl Actor {
                 self.listen_addrs
                     .push(format!("{addr}/p2p/{}", self.local_peer));
             }
+            Event::NatChanged(status) => self.nat = status,
         }
     }
 
@@ -949,6 +955,7 @@ impl Actor {
             duplicate_envelopes: self.metrics.duplicates,
             announcement_bytes_received: self.metrics.announcement_bytes_in,
             invite: self.invite_outcome.clone(),
+            nat: crate::nat::NatView::from(&self.nat),
         }
     }
 
