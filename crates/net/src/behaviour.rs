@@ -3,13 +3,17 @@
 use std::time::Duration;
 
 use libp2p::{
-    PeerId, StreamProtocol, allow_block_list, connection_limits, gossipsub, identify, kad, mdns,
-    ping, request_response,
+    PeerId, StreamProtocol, allow_block_list, autonat, connection_limits, dcutr, gossipsub,
+    identify, kad, mdns, ping, relay, request_response,
     swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
 };
 
 use crate::{
-    Config, Error, Keypair, admission, codec::SyncCodec, gate::Gate, members_only::MembersOnly,
+    Config, Error, Keypair, admission,
+    codec::SyncCodec,
+    gate::Gate,
+    members_only::MembersOnly,
+    nat::{self, DialBackFilter, MemberSet},
 };
 
 /// Identify protocol version: peers of other applications show up with a different one.
@@ -20,8 +24,10 @@ const KADEMLIA_PROTOCOL: StreamProtocol = StreamProtocol::new("/growthmesh/kad/1
 const GOSSIP_ENVELOPE_OVERHEAD_BYTES: usize = 1024;
 /// Concurrent sync streams per connection, inbound and outbound together.
 const MAX_CONCURRENT_SYNC_STREAMS: usize = 16;
-/// Connections per peer; one or two is normal (simultaneous dial, TCP and QUIC).
-const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+/// Connections per peer. Two to four is normal (simultaneous dials, TCP and QUIC, a bootstrap address dialed at start
+/// and again by the node); NAT traversal adds a relayed connection, its hole-punched replacement, and AutoNAT's
+/// dial-back, which a full quota would refuse (and so report a reachable node as private).
+const MAX_CONNECTIONS_PER_PEER: u32 = 8;
 
 /// Every protocol of a growthmesh connection.
 #[derive(NetworkBehaviour)]
@@ -36,10 +42,44 @@ pub(crate) struct Behaviour {
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
     /// Served to members only (see `members_only`): its answers list members.
     pub(crate) kademlia: MembersOnly<kad::Behaviour<kad::store::MemoryStore>>,
+    /// NAT traversal: AutoNAT finds whether we are reachable; a private node reserves slots on members' relays
+    /// (`relay_client`, always on); `relay_server` only where the config turns it on, members only; DCUtR upgrades a
+    /// relayed connection to a direct one by hole punching.
+    pub(crate) autonat: autonat::Behaviour,
+    pub(crate) relay_client: relay::client::Behaviour,
+    pub(crate) relay_server: Toggle<relay::Behaviour>,
+    pub(crate) dcutr: dcutr::Behaviour,
+    pub(crate) dial_back_filter: DialBackFilter,
+}
+
+/// The parts of the behaviour whose setup can fail, built before the swarm builder hands over the relay client.
+pub(crate) struct Prepared {
+    gossipsub: gossipsub::Behaviour,
+    mdns: Option<mdns::tokio::Behaviour>,
 }
 
 impl Behaviour {
-    pub(crate) fn new(keypair: &Keypair, config: &Config) -> Result<Self, Error> {
+    pub(crate) fn prepare(keypair: &Keypair, config: &Config) -> Result<Prepared, Error> {
+        let mdns = if config.mdns {
+            let mdns = mdns::tokio::Behaviour::new(mdns::Config::default(), keypair.peer_id())
+                .map_err(|source| Error::Mdns { source })?;
+            Some(mdns)
+        } else {
+            None
+        };
+        Ok(Prepared {
+            gossipsub: gossipsub(keypair, config)?,
+            mdns,
+        })
+    }
+
+    pub(crate) fn new(
+        keypair: &Keypair,
+        config: &Config,
+        prepared: Prepared,
+        relay_client: relay::client::Behaviour,
+        members: &MemberSet,
+    ) -> Self {
         let peer_id = keypair.peer_id();
         let limits = &config.limits;
         let connection_limits = connection_limits::ConnectionLimits::default()
@@ -49,7 +89,10 @@ impl Behaviour {
             IDENTIFY_PROTOCOL_VERSION.to_owned(),
             keypair.libp2p().public(),
         )
-        .with_agent_version(format!("growthmesh/{}", env!("CARGO_PKG_VERSION")));
+        .with_agent_version(format!("growthmesh/{}", env!("CARGO_PKG_VERSION")))
+        // A private node's relayed address appears once a relay accepted its reservation: push it to the members
+        // at once, so they (and, through Kademlia, the others) can dial it.
+        .with_push_listen_addr_updates(true);
         let sync = request_response::Behaviour::with_codec(
             SyncCodec::new(limits.max_sync_message_bytes),
             [(
@@ -60,14 +103,10 @@ impl Behaviour {
                 .with_request_timeout(Duration::from_millis(limits.request_timeout_ms))
                 .with_max_concurrent_streams(MAX_CONCURRENT_SYNC_STREAMS),
         );
-        let mdns = if config.mdns {
-            let mdns = mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
-                .map_err(|source| Error::Mdns { source })?;
-            Some(mdns)
-        } else {
-            None
-        };
-        Ok(Self {
+        let relay_server = config
+            .relay_server
+            .then(|| relay::Behaviour::new(peer_id, nat::relay_server_config(members)));
+        Self {
             blocked: allow_block_list::Behaviour::default(),
             limits: connection_limits::Behaviour::new(connection_limits),
             admission: admission::Behaviour::new(
@@ -76,11 +115,16 @@ impl Behaviour {
             ),
             identify: identify::Behaviour::new(identify),
             ping: ping::Behaviour::default(),
-            gossipsub: gossipsub(keypair, config)?,
+            gossipsub: prepared.gossipsub,
             sync,
-            mdns: Toggle::from(mdns),
+            mdns: Toggle::from(prepared.mdns),
             kademlia: MembersOnly::new(kademlia(peer_id)),
-        })
+            autonat: autonat::Behaviour::new(peer_id, nat::autonat_config()),
+            relay_client,
+            relay_server: Toggle::from(relay_server),
+            dcutr: dcutr::Behaviour::new(peer_id),
+            dial_back_filter: DialBackFilter::new(members.clone()),
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, time::Duration};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Counters, Error, PeerInfo, RequestId, Topic};
+use crate::{Counters, Error, NatStatus, PeerInfo, RequestId, Topic};
 
 /// Commands queued for the event loop before `Client` calls wait for room.
 pub const COMMAND_CHANNEL_CAPACITY: usize = 64;
@@ -73,6 +73,9 @@ pub(crate) enum Command {
     },
     Counters {
         reply: oneshot::Sender<Counters>,
+    },
+    NatStatus {
+        reply: oneshot::Sender<NatStatus>,
     },
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -206,6 +209,11 @@ impl Client {
     /// What the event loop refused or dropped so far.
     pub async fn counters(&self) -> Result<Counters, Error> {
         self.call(|reply| Command::Counters { reply }).await
+    }
+
+    /// Reachability (AutoNAT), external addresses, relay reservations, and every connection, relayed or direct.
+    pub async fn nat_status(&self) -> Result<NatStatus, Error> {
+        self.call(|reply| Command::NatStatus { reply }).await
     }
 
     /// Stops the event loop and closes every connection. Succeeds if the loop has already stopped.

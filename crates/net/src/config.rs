@@ -14,6 +14,9 @@ pub struct Config {
     pub bootstrap_addrs: Vec<Multiaddr>,
     /// Discover peers on the local network with mDNS.
     pub mdns: bool,
+    /// Serve as a relay (circuit relay v2) for members behind NAT. Reservations and circuits of non-members are
+    /// refused. Turn it on for members others can dial (a public address, or a forwarded port).
+    pub relay_server: bool,
     /// Hex id of the federation (the hash of its genesis change); it names the gossip topics
     /// `growthmesh/<federation-id>/heads` and `growthmesh/<federation-id>/scorecards`. `net::spawn` refuses an
     /// empty or non-hex id, so the default (empty) must be replaced.
@@ -35,6 +38,7 @@ impl Default for Config {
             ],
             bootstrap_addrs: Vec::new(),
             mdns: true,
+            relay_server: false,
             federation_id: String::new(),
             limits: Limits::default(),
         }

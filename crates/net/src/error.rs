@@ -23,8 +23,8 @@ pub enum Error {
         #[source]
         source: DecodingError,
     },
-    /// The TCP transport could not be built (noise setup).
-    #[error("building the TCP transport failed")]
+    /// The TCP or the relay transport could not be built (noise setup).
+    #[error("building the TCP or relay transport failed")]
     Transport {
         #[source]
         source: noise::Error,
@@ -103,6 +103,9 @@ pub enum Error {
     /// Too many temporary allowances are live.
     #[error("{limit} temporary allowances are already live")]
     TooManyTemporaryAllowances { limit: usize },
+    /// An AutoNAT dial-back to a peer outside the member set was refused (the AutoNAT server serves members only).
+    #[error("AutoNAT dial-back to {peer} refused: not a member")]
+    DialBackRefused { peer: PeerId },
     /// The event loop has stopped (shutdown, or every client was dropped).
     #[error("the network event loop has stopped")]
     EventLoopStopped,

@@ -6,9 +6,12 @@
 //! Client --Command (bounded mpsc, oneshot reply)--> EventLoop --Event (bounded mpsc, try_send)--> node
 //!                                                      |  owns Swarm<Behaviour>, Gate, pending maps
 //!                                                      +-- gate tick: closes non-member connections after grace
+//!                                                      +-- mesh tick: dials members, reserves relays (traversal)
 //! ```
 //! Events are sent with `try_send`, never awaited: a node that waits on a `Client` call while the loop waits on
 //! the event channel would deadlock. A full channel drops the event (counted) and refuses an inbound request.
+
+mod traversal;
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -35,6 +38,7 @@ use crate::{
     client::Command,
     codec::{Request, Response},
     gate::{self, BlockList, Gate},
+    nat::{MemberSet, NatStatus, Reachability, Relays},
 };
 
 /// Events queued for the node before new ones are dropped.
@@ -71,12 +75,24 @@ struct PendingResponse {
 }
 
 struct ConnectedPeer {
-    connections: HashMap<ConnectionId, Multiaddr>,
+    connections: HashMap<ConnectionId, Connection>,
     connected_at: Instant,
     connected_since_ms: Option<u64>,
     /// The listen addresses the peer announced (identify), kept so that a peer admitted while connected can be
     /// added to the routing table and the member address book then.
     listen_addrs: Vec<Multiaddr>,
+    /// Whether the peer runs a relay server (identify listed the hop protocol).
+    relay_hop: bool,
+}
+
+struct Connection {
+    /// The peer's address on this connection (`/p2p-circuit` when relayed).
+    remote: Multiaddr,
+    /// Whether we dialed it: then `remote` is an address the peer listens on and we can reach.
+    dialed: bool,
+    /// Whether it runs through a relay. Judged by libp2p from the local address too: an inbound relayed
+    /// connection's remote address need not contain `/p2p-circuit`.
+    relayed: bool,
 }
 
 /// Owns the swarm and every piece of state the network keeps; see the module docs.
@@ -86,6 +102,14 @@ pub(crate) struct EventLoop {
     events: mpsc::Sender<Event>,
     federation_id: String,
     limits: Limits,
+    /// The member set as the relay server and the AutoNAT dial-back filter see it; replaced with the gate's.
+    members: MemberSet,
+    /// AutoNAT's last verdict.
+    reachability: Reachability,
+    /// Relay reservations this node asked for or holds.
+    relays: Relays,
+    /// The last `NatStatus` the node received, so a change dropped on a full channel is sent again later.
+    nat_reported: Option<NatStatus>,
     blocks: BlockList,
     peers: HashMap<PeerId, ConnectedPeer>,
     /// Addresses of members, as they announced them (identify) or as Kademlia queries returned them: what the mesh
@@ -104,6 +128,7 @@ impl EventLoop {
     pub(crate) fn new(
         swarm: Swarm<Behaviour>,
         config: &Config,
+        members: MemberSet,
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
     ) -> Self {
@@ -113,6 +138,10 @@ impl EventLoop {
             events,
             federation_id: config.federation_id.clone(),
             limits: config.limits.clone(),
+            members,
+            reachability: Reachability::Unknown,
+            relays: Relays::default(),
+            nat_reported: None,
             blocks: BlockList::default(),
             peers: HashMap::new(),
             member_addrs: HashMap::new(),
@@ -156,7 +185,10 @@ impl EventLoop {
                     None => break,
                 },
                 _ = gate_tick.tick() => self.on_gate_tick(Instant::now()),
-                _ = mesh_tick.tick() => self.on_mesh_tick(),
+                _ = mesh_tick.tick() => {
+                    self.on_mesh_tick();
+                    self.on_traversal_tick(Instant::now());
+                }
             }
         }
         info!("network event loop stopped");
@@ -207,6 +239,7 @@ impl EventLoop {
                     .behaviour_mut()
                     .kademlia
                     .set_members(members.clone());
+                self.members.replace(members.clone());
                 self.gate_mut().set_members(members);
                 // Peers admitted while connected identified before they were members: route them now.
                 let admitted: Vec<(PeerId, Vec<Multiaddr>)> = self
@@ -270,6 +303,9 @@ impl EventLoop {
             }
             Command::Counters { reply } => {
                 let _ = reply.send(self.counters);
+            }
+            Command::NatStatus { reply } => {
+                let _ = reply.send(self.nat_status());
             }
             Command::Shutdown { reply } => {
                 // Handled in `run`, which must leave the loop.
@@ -436,7 +472,11 @@ impl EventLoop {
             .iter()
             .map(|(peer_id, state)| PeerInfo {
                 peer_id: *peer_id,
-                addrs: state.connections.values().cloned().collect(),
+                addrs: state
+                    .connections
+                    .values()
+                    .map(|c| c.remote.clone())
+                    .collect(),
                 connected_since_ms: state.connected_since_ms,
             })
             .collect();
@@ -521,6 +561,17 @@ impl EventLoop {
                 info!(addr = %address, "listen address expired")
             }
             SwarmEvent::ListenerError { error, .. } => warn!(error = %error, "listener error"),
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => self.on_listener_closed(listener_id, reason),
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                info!(addr = %address, "external address confirmed");
+            }
+            SwarmEvent::ExternalAddrExpired { address } => {
+                info!(addr = %address, "external address expired");
+            }
             _ => {}
         }
     }
@@ -540,12 +591,21 @@ impl EventLoop {
             connected_at: Instant::now(),
             connected_since_ms: unix_time_ms(),
             listen_addrs: Vec::new(),
+            relay_hop: false,
         });
-        state
-            .connections
-            .insert(connection_id, endpoint.get_remote_address().clone());
+        let remote = endpoint.get_remote_address().clone();
+        let relayed = endpoint.is_relayed();
+        state.connections.insert(
+            connection_id,
+            Connection {
+                remote,
+                dialed: endpoint.is_dialer(),
+                relayed,
+            },
+        );
+        debug!(peer = %peer, addr = %endpoint.get_remote_address(), relayed, "connection established");
         if num_established == 1 {
-            info!(peer = %peer, addr = %endpoint.get_remote_address(), "peer connected");
+            info!(peer = %peer, addr = %endpoint.get_remote_address(), relayed, "peer connected");
             self.emit(Event::PeerConnected { peer });
         }
     }
@@ -574,6 +634,7 @@ impl EventLoop {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 debug!(peer = %peer_id, agent = %info.agent_version, "peer identified");
                 if let Some(state) = self.peers.get_mut(&peer_id) {
+                    state.relay_hop = info.protocols.contains(&libp2p::relay::HOP_PROTOCOL_NAME);
                     state.listen_addrs = info
                         .listen_addrs
                         .iter()
@@ -611,6 +672,10 @@ impl EventLoop {
             BehaviourEvent::Kademlia(kad::Event::RoutingUpdated { peer, .. }) => {
                 debug!(peer = %peer, "kademlia routing updated");
             }
+            BehaviourEvent::Autonat(event) => self.on_autonat_event(event),
+            BehaviourEvent::RelayClient(event) => self.on_relay_client_event(event),
+            BehaviourEvent::RelayServer(event) => traversal::on_relay_server_event(event),
+            BehaviourEvent::Dcutr(event) => self.on_dcutr_event(event),
             BehaviourEvent::Ping(ping::Event {
                 peer,
                 result: Err(error),

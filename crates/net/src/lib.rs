@@ -9,13 +9,17 @@
 //! - `config`: [`Config`] and [`Limits`], serde with defaults for every field.
 //! - `keys`: [`Keypair`] from the node's 32-byte ed25519 seed; [`peer_id_from_public_key`].
 //! - `behaviour`: the composed libp2p behaviour: block list, connection limits, identify, ping, gossipsub (signed,
-//!   scored), request-response `/growthmesh/sync/2`, mDNS (switchable), Kademlia (server mode).
+//!   scored), request-response `/growthmesh/sync/2`, mDNS (switchable), Kademlia (server mode), AutoNAT, relay
+//!   client, relay server (switchable), DCUtR.
 //! - `codec`: the sync wire format; length-prefixed frames refused before reading when oversized.
 //! - `gate`: admission policy: member set, temporary allowances, per-peer rate limits, penalty counts.
 //! - `admission`: the behaviour that owns the gate and applies it when a connection opens (back-offs, slots).
 //! - `members_only`: serves Kademlia to members only (a stranger's inbound Kademlia streams are dropped unread).
 //! - `backoff`: strangers that failed to get in, by peer and by IP address (pure, `now` a parameter).
-//! - `event_loop`: `EventLoop`, the one task that owns the `Swarm`.
+//! - `nat`: NAT traversal policy: [`Reachability`], [`NatStatus`], the members-only relay limiter and AutoNAT
+//!   dial-back filter, which members a private node reserves relay slots on.
+//! - `event_loop`: `EventLoop`, the one task that owns the `Swarm`; `event_loop::traversal` handles what AutoNAT,
+//!   the relay and DCUtR report.
 //! - `client`: [`Client`], the cloneable handle sending commands with `oneshot` replies.
 //! - `types`: [`Event`], [`Topic`], [`RequestId`], [`PeerInfo`], [`Counters`]; `codec` exports [`Refusal`].
 //! - `error`: [`Error`].
@@ -39,6 +43,14 @@
 //! the member set names it and removes it when revoked), so the peers it hands out in `FIND_NODE` answers are
 //! members, never strangers, and `members_only` serves Kademlia to members only: a stranger's `FIND_NODE` (even
 //! within its grace period) is dropped unanswered. Identify announces only our own listen addresses.
+//!
+//! # NAT traversal
+//! Every node asks connected peers to dial it back (AutoNAT) and reports the verdict in [`NatStatus`]
+//! ([`Client::nat_status`], [`Event::NatChanged`]). A node found private reserves a slot on up to [`MAX_RELAYS`]
+//! members that run a relay server (`Config::relay_server`) and that it reached directly, and listens on
+//! `/p2p-circuit` through them; members dial it there, and DCUtR then tries to replace the relayed connection by
+//! a direct, hole-punched one. Relay servers and AutoNAT dial-backs serve members only. The gate judges a
+//! connection by its peer, relayed or not: a non-member's relayed connection closes after the grace period too.
 //!
 //! # Blocking
 //! A peer is blocked (connections closed and refused both ways, its gossip dropped) while a penalty block
@@ -65,6 +77,7 @@ mod event_loop;
 mod gate;
 mod keys;
 mod members_only;
+mod nat;
 mod types;
 
 use std::time::Duration;
@@ -85,6 +98,7 @@ pub use crate::{
     },
     gate::MAX_BLOCKED_PEERS,
     keys::{Keypair, peer_id_from_public_key},
+    nat::{ConnectionInfo, MAX_RELAYS, NatStatus, Reachability, is_relayed},
     types::{Counters, Event, PeerInfo, RequestId, Topic},
 };
 
@@ -94,7 +108,8 @@ pub use crate::{
 /// the channel closes when the event loop stops.
 pub fn spawn(keypair: Keypair, config: Config) -> Result<(Client, mpsc::Receiver<Event>), Error> {
     validate_federation_id(&config.federation_id)?;
-    let behaviour = Behaviour::new(&keypair, &config)?;
+    let prepared = Behaviour::prepare(&keypair, &config)?;
+    let members = nat::MemberSet::default();
     let idle_timeout = Duration::from_millis(config.limits.idle_connection_timeout_ms);
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair.libp2p().clone())
         .with_tokio()
@@ -105,7 +120,11 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Client, mpsc::Receiver
         )
         .map_err(|source| Error::Transport { source })?
         .with_quic()
-        .with_behaviour(|_| behaviour)
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|source| Error::Transport { source })?
+        .with_behaviour(|_, relay_client| {
+            Behaviour::new(&keypair, &config, prepared, relay_client, &members)
+        })
         .unwrap_or_else(|never| match never {})
         .with_swarm_config(|swarm_config| swarm_config.with_idle_connection_timeout(idle_timeout))
         .build();
@@ -114,7 +133,7 @@ pub fn spawn(keypair: Keypair, config: Config) -> Result<(Client, mpsc::Receiver
     let local_peer_id = keypair.peer_id();
     let (command_sender, command_receiver) = mpsc::channel(COMMAND_CHANNEL_CAPACITY);
     let (event_sender, event_receiver) = mpsc::channel(EVENT_CHANNEL_CAPACITY);
-    let event_loop = EventLoop::new(swarm, &config, command_receiver, event_sender);
+    let event_loop = EventLoop::new(swarm, &config, members, command_receiver, event_sender);
     let span = tracing::info_span!("net", local_peer = %local_peer_id);
     tokio::spawn(event_loop.run().instrument(span));
     Ok((Client::new(command_sender, local_peer_id), event_receiver))

@@ -75,6 +75,8 @@ pub enum Event {
     PeerDisconnected { peer: PeerId },
     /// The node listens on a new address.
     NewListenAddr { addr: Multiaddr },
+    /// Reachability, external addresses, relay reservations or connections changed; the whole new status.
+    NatChanged(crate::NatStatus),
 }
 
 /// A connected peer as seen by `Client::connected_peers`.

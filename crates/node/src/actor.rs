@@ -108,6 +108,9 @@ pub struct NetworkStatus {
     /// [`MAX_TICKET_MEMBERS`] of them in a ticket beside this node's own.
     #[serde(default)]
     pub member_addrs: Vec<String>,
+    /// Reachability, relays, and relayed or direct connections.
+    #[serde(default)]
+    pub nat: crate::nat::NatView,
 }
 
 /// Bytes sent, by message kind.
@@ -234,6 +237,7 @@ pub struct Actor {
     redeem_limiter: RedeemLimiter,
     member_book: Vec<(PeerId, Vec<net::Multiaddr>)>,
     metrics: Metrics,
+    nat: net::NatStatus,
 }
 
 /// Now, in Unix milliseconds: the node's one clock.
@@ -288,6 +292,7 @@ impl Actor {
             redeem_limiter: RedeemLimiter::default(),
             member_book: Vec::new(),
             metrics: Metrics::default(),
+            nat: net::NatStatus::default(),
         }
     }
 
@@ -399,6 +404,7 @@ impl Actor {
                 self.listen_addrs
                     .push(format!("{addr}/p2p/{}", self.local_peer));
             }
+            Event::NatChanged(status) => self.nat = status,
         }
     }
 
@@ -1063,6 +1069,7 @@ impl Actor {
             announcement_bytes_received: self.metrics.announcement_bytes_in,
             invite: self.invite_outcome.clone(),
             member_addrs: self.ticket_member_addrs(),
+            nat: crate::nat::NatView::from(&self.nat),
         }
     }
 

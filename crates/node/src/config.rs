@@ -16,6 +16,8 @@ pub struct Config {
     pub bootstrap_addrs: Vec<String>,
     /// Discover peers on the LAN with mDNS.
     pub mdns: bool,
+    /// Serve as a relay for members behind NAT (members only); for nodes others can dial.
+    pub relay_server: bool,
     /// Address of the local control API (always loopback).
     pub api_addr: SocketAddr,
     /// A summary (digest and count) is announced this often (anti-entropy; see `Announcement::summary`).
@@ -41,6 +43,7 @@ impl Default for Config {
             ],
             bootstrap_addrs: Vec::new(),
             mdns: true,
+            relay_server: false,
             api_addr: SocketAddr::from(([127, 0, 0, 1], 7420)),
             announce_interval_ms: 5_000,
             announce_debounce_ms: 50,

@@ -145,6 +145,7 @@ pub async fn run(
         listen_addrs: parse_addrs("--listen", &config.listen_addrs)?,
         bootstrap_addrs: parse_addrs("--bootstrap", &config.bootstrap_addrs)?,
         mdns: config.mdns,
+        relay_server: config.relay_server,
         federation_id: federation.to_hex(),
         limits: config.limits.clone(),
     };

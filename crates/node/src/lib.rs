@@ -12,6 +12,7 @@
 //! - `events.rs`: event ingestion into the store, the quarantine, and experiment analysis over stored events.
 //! - `invite.rs`: invite tickets and their redemption messages.
 //! - `config.rs`: [`config::Config`], every setting with a default.
+//! - `nat.rs`: [`nat::NatView`], reachability and relayed/direct connections as `status` shows them.
 //!
 //! A data dir holds `node.key` (mode 0600) and `db/` (sled); while a node runs, `api.json` and `api.token`; after
 //! `join`, `ticket` (until redeemed) and `bootstrap` (the ticket's addresses, dialed at every start). It holds no
@@ -24,6 +25,7 @@ pub mod daemon;
 pub mod events;
 mod exchange;
 pub mod invite;
+pub mod nat;
 pub mod remote;
 
 use std::path::{Path, PathBuf};

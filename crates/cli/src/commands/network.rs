@@ -22,6 +22,9 @@ pub struct NodeArgs {
     /// Do not discover peers with mDNS.
     #[arg(long)]
     pub no_mdns: bool,
+    /// Serve as a relay for members behind NAT (members only); for a node others can dial.
+    #[arg(long)]
+    pub relay_server: bool,
     /// Peer to dial at start (multiaddr, with or without /p2p/PEER_ID); repeat.
     #[arg(long)]
     pub bootstrap: Vec<String>,
@@ -68,6 +71,9 @@ pub fn run_node(data_dir: PathBuf, args: NodeArgs) -> anyhow::Result<u8> {
     }
     if args.no_mdns {
         config.mdns = false;
+    }
+    if args.relay_server {
+        config.relay_server = true;
     }
     config.bootstrap_addrs.extend(args.bootstrap);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -151,6 +157,10 @@ pub fn status(context: &Context, node: &mut Node) -> anyhow::Result<u8> {
         "sync_bytes_out": network.sync_bytes_out,
         "round_trips": network.round_trips,
         "invite": network.invite,
+        "reachability": network.nat.reachability,
+        "external_addrs": network.nat.external_addrs,
+        "relays": network.nat.relays,
+        "connections": network.nat.connections,
     });
     context.print(&value, |v| {
         outln!(
@@ -188,6 +198,15 @@ pub fn status(context: &Context, node: &mut Node) -> anyhow::Result<u8> {
         );
         for addr in &network.listen_addrs {
             outln!(context, "listening:  {addr}");
+        }
+        if context.network.is_some() {
+            outln!(context, "reachable:  {}", network.nat.reachability);
+        }
+        for addr in &network.nat.external_addrs {
+            outln!(context, "external:   {addr}");
+        }
+        for relay in &network.nat.relays {
+            outln!(context, "relay:      {relay}");
         }
         for peer in &network.peers {
             outln!(

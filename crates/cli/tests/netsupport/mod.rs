@@ -22,6 +22,17 @@ pub fn binary() -> Command {
     command
 }
 
+/// The binary under test run inside the network namespace `netns` (`ip netns exec`, which execs the binary, so the
+/// child's pid is the node's).
+pub fn binary_in(netns: &str) -> Command {
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", netns, env!("CARGO_BIN_EXE_growthmesh")])
+        .env_remove("GROWTHMESH_DATA_DIR")
+        .env("RUST_LOG", "warn");
+    command
+}
+
 /// One node's data dir, removed when dropped.
 pub struct Node {
     _temp: tempfile::TempDir,
@@ -29,6 +40,8 @@ pub struct Node {
     pub dir: PathBuf,
     /// The public key `init` printed.
     pub public_key: String,
+    /// The network namespace every command and the daemon of this node run in (`None`: the test's own).
+    pub netns: Option<String>,
 }
 
 impl Node {
@@ -39,6 +52,7 @@ impl Node {
             dir: temp.path().join("data"),
             _temp: temp,
             public_key: String::new(),
+            netns: None,
         };
         let identity = node.json(&["init", "--name", name]);
         node.public_key = identity["public_key"]
@@ -48,6 +62,21 @@ impl Node {
         node
     }
 
+    /// From now on, runs every command and the daemon inside the network namespace `netns`: its API listens on that
+    /// namespace's loopback, so the CLI must be there too.
+    pub fn in_netns(mut self, netns: &str) -> Self {
+        self.netns = Some(netns.to_owned());
+        self
+    }
+
+    /// The binary, inside this node's namespace if it has one.
+    pub fn command(&self) -> Command {
+        match &self.netns {
+            Some(netns) => binary_in(netns),
+            None => binary(),
+        }
+    }
+
     /// A file path next to the data dir.
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.parent().expect("data dir has a parent").join(name)
@@ -55,7 +84,7 @@ impl Node {
 
     /// Runs `growthmesh --data-dir DIR ARGS`.
     pub fn run(&self, args: &[&str]) -> Output {
-        binary()
+        self.command()
             .arg("--data-dir")
             .arg(&self.dir)
             .args(args)

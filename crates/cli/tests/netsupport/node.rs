@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{Node, assert_success, binary, one_json_document, path_str};
+use super::{Node, assert_success, one_json_document, path_str};
 
 /// Every wait in these tests; a failing wait panics after this with the last status it saw.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -78,7 +78,8 @@ impl Node {
     pub fn spawn_bare_daemon(&self, args: &[&str]) -> Daemon {
         let log = self.file(&format!("node-{}.log", unique()));
         let stderr = std::fs::File::create(&log).expect("creating the node log");
-        let child = binary()
+        let child = self
+            .command()
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_NODE_LOG").unwrap_or_else(|_| "info".into()),
