@@ -35,6 +35,10 @@ pub(crate) struct Behaviour {
     pub(crate) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) admission: admission::Behaviour,
+    /// Refuses AutoNAT dial-backs to non-members. Like every behaviour that may deny a connection, it comes before
+    /// those that record connections (the derive asks them in field order): a connection denied after
+    /// request-response recorded it would leave it a connection the swarm never established.
+    pub(crate) dial_back_filter: DialBackFilter,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) gossipsub: gossipsub::Behaviour,
@@ -49,7 +53,6 @@ pub(crate) struct Behaviour {
     pub(crate) relay_client: relay::client::Behaviour,
     pub(crate) relay_server: Toggle<relay::Behaviour>,
     pub(crate) dcutr: dcutr::Behaviour,
-    pub(crate) dial_back_filter: DialBackFilter,
 }
 
 /// The parts of the behaviour whose setup can fail, built before the swarm builder hands over the relay client.

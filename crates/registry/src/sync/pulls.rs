@@ -478,9 +478,12 @@ impl<P: Ord + Clone> Syncer<P> {
         if let Some(sent_at) = sent_at {
             state.round_trip.sample(now_ms.saturating_sub(sent_at));
         }
-        // Heads it named that it did not bring, in a complete answer: it claims changes it does not serve.
+        // Heads it named that it did not bring, in a complete answer that brought nothing new and nothing refused
+        // (refused changes are penalized by what they are): it claims changes it does not serve.
         if !response.more
             && !response.unknown_ref
+            && accepted == 0
+            && rejected == 0
             && asked
                 .iter()
                 .any(|h| !replica.holds(h) && replica.rejection(h).is_none())
