@@ -21,7 +21,7 @@ pub mod generate;
 pub mod join;
 pub mod plan;
 pub mod report;
-pub mod time;
+pub use model::time;
 pub mod track;
 
 pub use join::Analysis;

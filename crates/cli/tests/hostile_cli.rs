@@ -46,7 +46,7 @@ fn export_at(dir: &Path, out: &Path) -> PathBuf {
 
 /// A fresh replica (`init`) that imports `bundles` in order; returns (heads bytes, show bytes, replica).
 fn replica_of(bundles: &[&Path]) -> (Vec<u8>, Vec<u8>, Node) {
-    let (replica, _) = Node::init("Reader");
+    let replica = Node::init("Reader");
     for bundle in bundles {
         let output = replica.run(&["registry", "import", path_str(bundle), "--json"]);
         assert!(

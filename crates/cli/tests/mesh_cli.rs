@@ -1,11 +1,11 @@
 //! A mesh, not a star: with mDNS off, pods that joined through the council find and connect to each other, and
 //! keep replicating when the council node is gone; a pod introduces a joiner to the council.
 
-mod netsupport;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use netsupport::{Node, assert_success, found, invite_and_join, peer_ids, wait_converged};
+use support::{Node, assert_success, found, invite_and_join, peer_ids, wait_converged};
 
 #[test]
 fn pods_meet_each_other_and_replicate_without_the_council() {

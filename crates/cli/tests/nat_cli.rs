@@ -16,13 +16,13 @@
 // A skipped run must say so, and a passing one says what it saw (relayed, direct), on stderr.
 #![allow(clippy::print_stderr)]
 
-mod netsupport;
+mod support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use netsupport::{Daemon, Node, assert_success, path_str, wait_converged};
 use serde_json::Value;
+use support::{Daemon, Node, assert_success, path_str, wait_converged};
 
 /// The whole test must end within this (the brief's bound); every wait below takes from it.
 const TEST_BUDGET: Duration = Duration::from_secs(90);

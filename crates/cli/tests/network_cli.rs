@@ -3,13 +3,13 @@
 //! tickets and revoked pods are kept out. Every wait polls `status --json` (or `registry heads`) with a deadline and
 //! fails with what it saw last.
 
-mod netsupport;
+mod support;
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use netsupport::{
+use support::{
     Node, WAIT, addrs, assert_success, found, invite_and_join, one_json_document, path_str,
     peer_ids, strings, wait_converged,
 };
@@ -98,7 +98,7 @@ fn a_write_reaches_every_node_and_conflicting_edits_converge() {
 
     // Two council members set the same quarter's threshold at the same moment.
     let spawn = |node: &Node, cost: &str| {
-        netsupport::binary()
+        support::binary()
             .arg("--data-dir")
             .arg(&node.dir)
             .args([

@@ -23,9 +23,9 @@ const IMPORT_BATCH: usize = 4096;
 
 #[test]
 fn writes_survive_a_reopen() {
-    let (council, _) = Node::init("Council");
+    let council = Node::init("Council");
     council.json(&["federation", "create", "--name", "Durable"]);
-    let (pod, _) = Node::init("EMEA pod");
+    let pod = Node::init("EMEA pod");
     council.json(&[
         "member",
         "add",
@@ -79,7 +79,7 @@ fn writes_survive_a_reopen() {
 
 #[test]
 fn an_import_killed_halfway_keeps_everything_it_reported() {
-    let (node, _) = Node::init("importer");
+    let node = Node::init("importer");
     let bundle_path = node.file("bulk.gmb");
     let all = write_bulk_bundle(&bundle_path);
     let mut child = binary()
@@ -182,6 +182,7 @@ fn write_bulk_bundle(path: &Path) -> BTreeSet<String> {
         let op = Op::SetExperimentStatus {
             key: "bulk".into(),
             status,
+            at_ms: 0,
         };
         envelopes.push(write(&pods[n % BULK_PODS], op));
     }
@@ -216,8 +217,8 @@ fn experiment() -> Experiment {
         end_date: None,
         cost: 0.0,
         status: ExperimentStatus::Draft,
-        high_impact: false,
-        overlaps_with: Vec::new(),
+        namespace: None,
+        started_at_ms: None,
         created_by: String::new(),
         created_at_ms: 0,
     }

@@ -24,7 +24,8 @@ fn assert_write_output(value: &Value) {
 
 #[test]
 fn init_prints_the_public_key_and_peer_id() {
-    let (node, identity) = Node::init("EMEA pod");
+    let node = Node::init("EMEA pod");
+    let identity = node.identity.clone();
     let key = identity["public_key"].as_str().expect("public_key");
     assert_eq!(key.len(), 64);
     assert!(key.chars().all(|c| c.is_ascii_hexdigit()));
@@ -43,7 +44,7 @@ fn init_prints_the_public_key_and_peer_id() {
 
 #[test]
 fn a_federation_works_end_to_end() {
-    let (council, _) = Node::init("Council");
+    let council = Node::init("Council");
     let created = council.json(&["federation", "create", "--name", "Acme Growth"]);
     assert_write_output(&created);
     let federation = created["federation"]
@@ -54,9 +55,9 @@ fn a_federation_works_end_to_end() {
         federation, created["change"],
         "the federation id is the genesis hash"
     );
-    let (pod, _) = Node::init("EMEA pod");
-    let (steward, _) = Node::init("Data steward");
-    let (partner, _) = Node::init("Acme partner");
+    let pod = Node::init("EMEA pod");
+    let steward = Node::init("Data steward");
+    let partner = Node::init("Acme partner");
     for (node, role, extra) in [
         (&pod, "pod", vec!["--pod", "emea"]),
         (&steward, "steward", vec![]),
@@ -287,7 +288,7 @@ fn a_tampered_envelope_is_rejected_and_the_others_accepted() {
     let tampered = pod.file("tampered.gmb");
     std::fs::write(&tampered, &bytes).expect("writes");
 
-    let (receiver, _) = Node::init("receiver");
+    let receiver = Node::init("receiver");
     let (report, _) = receiver.json_status(&["registry", "import", path_str(&tampered)], 3);
     let rejected = report["rejected"].as_array().expect("list");
     assert_eq!(rejected.len(), 1, "{report}");
@@ -351,7 +352,7 @@ fn truncated_garbage_and_missing_files() {
 fn a_new_replica_adopts_a_federation_and_then_refuses_another() {
     let (council, _) = federation(&[]);
     let (other_council, _) = federation(&[]);
-    let (node, _) = Node::init("newcomer");
+    let node = Node::init("newcomer");
 
     // A bundle without the genesis cannot found anything here.
     let heads = council.json(&["registry", "heads"])["heads"].clone();
@@ -459,7 +460,7 @@ fn converged_replicas_show_equal_bytes_and_export_since_heads() {
 
 #[test]
 fn global_flags_work_before_or_after_the_subcommand() {
-    let (node, _) = Node::init("flags");
+    let node = Node::init("flags");
     node.json(&["federation", "create", "--name", "Flags"]);
     let dir = path_str(&node.dir);
     let orders: [&[&str]; 4] = [

@@ -9,9 +9,9 @@
 //! This crate does no I/O and reads no clock; times are parameters (Unix milliseconds).
 
 mod doc;
-pub mod overlap;
 mod records;
 mod result;
+pub mod time;
 mod view;
 
 pub use doc::{DocId, Role};

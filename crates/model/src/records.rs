@@ -495,6 +495,52 @@ pub enum ExperimentStatus {
     Concluded,
 }
 
+/// A range `[start, end)` of an assignment namespace (GrowthBook's namespaces: a user is in the range when the
+/// namespace hash of its id falls in it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceRange {
+    /// Namespace id.
+    pub id: String,
+    /// Start of the range, in [0, 1].
+    pub start: f64,
+    /// End of the range, in [start, 1].
+    pub end: f64,
+}
+
+impl NamespaceRange {
+    /// Whether two ranges can hold the same user: another namespace, or intersecting ranges of this one.
+    pub fn intersects(&self, other: &NamespaceRange) -> bool {
+        self.id != other.id || (self.start < other.end && other.start < self.end)
+    }
+}
+
+impl std::str::FromStr for NamespaceRange {
+    type Err = Error;
+
+    /// Parses `ID:START:END`, e.g. `checkout:0:0.5`.
+    fn from_str(text: &str) -> Result<Self, Error> {
+        let bad = |problem: String| Error::invalid("--namespace", problem);
+        let parts: Vec<&str> = text.split(':').collect();
+        let [id, start, end] = parts.as_slice() else {
+            return Err(bad(format!(
+                "`{text}` is not ID:START:END, e.g. checkout:0:0.5"
+            )));
+        };
+        validate_slug("--namespace", id)?;
+        let number = |t: &str| t.parse::<f64>().ok().filter(|x| x.is_finite());
+        match (number(start), number(end)) {
+            (Some(start), Some(end)) if 0.0 <= start && start <= end && end <= 1.0 => Ok(Self {
+                id: (*id).to_owned(),
+                start,
+                end,
+            }),
+            _ => Err(bad(format!(
+                "range `{start}:{end}` is not two numbers with 0 <= START <= END <= 1"
+            ))),
+        }
+    }
+}
+
 /// A registered experiment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Experiment {
@@ -532,12 +578,13 @@ pub struct Experiment {
     /// Status.
     #[serde(default)]
     pub status: ExperimentStatus,
-    /// Cost over the quarter's threshold: needs council approval.
-    #[serde(default)]
-    pub high_impact: bool,
-    /// Keys of other pods' experiments it overlaps.
-    #[serde(default)]
-    pub overlaps_with: Vec<String>,
+    /// The assignment namespace range it draws users from: experiments of one namespace with disjoint ranges
+    /// never share a user, so they never overlap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<NamespaceRange>,
+    /// When it was started (Unix ms), written with the `running` status; its cost is spent then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<i64>,
     /// Author's public key.
     #[serde(default)]
     pub created_by: String,
@@ -604,7 +651,9 @@ impl Experiment {
     }
 }
 
-/// A council decision on a high-impact or overlapping experiment.
+/// One council member's vote on a high-impact or overlapping experiment. Each member has one vote per experiment
+/// (a later vote replaces its earlier one); the registry counts a vote only when the change that wrote it was
+/// signed by the key in `by`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Approval {
     /// Experiment key.
@@ -632,6 +681,106 @@ pub enum Decision {
     Rejected,
 }
 
+/// The council's governance settings. Each is its own registry record, so council members setting different ones
+/// concurrently both take effect.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GovernanceSettings {
+    /// Approvals a high-impact experiment needs (capped at the council members who may vote on it).
+    pub quorum: u32,
+    /// Days after a conclusion without a learning until its post-mortem is overdue.
+    pub postmortem_days: u32,
+    /// Credited to a pod's quarter for each of its experiments concluded as a win (decision `ship`).
+    pub win_bonus: f64,
+    /// The metric whose lift, over the exposed users, is an experiment's incremental revenue (for ROI).
+    pub revenue_metric: String,
+}
+
+impl Default for GovernanceSettings {
+    fn default() -> Self {
+        Self {
+            quorum: 1,
+            postmortem_days: 14,
+            win_bonus: 0.0,
+            revenue_metric: "revenue".to_owned(),
+        }
+    }
+}
+
+/// One governance setting, as the council writes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Setting {
+    /// See [`GovernanceSettings::quorum`].
+    Quorum(u32),
+    /// See [`GovernanceSettings::postmortem_days`].
+    PostmortemDays(u32),
+    /// See [`GovernanceSettings::win_bonus`].
+    WinBonus(f64),
+    /// See [`GovernanceSettings::revenue_metric`].
+    RevenueMetric(String),
+}
+
+impl Setting {
+    /// The record name (`settings/<name>`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Setting::Quorum(_) => "quorum",
+            Setting::PostmortemDays(_) => "postmortem_days",
+            Setting::WinBonus(_) => "win_bonus",
+            Setting::RevenueMetric(_) => "revenue_metric",
+        }
+    }
+
+    /// Validates the value.
+    pub fn validate(&self) -> Result<(), Error> {
+        match self {
+            Setting::Quorum(0) => Err(Error::invalid("N", "a quorum is at least 1")),
+            Setting::PostmortemDays(days) if *days > 365 => {
+                Err(Error::invalid("--postmortem-days", "at most 365"))
+            }
+            Setting::WinBonus(bonus) if !(bonus.is_finite() && *bonus >= 0.0) => {
+                Err(Error::invalid("--win-bonus", "must be a number >= 0"))
+            }
+            Setting::RevenueMetric(metric) => validate_slug("--revenue-metric", metric),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies a stored record `settings/<name>` with JSON `value` to `settings`; unknown names and values of the
+    /// wrong type are ignored (identically on every replica).
+    pub fn read(settings: &mut GovernanceSettings, name: &str, value: &serde_json::Value) {
+        let setting = match name {
+            "quorum" => value
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Setting::Quorum),
+            "postmortem_days" => value
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Setting::PostmortemDays),
+            "win_bonus" => value.as_f64().map(Setting::WinBonus),
+            "revenue_metric" => value.as_str().map(|m| Setting::RevenueMetric(m.to_owned())),
+            _ => None,
+        };
+        match setting.filter(|s| s.validate().is_ok()) {
+            Some(Setting::Quorum(n)) => settings.quorum = n,
+            Some(Setting::PostmortemDays(n)) => settings.postmortem_days = n,
+            Some(Setting::WinBonus(x)) => settings.win_bonus = x,
+            Some(Setting::RevenueMetric(m)) => settings.revenue_metric = m,
+            None => {}
+        }
+    }
+
+    /// The stored value.
+    pub fn value(&self) -> serde_json::Value {
+        match self {
+            Setting::Quorum(n) | Setting::PostmortemDays(n) => (*n).into(),
+            Setting::WinBonus(x) => (*x).into(),
+            Setting::RevenueMetric(m) => m.clone().into(),
+        }
+    }
+}
+
 /// A pod's budget for a quarter, allocated by the council.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Budget {
@@ -639,14 +788,8 @@ pub struct Budget {
     pub pod: String,
     /// Quarter.
     pub quarter: String,
-    /// Amount allocated.
+    /// Amount allocated. Rollover, bonus and spend are derived from the registry (see the `governance` crate).
     pub allocated: f64,
-    /// Bonus for successful experiments.
-    #[serde(default)]
-    pub bonus: f64,
-    /// Unspent funds rolled over from the previous quarter.
-    #[serde(default)]
-    pub rollover: f64,
     /// Council member's key.
     #[serde(default)]
     pub by: String,

@@ -44,8 +44,10 @@ pub struct RegistryView {
     pub metric_proposals: BTreeMap<String, MetricDefinition>,
     /// Experiments by key.
     pub experiments: BTreeMap<String, Experiment>,
-    /// Council decisions by experiment key.
-    pub approvals: BTreeMap<String, Approval>,
+    /// Council votes by experiment key, then by voter key (only votes the voter signed).
+    pub votes: BTreeMap<String, BTreeMap<String, Approval>>,
+    /// The council's governance settings.
+    pub settings: crate::GovernanceSettings,
     /// Budgets by `pod/quarter`.
     pub budgets: BTreeMap<String, Budget>,
     /// Learnings by id.

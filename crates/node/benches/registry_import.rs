@@ -311,8 +311,6 @@ fn generate(args: &Args) -> Federation {
             pod: pod.into(),
             quarter: QUARTER.into(),
             allocated: 50_000.0,
-            bonus: 0.0,
-            rollover: 0.0,
             by: council_hex.clone(),
         };
         council_write(
@@ -377,8 +375,6 @@ fn generate(args: &Args) -> Federation {
             pod: rng.pick(&PODS).to_string(),
             quarter: QUARTER.into(),
             allocated: 40_000.0 + round as f64 * 100.0 + rng.below(100) as f64,
-            bonus: rng.below(5_000) as f64,
-            rollover: 0.0,
             by: council_hex.clone(),
         };
         council_write(
@@ -572,8 +568,8 @@ fn pod_op(
             end_date: Some("2026-11-30".into()),
             cost,
             status: ExperimentStatus::Draft,
-            high_impact: cost > 10_000.0,
-            overlaps_with: Vec::new(),
+            namespace: None,
+            started_at_ms: None,
             created_by: author.keypair.public().to_hex(),
             created_at_ms: now,
         });
@@ -587,6 +583,7 @@ fn pod_op(
                 ExperimentStatus::Stopped,
                 ExperimentStatus::Concluded,
             ]),
+            at_ms: 0,
         };
     }
     if roll < 0.95 {

@@ -576,17 +576,7 @@ impl Actor {
                     self.machine.changed(true, now_ms());
                 }
                 self.metrics.accepted_remote += receipt.accepted.len() as u64;
-                Absorbed {
-                    accepted: receipt.accepted.len(),
-                    rejected: receipt.rejected.len(),
-                    // Only what the peer could have checked itself counts against it: a change refused because of
-                    // what this replica holds (a revocation, an equivocation proof) is evidence an honest peer relays.
-                    penalizing: receipt
-                        .rejected
-                        .iter()
-                        .filter(|r| r.reason.penalizes())
-                        .count(),
-                }
+                Absorbed::from(&receipt)
             }
             Err(error) => {
                 tracing::error!(%peer, %error, "storing received changes failed");

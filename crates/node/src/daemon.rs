@@ -234,9 +234,7 @@ async fn open_node(dir: &Path) -> Result<Node, DaemonError> {
     let deadline = Instant::now() + Duration::from_millis(STORE_WAIT_MS);
     loop {
         match Node::open(dir) {
-            Err(Error::Store(store::Error::Sled { ref source, .. }))
-                if source.to_string().contains("could not acquire lock") =>
-            {
+            Err(Error::Store(ref error)) if error.is_locked() => {
                 if Instant::now() >= deadline {
                     return Err(DaemonError::Locked {
                         dir: dir.display().to_string(),

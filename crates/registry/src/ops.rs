@@ -7,7 +7,7 @@ use automerge::transaction::Transactable;
 use automerge::{ROOT, ReadDoc};
 use model::{
     Approval, Budget, DocId, EventSchema, Experiment, ExperimentStatus, KeyResult, Learning,
-    Member, MetricDefinition, Objective, ResultSummary, Revocation, Role,
+    Member, MetricDefinition, Objective, ResultSummary, Revocation, Role, Setting,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -72,9 +72,15 @@ pub enum Op {
         key: String,
         /// New status.
         status: ExperimentStatus,
+        /// When (Unix ms); a start records it as `started_at_ms`, the time its cost is spent.
+        #[serde(default)]
+        at_ms: i64,
     },
-    /// The council decides on an experiment.
+    /// A council member votes on an experiment (`votes/<experiment>/<voter>`, a scalar so that the view can check
+    /// the voter signed it).
     Decide(Approval),
+    /// The council changes a governance setting.
+    SetSetting(Setting),
     /// The council allocates a budget.
     AllocateBudget(Budget),
     /// The council sets the high-impact cost threshold of a quarter.
@@ -136,7 +142,8 @@ impl Op {
                 (DocId::Council, format!("revocations/{public_key}"))
             }
             Op::AddObjective(o) => (DocId::Council, format!("objectives/{}", o.id)),
-            Op::Decide(a) => (DocId::Council, format!("approvals/{}", a.experiment)),
+            Op::Decide(a) => (DocId::Council, format!("votes/{}/{}", a.experiment, a.by)),
+            Op::SetSetting(setting) => (DocId::Council, format!("settings/{}", setting.name())),
             Op::AllocateBudget(b) => (DocId::Council, format!("budgets/{}:{}", b.pod, b.quarter)),
             Op::SetThreshold { quarter, .. } => (DocId::Council, format!("thresholds/{quarter}")),
             Op::ApproveSchema(s) => (DocId::Standards, format!("schemas/{}", s.key())),
@@ -190,7 +197,8 @@ impl Op {
             }
             Op::RevokeMember { revocation, .. } => value::put(tx, &ROOT, key, &json(revocation))?,
             Op::AddObjective(o) => value::put(tx, &ROOT, key, &json(o))?,
-            Op::Decide(a) => value::put(tx, &ROOT, key, &json(a))?,
+            Op::Decide(a) => tx.put(ROOT, key, json(a).to_string())?,
+            Op::SetSetting(setting) => value::put(tx, &ROOT, key, &setting.value())?,
             Op::AllocateBudget(b) => value::put(tx, &ROOT, key, &json(b))?,
             Op::SetThreshold { cost, .. } => value::put(tx, &ROOT, key, &Value::from(*cost))?,
             Op::ApproveSchema(s) | Op::ProposeSchema(s) => value::put(tx, &ROOT, key, &json(s))?,
@@ -207,10 +215,16 @@ impl Op {
                 tx.put(&record, "current", *current)?;
                 tx.put(&record, "updated_at_ms", *updated_at_ms)?;
             }
-            Op::SetExperimentStatus { status, .. } => {
+            Op::SetExperimentStatus { status, at_ms, .. } => {
                 let record = record_object(tx, key)?;
                 let text = json(status);
                 tx.put(&record, "status", text.as_str().unwrap_or("draft"))?;
+                // The first start is when the cost was spent; a restart after a stop keeps it.
+                if *status == ExperimentStatus::Running
+                    && tx.get(&record, "started_at_ms")?.is_none()
+                {
+                    tx.put(&record, "started_at_ms", *at_ms)?;
+                }
             }
             Op::ConcludeExperiment(r) => {
                 let experiment = record_object(tx, &format!("experiments/{}", r.experiment))?;

@@ -75,7 +75,10 @@ pub(crate) fn build(
     for (doc_id, doc) in docs {
         let root = root(doc, None);
         match doc_id {
-            DocId::Council => read_council(&mut view, federation, &root),
+            DocId::Council => {
+                read_council(&mut view, federation, &root);
+                view.votes = votes(doc, &root);
+            }
             DocId::Standards => read_standards(&mut view, &root),
             DocId::Pod(pod) => read_pod(&mut view, pod, &root),
             DocId::Partner(name) => read_partner(&mut view, name, &root),
@@ -110,10 +113,51 @@ fn read_council(
         view.members.insert(key, member);
     }
     view.objectives = records(root, "objectives").into_iter().collect();
-    view.approvals = records(root, "approvals").into_iter().collect();
+    for (name, value) in root
+        .iter()
+        .filter_map(|(key, value)| Some((key.strip_prefix("settings/")?, value)))
+    {
+        model::Setting::read(&mut view.settings, name, value);
+    }
     view.budgets = records(root, "budgets").into_iter().collect();
     view.high_impact_thresholds = records(root, "thresholds").into_iter().collect();
     view.invites = records(root, "invites").into_iter().collect();
+}
+
+/// Votes (`votes/<experiment>/<voter>`, each a JSON text), counting only a vote whose winning value was written by
+/// the voter's own key: a council member may write anywhere in the council document, but not vote for another.
+fn votes(
+    doc: &Automerge,
+    root: &Map<String, Value>,
+) -> BTreeMap<String, BTreeMap<String, model::Approval>> {
+    let mut votes: BTreeMap<String, BTreeMap<String, model::Approval>> = BTreeMap::new();
+    for (key, value) in root.iter().filter(|(k, _)| k.starts_with("votes/")) {
+        let Some((experiment, voter)) = key["votes/".len()..].split_once('/') else {
+            continue;
+        };
+        let writer = match automerge::ReadDoc::get(doc, automerge::ROOT, key.as_str()) {
+            Ok(Some((_, automerge::ObjId::Id(_, actor, _)))) => {
+                crate::Actor::from_bytes(actor.to_bytes()).map(|a| hex::encode(a.key))
+            }
+            _ => None,
+        };
+        let vote = value
+            .as_str()
+            .and_then(|text| serde_json::from_str::<model::Approval>(text).ok());
+        match (writer, vote) {
+            (Some(writer), Some(mut vote)) if writer == voter && vote.by == voter => {
+                vote.experiment = experiment.to_owned();
+                votes
+                    .entry(experiment.to_owned())
+                    .or_default()
+                    .insert(voter.to_owned(), vote);
+            }
+            (writer, _) => {
+                tracing::debug!(key = %key, ?writer, "vote not signed by its voter or unreadable; not counted")
+            }
+        }
+    }
+    votes
 }
 
 fn read_standards(view: &mut RegistryView, root: &Map<String, Value>) {

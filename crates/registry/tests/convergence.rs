@@ -258,7 +258,7 @@ fn pick_op(participant: &Participant, choice: u8, slot: u8, count: usize) -> Opt
         _ => "alpha",
     };
     match participant.seat {
-        Seat::Council => match choice % 6 {
+        Seat::Council => match choice % 8 {
             0 => Some(Op::AddObjective(objective(&format!("obj-{}", slot % 3)))),
             1 => approve_schema(participant, slot),
             2 => {
@@ -288,10 +288,12 @@ fn pick_op(participant: &Participant, choice: u8, slot: u8, count: usize) -> Opt
                 pod: "alpha".into(),
                 quarter: "2026Q4".into(),
                 allocated: f64::from(slot) * 100.0,
-                bonus: 0.0,
-                rollover: 0.0,
                 by: participant.keypair.public().to_hex(),
             })),
+            5 => Some(Op::SetSetting(model::Setting::Quorum(
+                u32::from(slot % 3) + 1,
+            ))),
+            6 => Some(Op::SetSetting(model::Setting::WinBonus(f64::from(slot)))),
             _ => Some(Op::SetThreshold {
                 quarter: "2026Q4".into(),
                 cost: f64::from(slot),
@@ -319,6 +321,7 @@ fn pick_op(participant: &Participant, choice: u8, slot: u8, count: usize) -> Opt
                     } else {
                         ExperimentStatus::Stopped
                     },
+                    at_ms: now_ms,
                 }),
                 5 => Some(Op::ProposeSchema(schema(&format!(
                     "event-{}-{}",
@@ -356,6 +359,7 @@ fn assert_converged(run: &Run) {
     let first = &run.participants[0].replica;
     let heads = first.heads();
     let view = serde_json::to_string(&first.view()).expect("views serialize");
+    let governance = governance::Governance::derive(&first.view());
     for (index, participant) in run.participants.iter().enumerate() {
         let replica = &participant.replica;
         assert_eq!(replica.pending_len(), 0, "participant {index} still waits");
@@ -370,6 +374,12 @@ fn assert_converged(run: &Run) {
         assert_eq!(replica.heads(), heads, "heads of participant {index}");
         let other = serde_json::to_string(&replica.view()).expect("views serialize");
         assert_eq!(other, view, "view of participant {index}");
+        // Governance is a function of the view: the same decisions (stages, votes, spends, overlaps) everywhere.
+        assert_eq!(
+            governance::Governance::derive(&replica.view()),
+            governance,
+            "governance of participant {index}"
+        );
     }
     let members = first.view().members;
     assert_eq!(members.len(), run.participants.len());

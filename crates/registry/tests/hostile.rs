@@ -424,3 +424,62 @@ fn a_hundred_thousand_junk_envelopes_do_not_stop_honest_changes() {
     assert_eq!(receipt.accepted.len(), 2, "{:?}", receipt.rejected);
     assert!(receiver.contains(&first.hash()) && receiver.contains(&second.hash()));
 }
+
+/// A council member may write anywhere in the council document, but a vote counts only when the voter signed it:
+/// a vote written under another member's key, or written over another member's vote, is not counted.
+#[test]
+fn a_council_member_cannot_vote_for_another() {
+    let (c1, c2, pod) = (keypair(1), keypair(2), keypair(3));
+    let mut council = Replica::new();
+    let mut held = vec![write(
+        &mut council,
+        &c1,
+        &Op::Genesis {
+            name: "votes".into(),
+            founder: founder(&c1),
+        },
+    )];
+    held.push(write(
+        &mut council,
+        &c1,
+        &Op::AddMember(member(&c2, Role::Council, None, &c1)),
+    ));
+    held.push(write(
+        &mut council,
+        &c1,
+        &Op::AddMember(member(&pod, Role::Pod, Some("emea"), &c1)),
+    ));
+    let federation = council.federation().expect("founded");
+    held.push(write(
+        &mut council,
+        &pod,
+        &Op::NewExperiment(support::experiment("big")),
+    ));
+    let vote = |by: &Keypair, reason: &str| {
+        Op::Decide(model::Approval {
+            experiment: "big".into(),
+            decision: model::Decision::Approved,
+            reason: reason.into(),
+            by: by.public().to_hex(),
+            at_ms: 0,
+        })
+    };
+    // c1 casts c2's vote.
+    let forged = write(&mut council, &c1, &vote(&c2, "forged"));
+    let votes = council.view().votes;
+    assert!(votes.get("big").is_none_or(|v| v.is_empty()), "{votes:?}");
+    // c2's own vote counts; c1 writing over it voids it rather than taking it over.
+    let mut other = replica_with(federation, &held);
+    let genuine = write(&mut other, &c2, &vote(&c2, "genuine"));
+    assert_eq!(other.view().votes["big"].len(), 1);
+    council.receive(vec![genuine]).expect("receives");
+    let overwrite = write(&mut council, &c1, &vote(&c2, "overwritten"));
+    other.receive(vec![overwrite, forged]).expect("receives");
+    for (name, replica) in [("council", &council), ("other", &other)] {
+        let votes = replica.view().votes;
+        assert!(
+            votes.get("big").is_none_or(|v| v.is_empty()),
+            "{name}: {votes:?}"
+        );
+    }
+}

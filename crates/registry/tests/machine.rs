@@ -2,15 +2,18 @@
 //! and announcements are retried within round trips, a differing summary is pulled from after one RTO, and a peer
 //! that announces heads it does not serve is penalized and left alone.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use identity::Keypair;
-use model::{Learning, Member, Role};
+use model::Role;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use registry::sync::{self, Absorbed, Announcement, Answer, Outbound, Output, Policy, SyncMachine};
 use registry::{ChangeHash, Envelope, Op, Replica};
+use support::member;
 
 const INTERVAL_MS: u64 = 2_000;
 const TICK_MS: u64 = 10;
@@ -45,30 +48,9 @@ struct Net {
     pulls: BTreeMap<(usize, usize), u64>,
 }
 
-fn member(key: &Keypair, role: Role, name: &str) -> Member {
-    Member {
-        public_key: key.public().to_hex(),
-        name: name.into(),
-        role,
-        scope: Some(name.into()),
-        admitted_by: String::new(),
-        admitted_at_ms: 0,
-        revoked: false,
-    }
-}
-
+/// A learning written as a change.
 fn learning(id: &str) -> Op {
-    Op::AddLearning(Learning {
-        id: id.into(),
-        title: format!("learning {id}"),
-        body: "what we learnt".into(),
-        outcome: None,
-        tags: vec![],
-        experiment: None,
-        source: String::new(),
-        author: String::new(),
-        created_at_ms: 0,
-    })
+    Op::AddLearning(support::learning(id, "what we learnt"))
 }
 
 impl Net {
@@ -88,7 +70,7 @@ impl Net {
             })
             .collect();
         let mut setup = Vec::new();
-        let founder = member(&nodes[0].key, Role::Council, "council");
+        let founder = member(&nodes[0].key, Role::Council, Some("council"), &nodes[0].key);
         let genesis = Op::Genesis {
             name: "test".into(),
             founder,
@@ -101,7 +83,14 @@ impl Net {
                 .expect("genesis"),
         );
         let admissions: Vec<Op> = (1..=pods)
-            .map(|i| Op::AddMember(member(&nodes[i].key, Role::Pod, &format!("pod{i}"))))
+            .map(|i| {
+                Op::AddMember(member(
+                    &nodes[i].key,
+                    Role::Pod,
+                    Some(&format!("pod{i}")),
+                    &nodes[0].key,
+                ))
+            })
             .collect();
         let council = &mut nodes[0];
         for op in &admissions {
@@ -191,15 +180,7 @@ impl Net {
         for envelope in receipt.to_keep() {
             node.envelopes.insert(envelope.hash(), envelope.clone());
         }
-        Absorbed {
-            accepted: receipt.accepted.len(),
-            rejected: receipt.rejected.len(),
-            penalizing: receipt
-                .rejected
-                .iter()
-                .filter(|r| r.reason.penalizes())
-                .count(),
-        }
+        Absorbed::from(&receipt)
     }
 
     fn deliver(&mut self, from: usize, to: usize, payload: Payload) {

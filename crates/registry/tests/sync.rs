@@ -1,11 +1,14 @@
 //! The sans-IO sync protocol between in-memory replicas: pulls converge, and only missing changes cross.
 
+mod support;
+
 use std::collections::HashMap;
 
 use identity::Keypair;
-use model::{Learning, Member, Role};
+use model::Role;
 use registry::sync::{Announcement, Request, Response, Syncer};
 use registry::{ChangeHash, Envelope, Op, Replica};
+use support::member;
 
 struct Peer {
     key: Keypair,
@@ -23,30 +26,9 @@ impl Peer {
     }
 }
 
-fn member(key: &Keypair, role: Role, scope: &str) -> Member {
-    Member {
-        public_key: key.public().to_hex(),
-        name: scope.into(),
-        role,
-        scope: Some(scope.into()),
-        admitted_by: String::new(),
-        admitted_at_ms: 0,
-        revoked: false,
-    }
-}
-
+/// A learning written as a change.
 fn learning(id: &str) -> Op {
-    Op::AddLearning(Learning {
-        id: id.into(),
-        title: format!("learning {id}"),
-        body: "what we learnt".into(),
-        outcome: None,
-        tags: vec![],
-        experiment: None,
-        source: String::new(),
-        author: String::new(),
-        created_at_ms: 0,
-    })
+    Op::AddLearning(support::learning(id, "what we learnt"))
 }
 
 /// Runs one pull from `to` against `from` until it ends; returns (envelopes transferred, round trips).
@@ -161,7 +143,7 @@ fn federation(n: u8) -> (Peer, Vec<Peer>) {
         replica: Replica::new(),
         envelopes: HashMap::new(),
     };
-    let founder = member(&council.key, Role::Council, "council");
+    let founder = member(&council.key, Role::Council, Some("council"), &council.key);
     council.write(&Op::Genesis {
         name: "test".into(),
         founder,
@@ -174,7 +156,12 @@ fn federation(n: u8) -> (Peer, Vec<Peer>) {
         })
         .collect();
     for (i, pod) in pods.iter().enumerate() {
-        let op = Op::AddMember(member(&pod.key, Role::Pod, &format!("pod{i}")));
+        let op = Op::AddMember(member(
+            &pod.key,
+            Role::Pod,
+            Some(&format!("pod{i}")),
+            &council.key,
+        ));
         council.write(&op);
     }
     let federation = council.replica.federation().expect("founded");

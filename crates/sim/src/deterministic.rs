@@ -713,15 +713,7 @@ impl<'a> Sim<'a> {
         for envelope in receipt.to_keep().chain(&receipt.pending_added) {
             node.stored.insert(envelope.hash(), envelope.clone());
         }
-        let absorbed = Absorbed {
-            accepted: receipt.accepted.len(),
-            rejected: receipt.rejected.len(),
-            penalizing: receipt
-                .rejected
-                .iter()
-                .filter(|r| r.reason.penalizes())
-                .count(),
-        };
+        let absorbed = Absorbed::from(&receipt);
         for rejection in &receipt.rejected {
             self.reject(rejection.reason.code(), 1);
         }

@@ -51,6 +51,18 @@ pub enum Error {
     Registry(#[from] registry::Error),
 }
 
+impl Error {
+    /// Whether another holder (a process, or a just-dropped handle in this one) has the database's file lock.
+    /// sled reports it only as an I/O error whose message says so.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, Error::Sled { source: sled::Error::Io(io), .. }
+            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock"))
+    }
+}
+
+/// How long [`Store::open`] waits for sled's file lock before reporting it held.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// The node's database.
 pub struct Store {
     db: sled::Db,
@@ -74,16 +86,32 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (creating if needed) the database in `dir`.
+    ///
+    /// sled releases its file lock when the last of its background threads lets go of the database, which can be
+    /// shortly after the `Db` is dropped; a reopen in the same process therefore waits up to [`LOCK_WAIT`] for the
+    /// lock before reporting it held ([`Error::is_locked`]).
     pub fn open(dir: &Path) -> Result<Self, Error> {
         let path = dir.display().to_string();
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|source| Error::Sled {
-                path: path.clone(),
-                source,
-            })?;
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match sled::Config::new()
+                .path(dir)
+                .mode(sled::Mode::HighThroughput)
+                .open()
+            {
+                Ok(db) => break db,
+                Err(source) => {
+                    let error = Error::Sled {
+                        path: path.clone(),
+                        source,
+                    };
+                    if !error.is_locked() || std::time::Instant::now() >= deadline {
+                        return Err(error);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        };
         Self::from_db(db, path)
     }
 
@@ -436,6 +464,23 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
     use registry::Op;
+
+    #[test]
+    fn a_held_database_is_reported_locked_and_a_dropped_one_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        for _ in 0..5 {
+            let store = Store::open(&db).expect("reopen right after a drop");
+            store.meta.insert("k", "v").unwrap();
+            drop(store);
+        }
+        let held = Store::open(&db).unwrap();
+        let start = std::time::Instant::now();
+        let error = Store::open(&db).expect_err("a second handle cannot take the lock");
+        assert!(error.is_locked(), "{error}");
+        assert!(start.elapsed() >= LOCK_WAIT);
+        drop(held);
+    }
 
     fn founded() -> (Replica, Envelope, identity::Keypair) {
         let key = identity::Keypair::from_seed([7; 32]);

@@ -234,9 +234,9 @@ fn quarter_of_work(replicas: &mut [Replica], say: &impl Fn(String)) -> anyhow::R
             start_date: Some("2026-11-02".into()),
             end_date: Some("2026-11-30".into()),
             cost,
-            status: ExperimentStatus::Running,
-            high_impact: cost > 10_000.0,
-            overlaps_with: Vec::new(),
+            status: ExperimentStatus::Draft,
+            namespace: None,
+            started_at_ms: None,
             created_by: node.identity().public_key,
             created_at_ms: now,
         };
@@ -315,9 +315,15 @@ fn council_approves(replicas: &mut [Replica], say: &impl Fn(String)) -> anyhow::
         council.write(&Op::ApproveSchema(approved), now)?;
         say(format!("council approved schema {}", proposal.key()));
     }
-    for experiment in view.experiments.values().filter(|e| e.high_impact) {
+    let governance = governance::Governance::derive(&view);
+    for waiting in governance.queue() {
+        let reasons: Vec<String> = waiting
+            .needs
+            .iter()
+            .map(governance::Need::describe)
+            .collect();
         let approval = model::Approval {
-            experiment: experiment.key.clone(),
+            experiment: waiting.key.clone(),
             decision: model::Decision::Approved,
             reason: "worth the spend; report at mid-quarter".into(),
             by: council.identity().public_key,
@@ -325,8 +331,9 @@ fn council_approves(replicas: &mut [Replica], say: &impl Fn(String)) -> anyhow::
         };
         council.write(&Op::Decide(approval), now)?;
         say(format!(
-            "council approved high-impact experiment {}",
-            experiment.key
+            "council approved experiment {} ({})",
+            waiting.key,
+            reasons.join("; ")
         ));
     }
     Ok(())
@@ -412,9 +419,10 @@ fn report(
             "-- registry: {} members, {} experiments ({} flagged as overlapping), {} approved schemas, {} learnings",
             view.members.len(),
             view.experiments.len(),
-            view.experiments
+            governance::Governance::derive(&view)
+                .experiments
                 .values()
-                .filter(|e| !e.overlaps_with.is_empty())
+                .filter(|e| !e.overlaps.is_empty())
                 .count(),
             view.schemas.len(),
             view.learnings.len()

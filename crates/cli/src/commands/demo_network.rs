@@ -467,10 +467,10 @@ fn council_decides(nodes: &[DemoNode], say: &dyn Fn(String)) -> anyhow::Result<(
     let experiments = council.json(&["experiment", "list"])?;
     for experiment in experiments["experiments"].as_array().into_iter().flatten() {
         let key = experiment["key"].as_str().unwrap_or_default();
-        let overlaps = experiment["overlaps_with"]
+        let needs_approval = experiment["needs_approval"]
             .as_array()
-            .is_some_and(|o| !o.is_empty());
-        if experiment["high_impact"] == true || overlaps {
+            .is_some_and(|n| !n.is_empty());
+        if needs_approval {
             council.run(
                 &[
                     "council",
@@ -481,12 +481,16 @@ fn council_decides(nodes: &[DemoNode], say: &dyn Fn(String)) -> anyhow::Result<(
                 ],
                 0,
             )?;
-            let why = if overlaps {
-                "overlapping"
-            } else {
-                "high-impact"
-            };
-            say(format!("council approved {why} experiment {key}"));
+            let why: Vec<&str> = experiment["needs_detail"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d.as_str())
+                .collect();
+            say(format!(
+                "council approved experiment {key} ({})",
+                why.join("; ")
+            ));
         }
     }
     Ok(())

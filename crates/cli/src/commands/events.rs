@@ -58,6 +58,10 @@ pub struct ConcludeArgs {
     /// ship, dont-ship or inconclusive (default: what the analysis suggests).
     #[arg(long)]
     pub decision: Option<String>,
+    /// What the pod learnt, shared as the experiment's learning; without it a post-mortem opens, due in the
+    /// council's `postmortem_days` (`learnings overdue` lists late ones).
+    #[arg(long)]
+    pub learning: Option<String>,
 }
 
 /// Arguments of `generate-events`.
@@ -272,6 +276,20 @@ pub fn analyze(context: &Context, node: &mut Node, args: AnalyzeArgs) -> anyhow:
 
 /// Runs `experiment conclude`: analyses, then stores the signed result summary and marks the experiment concluded.
 pub fn conclude(context: &Context, node: &mut Node, args: ConcludeArgs) -> anyhow::Result<u8> {
+    // Only an experiment whose start stands concludes: a draft never ran, a blocked start spent nothing.
+    let key = &args.analysis.experiment;
+    let governance = governance::Governance::derive(&node.view());
+    if let Some(state) = governance.experiments.get(key)
+        && !matches!(
+            state.stage,
+            governance::Stage::Running | governance::Stage::Stopped
+        )
+    {
+        return Err(crate::exit::input_error(format!(
+            "EXPERIMENT: `{key}` is {}; only a running or stopped experiment concludes (start it with `experiment start {key}`)",
+            state.stage.as_str()
+        )));
+    }
     let decision = args
         .decision
         .as_deref()
@@ -289,9 +307,40 @@ pub fn conclude(context: &Context, node: &mut Node, args: ConcludeArgs) -> anyho
     let outcome = node
         .write(&Op::ConcludeExperiment(summary.clone()), now_ms())
         .map_err(map_write)?;
+    let learning = match &args.learning {
+        Some(body) => {
+            let now = now_ms();
+            let learning = model::Learning {
+                id: node.new_id("learning", &summary.experiment, now),
+                title: format!("What {} taught us", summary.experiment),
+                body: body.clone(),
+                outcome: Some(match decision {
+                    model::ResultDecision::Ship => model::Outcome::Win,
+                    model::ResultDecision::DontShip => model::Outcome::Loss,
+                    model::ResultDecision::Inconclusive => model::Outcome::Inconclusive,
+                }),
+                tags: Vec::new(),
+                experiment: Some(summary.experiment.clone()),
+                source: String::new(),
+                author: node.identity().public_key,
+                created_at_ms: now,
+            };
+            crate::context::input(learning.validate())?;
+            Some(
+                node.write(&Op::AddLearning(learning), now)
+                    .map_err(map_write)?,
+            )
+        }
+        None => None,
+    };
+    let due = learning.is_none().then(|| {
+        let days = node.view().settings.postmortem_days;
+        model::time::format_date(summary.concluded_at_ms + i64::from(days) * model::time::DAY_MS)
+    });
     let value = serde_json::json!({
         "change": outcome.change, "heads": outcome.heads, "decision": decision,
         "verdict": report.verdict, "summary": summary,
+        "learning": learning.as_ref().map(|l| &l.change), "postmortem_due": due,
     });
     context.print(&value, |_| {
         outln!(
@@ -302,6 +351,14 @@ pub fn conclude(context: &Context, node: &mut Node, args: ConcludeArgs) -> anyho
             report.verdict.describe(),
             outcome.change
         );
+        match &due {
+            Some(due) => outln!(
+                context,
+                "post-mortem due {due}: share what you learnt with `learnings add --experiment {} ...`",
+                summary.experiment
+            ),
+            None => outln!(context, "learning shared"),
+        }
     })?;
     Ok(exit::OK)
 }

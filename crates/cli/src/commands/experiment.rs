@@ -1,9 +1,10 @@
 //! `experiment new|list|show|status`, `council approve|reject`, `budget allocate|list` and `learnings add|search`.
 
 use clap::Subcommand;
+use governance::Governance;
 use model::{
     Approval, Audience, Budget, Decision, Experiment, ExperimentStatus, Hypothesis, Learning,
-    Variant,
+    RegistryView, Setting, Variant,
 };
 use registry::Op;
 
@@ -18,18 +19,30 @@ use crate::exit::{self, input_error};
 pub enum ExperimentCommand {
     /// Register an experiment of this pod.
     New(Box<NewExperiment>),
-    /// List experiments.
-    List,
-    /// Show one experiment.
+    /// List experiments with their governance state and overlaps.
+    List(ListArgs),
+    /// Show one experiment: its stage, what approvals it needs and has, its overlaps, spend and ROI.
     Show {
         /// Experiment key.
         key: String,
     },
-    /// Change the status of an experiment of this pod.
+    /// Start an experiment of this pod: refused until it has the approvals it needs and its pod's quarter has the
+    /// funds for its cost, which is spent now.
+    Start {
+        /// Experiment key.
+        key: String,
+    },
+    /// Stop a running experiment of this pod.
+    Stop {
+        /// Experiment key.
+        key: String,
+    },
+    /// Change the status of an experiment of this pod (`running` is `experiment start`, `stopped` is `experiment
+    /// stop`; `concluded` is `experiment conclude`).
     Status {
         /// Experiment key.
         key: String,
-        /// draft, running, stopped or concluded.
+        /// running or stopped.
         status: String,
     },
     /// Analyse an experiment of this pod and store its signed result summary (marks it concluded).
@@ -75,6 +88,27 @@ pub struct NewExperiment {
     /// Planned cost.
     #[arg(long, default_value_t = 0.0)]
     cost: f64,
+    /// Assignment namespace range ID:START:END (e.g. checkout:0:0.5): experiments in disjoint ranges of one
+    /// namespace never share users, so they do not overlap.
+    #[arg(long)]
+    namespace: Option<String>,
+}
+
+/// Filters of `experiment list`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only this stage: draft, awaiting_approval, approved, rejected, running, blocked, stopped, concluded.
+    #[arg(long)]
+    status: Option<String>,
+    /// Only this pod's.
+    #[arg(long)]
+    pod: Option<String>,
+    /// Only with this primary metric.
+    #[arg(long)]
+    metric: Option<String>,
+    /// Only of this quarter (of the planned start), e.g. 2026Q4.
+    #[arg(long)]
+    quarter: Option<String>,
 }
 
 /// `council` subcommands.
@@ -95,6 +129,25 @@ pub enum CouncilCommand {
         /// Why.
         #[arg(long, default_value = "")]
         reason: String,
+    },
+    /// Experiments waiting for approval, oldest first, with why they need it.
+    Queue,
+    /// Set how many council approvals a high-impact experiment needs (capped at the council members who may vote).
+    Quorum {
+        /// Approvals.
+        n: u32,
+    },
+    /// Set the post-mortem deadline, the win bonus or the revenue metric (without flags: show the settings).
+    Settings {
+        /// Days after a conclusion without a learning until its post-mortem is overdue.
+        #[arg(long)]
+        postmortem_days: Option<u32>,
+        /// Credited to a pod's quarter for each experiment concluded as a win (decision ship).
+        #[arg(long)]
+        win_bonus: Option<f64>,
+        /// The metric whose lift over the exposed users is an experiment's incremental revenue (ROI).
+        #[arg(long)]
+        revenue_metric: Option<String>,
     },
     /// Set the cost above which an experiment of a quarter is high-impact.
     Threshold {
@@ -122,7 +175,7 @@ pub enum BudgetCommand {
         #[arg(long)]
         amount: f64,
     },
-    /// Budgets with spend (sum of experiment costs starting in the quarter).
+    /// The budget bank per pod and quarter: allocated, rolled over, bonus, spent, remaining and ROI.
     List,
 }
 
@@ -153,6 +206,8 @@ pub enum LearningsCommand {
         #[arg(default_value = "")]
         query: String,
     },
+    /// Concluded experiments whose learning is overdue, by pod.
+    Overdue,
 }
 
 /// Runs an `experiment` subcommand.
@@ -163,65 +218,133 @@ pub fn experiment(
 ) -> anyhow::Result<u8> {
     match command {
         ExperimentCommand::New(args) => {
-            let view = node.view();
             let mut experiment = build(*args, node.identity().public_key)?;
             input(experiment.validate())?;
-            let quarter = experiment.start_date.as_deref().and_then(quarter_of);
-            let threshold = quarter.and_then(|q| view.high_impact_thresholds.get(&q).copied());
-            experiment.high_impact = threshold.is_some_and(|t| experiment.cost > t);
-            experiment.overlaps_with =
-                model::overlap::overlapping(&experiment, view.experiments.values());
+            experiment.pod = own_pod(node)?;
+            if node.view().experiments.contains_key(&experiment.key) {
+                return Err(input_error(format!(
+                    "--key: experiment `{}` already exists; pick another key",
+                    experiment.key
+                )));
+            }
             let outcome = node
                 .write(&Op::NewExperiment(experiment.clone()), now_ms())
                 .map_err(map_write)?;
-            let value = serde_json::json!({
-                "change": outcome.change, "heads": outcome.heads,
-                "high_impact": experiment.high_impact, "overlaps_with": experiment.overlaps_with,
-                "needs_approval": experiment.high_impact || !experiment.overlaps_with.is_empty(),
-            });
+            let view = node.view();
+            let governance = Governance::derive(&view);
+            let mut value = state_json(&view, &governance, &experiment.key);
+            value["change"] = outcome.change.clone().into();
+            value["heads"] = serde_json::to_value(&outcome.heads)?;
             context.print(&value, |v| {
                 outln!(
                     context,
-                    "experiment registered: change {}",
-                    v["change"].as_str().unwrap_or_default()
+                    "experiment {} registered: change {}",
+                    experiment.key,
+                    outcome.change
                 );
-                if v["needs_approval"] == true {
+                for need in v["needs_detail"].as_array().into_iter().flatten() {
                     outln!(
                         context,
-                        "needs council approval (high impact: {}, overlaps: {})",
-                        v["high_impact"],
-                        v["overlaps_with"]
+                        "needs council approval: {}",
+                        need.as_str().unwrap_or_default()
                     );
                 }
             })?;
             Ok(exit::OK)
         }
-        ExperimentCommand::List => {
+        ExperimentCommand::List(filters) => {
+            if let Some(quarter) = &filters.quarter {
+                input(model::validate_quarter("--quarter", quarter))?;
+            }
+            if let Some(status) = &filters.status
+                && !STAGES.contains(&status.as_str())
+            {
+                return Err(input_error(format!(
+                    "--status: `{status}` is not one of {}",
+                    STAGES.join(", ")
+                )));
+            }
             let view = node.view();
-            let experiments: Vec<&Experiment> = view.experiments.values().collect();
-            context.print(&serde_json::json!({ "experiments": experiments }), |_| {
-                for e in &experiments {
-                    let metric = e.primary_metric.as_deref().unwrap_or("-");
-                    outln!(
-                        context,
-                        "{:<24} {:<10} {:<10?} {:<12} {}",
-                        e.key,
-                        e.pod,
-                        e.status,
-                        metric,
-                        e.hypothesis.then
-                    );
-                }
+            let governance = Governance::derive(&view);
+            let rows: Vec<serde_json::Value> = view
+                .experiments
+                .values()
+                .filter(|e| filters.pod.as_ref().is_none_or(|p| *p == e.pod))
+                .filter(|e| {
+                    filters
+                        .metric
+                        .as_ref()
+                        .is_none_or(|m| e.primary_metric.as_ref() == Some(m))
+                })
+                .filter(|e| {
+                    let state = &governance.experiments[&e.key];
+                    filters.quarter.as_ref().is_none_or(|q| *q == state.quarter)
+                        && filters
+                            .status
+                            .as_ref()
+                            .is_none_or(|s| s == state.stage.as_str())
+                })
+                .map(|e| state_json(&view, &governance, &e.key))
+                .collect();
+            context.print(&serde_json::json!({ "experiments": rows }), |_| {
+                let table: Vec<[String; 6]> = rows
+                    .iter()
+                    .map(|r| {
+                        let text = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
+                        let overlaps: Vec<String> = r["overlaps"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|o| {
+                                format!(
+                                    "{} ({})",
+                                    o["experiment"].as_str().unwrap_or_default(),
+                                    o["pod"].as_str().unwrap_or_default()
+                                )
+                            })
+                            .collect();
+                        let needs: Vec<&str> = r["needs_approval"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|n| n.as_str())
+                            .collect();
+                        [
+                            text("key"),
+                            text("pod"),
+                            text("status"),
+                            r["experiment"]["primary_metric"]
+                                .as_str()
+                                .unwrap_or("-")
+                                .to_owned(),
+                            if needs.is_empty() {
+                                "-".into()
+                            } else {
+                                needs.join(",")
+                            },
+                            if overlaps.is_empty() {
+                                "-".into()
+                            } else {
+                                overlaps.join(", ")
+                            },
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    context,
+                    ["KEY", "POD", "STATUS", "METRIC", "NEEDS", "OVERLAPS"],
+                    &table,
+                );
             })?;
             Ok(exit::OK)
         }
         ExperimentCommand::Show { key } => {
             let view = node.view();
-            let experiment = view
-                .experiments
-                .get(&key)
-                .ok_or_else(|| input_error(format!("KEY: no experiment `{key}`")))?;
-            let value = serde_json::json!({ "experiment": experiment, "approval": view.approvals.get(&key) });
+            if !view.experiments.contains_key(&key) {
+                return Err(input_error(format!("KEY: no experiment `{key}`")));
+            }
+            let governance = Governance::derive(&view);
+            let value = state_json(&view, &governance, &key);
             context.print(&value, |v| {
                 outln!(
                     context,
@@ -231,20 +354,240 @@ pub fn experiment(
             })?;
             Ok(exit::OK)
         }
-        ExperimentCommand::Status { key, status } => {
-            let status: ExperimentStatus =
-                serde_json::from_value(status.clone().into()).map_err(|_| {
-                    input_error(format!(
-                        "STATUS: `{status}` is not one of draft, running, stopped, concluded"
-                    ))
-                })?;
-            let outcome = node
-                .write(&Op::SetExperimentStatus { key, status }, now_ms())
-                .map_err(map_write)?;
-            context.print_write(&outcome, "status set")
-        }
+        ExperimentCommand::Start { key } => start(context, node, key),
+        ExperimentCommand::Stop { key } => stop(context, node, key),
+        ExperimentCommand::Status { key, status } => match status.as_str() {
+            "running" => start(context, node, key),
+            "stopped" => stop(context, node, key),
+            "concluded" => Err(input_error(
+                "STATUS: an experiment is concluded with `experiment conclude KEY`, which stores its signed result",
+            )),
+            other => Err(input_error(format!(
+                "STATUS: `{other}` is not one of running, stopped (use `experiment start|stop|conclude`)"
+            ))),
+        },
         ExperimentCommand::Conclude(args) => super::events::conclude(context, node, args),
     }
+}
+
+/// Every stage `experiment list --status` takes.
+const STAGES: [&str; 8] = [
+    "draft",
+    "awaiting_approval",
+    "approved",
+    "rejected",
+    "running",
+    "blocked",
+    "stopped",
+    "concluded",
+];
+
+/// The pod this node's key belongs to.
+fn own_pod(node: &Node) -> anyhow::Result<String> {
+    let key = node.identity().public_key;
+    let view = node.view();
+    match view.members.get(&key) {
+        Some(model::Member {
+            role: model::Role::Pod,
+            scope: Some(pod),
+            revoked: false,
+            ..
+        }) => Ok(pod.clone()),
+        Some(member) => Err(input_error(format!(
+            "only a pod's members run its experiments; this node's key is a {}{}",
+            member.role,
+            if member.revoked { " (revoked)" } else { "" }
+        ))),
+        None => Err(input_error(
+            "this node's key is not a member of the federation yet (import the council's bundle or `join` with a ticket)",
+        )),
+    }
+}
+
+/// An experiment of this node's pod.
+fn own_experiment(node: &Node, key: &str) -> anyhow::Result<Experiment> {
+    let pod = own_pod(node)?;
+    let view = node.view();
+    let experiment = view
+        .experiments
+        .get(key)
+        .ok_or_else(|| input_error(format!("KEY: no experiment `{key}`")))?;
+    if experiment.pod != pod {
+        return Err(input_error(format!(
+            "KEY: `{key}` belongs to pod {}, not this node's pod {pod}",
+            experiment.pod
+        )));
+    }
+    Ok(experiment.clone())
+}
+
+/// One experiment as governance sees it: `status` is its lifecycle stage (`awaiting_approval`, `blocked`, ...),
+/// `needs_approval` the reasons it still lacks approval for, `overlaps` the other pods' experiments it overlaps.
+fn state_json(view: &RegistryView, governance: &Governance, key: &str) -> serde_json::Value {
+    let experiment = &view.experiments[key];
+    let state = &governance.experiments[key];
+    let mut codes: Vec<&str> = state.needs_approval().iter().map(|n| n.code()).collect();
+    codes.dedup();
+    let needs_detail: Vec<String> = state
+        .needs_approval()
+        .iter()
+        .map(|n| n.describe())
+        .collect();
+    let votes = |votes: &[governance::Vote]| -> Vec<serde_json::Value> {
+        votes
+            .iter()
+            .map(|v| serde_json::json!({ "by": v.by, "name": v.name, "reason": v.reason, "at_ms": v.at_ms }))
+            .collect()
+    };
+    serde_json::json!({
+        "key": key,
+        "pod": experiment.pod,
+        "status": state.stage.as_str(),
+        "recorded_status": experiment.status,
+        "quarter": state.quarter,
+        "needs_approval": codes,
+        "needs_detail": needs_detail,
+        "needs": state.needs,
+        "approval": {
+            "required": state.approval.required,
+            "approved": votes(&state.approval.approvals),
+            "rejected": votes(&state.approval.rejections),
+            "missing": state.approval.missing(),
+            "decision": state.approval.decision,
+            "ignored": state.approval.ignored.iter().map(|(v, why)| serde_json::json!({ "by": v.by, "name": v.name, "why": why })).collect::<Vec<_>>(),
+        },
+        "overlaps": state.overlaps,
+        "blocked": state.blocked,
+        "spend": state.spend,
+        "incremental_revenue": state.incremental_revenue,
+        "roi": state.roi,
+        "experiment": experiment,
+    })
+}
+
+/// Prints rows as aligned columns under a header.
+fn print_table<const N: usize>(context: &Context, header: [&str; N], rows: &[[String; N]]) {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        padded.join("  ").trim_end().to_owned()
+    };
+    outln!(context, "{}", line(header.to_vec()));
+    for row in rows {
+        outln!(
+            context,
+            "{}",
+            line(row.iter().map(String::as_str).collect())
+        );
+    }
+}
+
+/// `experiment start`: refused (exit 1, with the reason and what is missing) unless governance admits it.
+fn start(context: &Context, node: &mut Node, key: String) -> anyhow::Result<u8> {
+    let experiment = own_experiment(node, &key)?;
+    let view = node.view();
+    let now = now_ms();
+    match governance::try_start(&view, &key, now) {
+        Ok(state) => {
+            let outcome = node
+                .write(
+                    &Op::SetExperimentStatus {
+                        key: key.clone(),
+                        status: ExperimentStatus::Running,
+                        at_ms: now,
+                    },
+                    now,
+                )
+                .map_err(map_write)?;
+            let after = Governance::derive(&node.view());
+            let budget = state
+                .spend
+                .as_ref()
+                .and_then(|spend| after.budget(&experiment.pod, &spend.quarter));
+            let value = serde_json::json!({
+                "change": outcome.change, "heads": outcome.heads, "status": "running",
+                "spend": state.spend, "budget": budget,
+            });
+            context.print(&value, |_| {
+                outln!(
+                    context,
+                    "experiment {key} started: change {}",
+                    outcome.change
+                );
+                if let (Some(spend), Some(budget)) = (&state.spend, budget) {
+                    outln!(
+                        context,
+                        "spent {} from pod {}'s {} budget; {} remaining",
+                        spend.amount,
+                        experiment.pod,
+                        spend.quarter,
+                        budget.remaining
+                    );
+                }
+            })?;
+            Ok(exit::OK)
+        }
+        Err(refusal) => {
+            let state = refusal.state.as_ref();
+            let budget = state.and_then(|s| {
+                Governance::derive(&view)
+                    .budget(&s.pod, &s.quarter)
+                    .cloned()
+            });
+            let value = serde_json::json!({
+                "error": format!("experiment start {key} refused: {}", refusal.detail),
+                "reason": refusal.reason,
+                "experiment": key,
+                "needs_approval": state.map(|s| s.needs_approval().iter().map(|n| n.code()).collect::<Vec<_>>()),
+                "missing_approvals": state.map(|s| s.approval.missing()),
+                "cost": experiment.cost,
+                "budget": budget,
+            });
+            context.print(&value, |v| {
+                outln!(
+                    context,
+                    "error: {}",
+                    v["error"].as_str().unwrap_or_default()
+                );
+            })?;
+            Ok(exit::FAILURE)
+        }
+    }
+}
+
+/// `experiment stop`: a running experiment of this pod.
+fn stop(context: &Context, node: &mut Node, key: String) -> anyhow::Result<u8> {
+    let experiment = own_experiment(node, &key)?;
+    if experiment.status != ExperimentStatus::Running {
+        return Err(input_error(
+            format!(
+                "KEY: `{key}` is not running (it is {:?})",
+                experiment.status
+            )
+            .to_lowercase(),
+        ));
+    }
+    let now = now_ms();
+    let outcome = node
+        .write(
+            &Op::SetExperimentStatus {
+                key,
+                status: ExperimentStatus::Stopped,
+                at_ms: now,
+            },
+            now,
+        )
+        .map_err(map_write)?;
+    context.print_write(&outcome, "experiment stopped")
 }
 
 fn build(args: NewExperiment, author: String) -> anyhow::Result<Experiment> {
@@ -280,45 +623,44 @@ fn build(args: NewExperiment, author: String) -> anyhow::Result<Experiment> {
         end_date: args.end,
         cost: args.cost,
         status: ExperimentStatus::Draft,
-        high_impact: false,
-        overlaps_with: Vec::new(),
+        namespace: args
+            .namespace
+            .as_deref()
+            .map(|n| input(n.parse::<model::NamespaceRange>()))
+            .transpose()?,
+        started_at_ms: None,
         created_by: author,
         created_at_ms: now_ms(),
     })
 }
 
-/// `2026-11-25` -> `2026Q4`.
-fn quarter_of(date: &str) -> Option<String> {
-    let month: u32 = date.get(5..7)?.parse().ok()?;
-    Some(format!(
-        "{}Q{}",
-        date.get(..4)?,
-        (month.clamp(1, 12) - 1) / 3 + 1
-    ))
-}
-
 /// Runs a `council` subcommand.
 pub fn council(context: &Context, node: &mut Node, command: CouncilCommand) -> anyhow::Result<u8> {
     let (op, what) = match command {
-        CouncilCommand::Approve { experiment, reason }
-        | CouncilCommand::Reject { experiment, reason }
-            if !node.view().experiments.contains_key(&experiment) =>
-        {
-            let _ = reason;
-            return Err(input_error(format!(
-                "EXPERIMENT: no experiment `{experiment}`"
-            )));
-        }
         CouncilCommand::Approve { experiment, reason } => (
-            decision(node, experiment, Decision::Approved, reason),
-            "experiment approved",
+            decision(node, experiment, Decision::Approved, reason)?,
+            "approval recorded",
         ),
         CouncilCommand::Reject { experiment, reason } => (
-            decision(node, experiment, Decision::Rejected, reason),
-            "experiment rejected",
+            decision(node, experiment, Decision::Rejected, reason)?,
+            "rejection recorded",
         ),
+        CouncilCommand::Queue => return queue(context, node),
+        CouncilCommand::Quorum { n } => {
+            let setting = Setting::Quorum(n);
+            input(setting.validate())?;
+            (Op::SetSetting(setting), "quorum set")
+        }
+        CouncilCommand::Settings {
+            postmortem_days,
+            win_bonus,
+            revenue_metric,
+        } => return settings(context, node, postmortem_days, win_bonus, revenue_metric),
         CouncilCommand::Threshold { quarter, cost } => {
             input(model::validate_quarter("--quarter", &quarter))?;
+            if !(cost.is_finite() && cost >= 0.0) {
+                return Err(input_error("--cost: must be a number >= 0"));
+            }
             (Op::SetThreshold { quarter, cost }, "threshold set")
         }
     };
@@ -326,14 +668,125 @@ pub fn council(context: &Context, node: &mut Node, command: CouncilCommand) -> a
     context.print_write(&outcome, what)
 }
 
-fn decision(node: &node::Node, experiment: String, decision: Decision, reason: String) -> Op {
-    Op::Decide(Approval {
+/// A vote of this node's council key; refused for an unknown experiment and for a council member of the
+/// experiment's own pod.
+fn decision(
+    node: &Node,
+    experiment: String,
+    decision: Decision,
+    reason: String,
+) -> anyhow::Result<Op> {
+    let view = node.view();
+    let Some(record) = view.experiments.get(&experiment) else {
+        return Err(input_error(format!(
+            "EXPERIMENT: no experiment `{experiment}`"
+        )));
+    };
+    let key = node.identity().public_key;
+    if let Some(member) = view.members.get(&key)
+        && member.scope.as_deref() == Some(record.pod.as_str())
+    {
+        return Err(input_error(format!(
+            "EXPERIMENT: `{experiment}` is pod {}'s own experiment; a pod cannot approve its own experiment",
+            record.pod
+        )));
+    }
+    Ok(Op::Decide(Approval {
         experiment,
         decision,
         reason,
-        by: node.identity().public_key,
+        by: key,
         at_ms: now_ms(),
-    })
+    }))
+}
+
+/// `council queue`: a JSON list of `{experiment, pod, reasons, waiting_since}`, oldest first.
+fn queue(context: &Context, node: &Node) -> anyhow::Result<u8> {
+    let view = node.view();
+    let governance = Governance::derive(&view);
+    let rows: Vec<serde_json::Value> = governance
+        .queue()
+        .into_iter()
+        .map(|state| {
+            let mut reasons: Vec<&str> = state.needs.iter().map(|n| n.code()).collect();
+            reasons.dedup();
+            let since = state.waiting_since_ms.unwrap_or_default();
+            serde_json::json!({
+                "experiment": state.key,
+                "pod": state.pod,
+                "reasons": reasons,
+                "detail": state.needs.iter().map(|n| n.describe()).collect::<Vec<_>>(),
+                "waiting_since": model::time::format_rfc3339(since),
+                "waiting_since_ms": since,
+                "approvals": state.approval.approvals.len(),
+                "required": state.approval.required,
+                "cost": view.experiments[&state.key].cost,
+            })
+        })
+        .collect();
+    context.print(&rows, |rows| {
+        let table: Vec<[String; 5]> = rows
+            .iter()
+            .map(|r| {
+                [
+                    r["experiment"].as_str().unwrap_or_default().to_owned(),
+                    r["pod"].as_str().unwrap_or_default().to_owned(),
+                    model::time::format_date(r["waiting_since_ms"].as_i64().unwrap_or_default()),
+                    format!("{}/{}", r["approvals"], r["required"]),
+                    r["detail"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|d| d.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ]
+            })
+            .collect();
+        if table.is_empty() {
+            outln!(context, "nothing waits for approval");
+        } else {
+            print_table(
+                context,
+                ["EXPERIMENT", "POD", "SINCE", "VOTES", "WHY"],
+                &table,
+            );
+        }
+    })?;
+    Ok(exit::OK)
+}
+
+/// `council settings`: writes the given settings (one change each), then shows them all.
+fn settings(
+    context: &Context,
+    node: &mut Node,
+    postmortem_days: Option<u32>,
+    win_bonus: Option<f64>,
+    revenue_metric: Option<String>,
+) -> anyhow::Result<u8> {
+    let settings: Vec<Setting> = [
+        postmortem_days.map(Setting::PostmortemDays),
+        win_bonus.map(Setting::WinBonus),
+        revenue_metric.map(Setting::RevenueMetric),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for setting in &settings {
+        input(setting.validate())?;
+    }
+    for setting in settings {
+        node.write(&Op::SetSetting(setting), now_ms())
+            .map_err(map_write)?;
+    }
+    let view = node.view();
+    context.print(&view.settings, |s| {
+        outln!(context, "quorum           {}", s.quorum);
+        outln!(context, "postmortem days  {}", s.postmortem_days);
+        outln!(context, "win bonus        {}", s.win_bonus);
+        outln!(context, "revenue metric   {}", s.revenue_metric);
+    })?;
+    Ok(exit::OK)
 }
 
 /// Runs a `budget` subcommand.
@@ -353,10 +806,30 @@ pub fn budget(context: &Context, node: &mut Node, command: BudgetCommand) -> any
                 pod,
                 quarter,
                 allocated: amount,
-                bonus: 0.0,
-                rollover: 0.0,
                 by: node.identity().public_key,
             };
+            // An allocation may not take back funds already spent: every start that stands now must still stand.
+            let view = node.view();
+            let before = Governance::derive(&view);
+            let mut trial = view.clone();
+            trial
+                .budgets
+                .insert(format!("{}:{}", budget.pod, budget.quarter), budget.clone());
+            let after = Governance::derive(&trial);
+            if let Some(unfunded) = before
+                .experiments
+                .values()
+                .find(|s| s.spend.is_some() && after.experiments[&s.key].spend.is_none())
+            {
+                let row = before.budget(&budget.pod, &budget.quarter);
+                return Err(input_error(format!(
+                    "--amount: {amount} would leave pod {}'s {} negative: {} is already spent there (experiment {} would lose its funding)",
+                    budget.pod,
+                    budget.quarter,
+                    row.map_or(0.0, |r| r.spent),
+                    unfunded.key
+                )));
+            }
             let outcome = node
                 .write(&Op::AllocateBudget(budget), now_ms())
                 .map_err(map_write)?;
@@ -364,32 +837,40 @@ pub fn budget(context: &Context, node: &mut Node, command: BudgetCommand) -> any
         }
         BudgetCommand::List => {
             let view = node.view();
-            let rows: Vec<serde_json::Value> = view
-                .budgets
-                .values()
-                .map(|b| {
-                    let spent: f64 = view
-                        .experiments
-                        .values()
-                        .filter(|e| e.pod == b.pod && e.start_date.as_deref().and_then(quarter_of).as_ref() == Some(&b.quarter))
-                        .map(|e| e.cost)
-                        .sum();
-                    serde_json::json!({ "pod": b.pod, "quarter": b.quarter, "allocated": b.allocated, "spent": spent,
-                        "remaining": b.allocated + b.bonus + b.rollover - spent })
-                })
-                .collect();
+            let governance = Governance::derive(&view);
+            let rows = &governance.budgets;
             context.print(&serde_json::json!({ "budgets": rows }), |_| {
-                for r in &rows {
-                    outln!(
-                        context,
-                        "{} {} allocated {} spent {} remaining {}",
-                        r["pod"],
-                        r["quarter"],
-                        r["allocated"],
-                        r["spent"],
-                        r["remaining"]
-                    );
-                }
+                let money = |x: f64| format!("{x:.2}");
+                let table: Vec<[String; 8]> = rows
+                    .iter()
+                    .map(|r| {
+                        [
+                            r.pod.clone(),
+                            r.quarter.clone(),
+                            money(r.allocated),
+                            money(r.rolled_over),
+                            money(r.bonus),
+                            money(r.spent),
+                            money(r.remaining),
+                            r.roi
+                                .map_or("-".into(), |roi| format!("{:+.1}%", roi * 100.0)),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    context,
+                    [
+                        "POD",
+                        "QUARTER",
+                        "ALLOCATED",
+                        "ROLLED OVER",
+                        "BONUS",
+                        "SPENT",
+                        "REMAINING",
+                        "ROI",
+                    ],
+                    &table,
+                );
             })?;
             Ok(exit::OK)
         }
@@ -426,6 +907,58 @@ pub fn learnings(
                 .write(&Op::AddLearning(learning), now_ms())
                 .map_err(map_write)?;
             context.print_write(&outcome, "learning shared")
+        }
+        LearningsCommand::Overdue => {
+            let view = node.view();
+            let governance = Governance::derive(&view);
+            let now = now_ms();
+            let rows: Vec<serde_json::Value> = governance
+                .overdue(now)
+                .map(|p| {
+                    serde_json::json!({
+                        "experiment": p.experiment, "pod": p.pod,
+                        "concluded_at": model::time::format_date(p.concluded_at_ms),
+                        "due": model::time::format_date(p.due_ms),
+                        "days_late": (now - p.due_ms) / model::time::DAY_MS,
+                    })
+                })
+                .collect();
+            let mut by_pod: std::collections::BTreeMap<String, u64> = Default::default();
+            for row in &rows {
+                *by_pod
+                    .entry(row["pod"].as_str().unwrap_or_default().to_owned())
+                    .or_default() += 1;
+            }
+            let value = serde_json::json!({ "overdue": rows, "by_pod": by_pod });
+            context.print(&value, |_| {
+                if rows.is_empty() {
+                    outln!(context, "no post-mortem is overdue");
+                    return;
+                }
+                let table: Vec<[String; 5]> = rows
+                    .iter()
+                    .map(|r| {
+                        let text = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+                        [
+                            text("pod"),
+                            text("experiment"),
+                            text("concluded_at"),
+                            text("due"),
+                            r["days_late"].to_string(),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    context,
+                    ["POD", "EXPERIMENT", "CONCLUDED", "DUE", "DAYS LATE"],
+                    &table,
+                );
+                outln!(
+                    context,
+                    "share one with `learnings add --experiment KEY --title ... --body ...`"
+                );
+            })?;
+            Ok(exit::OK)
         }
         LearningsCommand::Search { query } => {
             let view = node.view();

@@ -42,7 +42,8 @@ pub enum MemberCommand {
         /// Display name.
         #[arg(long)]
         name: String,
-        /// Pod (for role pod) or organisation (for role partner); defaults to the name.
+        /// Pod (for role pod; for role council, the pod the member sits for, whose experiments it may not vote on)
+        /// or organisation (for role partner); defaults to the name for pods and partners.
         #[arg(long, alias = "org")]
         pod: Option<String>,
     },
@@ -140,7 +141,15 @@ pub fn member(context: &Context, node: &mut Node, command: MemberCommand) -> any
                     input(model::validate_slug("--pod", &scope))?;
                     Some(scope)
                 }
-                Role::Council | Role::Steward => None,
+                // A council member may sit for a pod: its votes on that pod's experiments do not count.
+                Role::Council => match pod.filter(|p| !p.is_empty()) {
+                    Some(pod) => {
+                        input(model::validate_slug("--pod", &pod))?;
+                        Some(pod)
+                    }
+                    None => None,
+                },
+                Role::Steward => None,
             };
             let member = Member {
                 public_key: key.to_hex(),

@@ -1,19 +1,35 @@
 //! Driving the real `growthmesh` binary on temp data dirs: run a command, read its one JSON document, set up a
-//! federation of a council and members.
+//! federation of a council and members (`Node`), and `growthmesh node` running as a child process (`node.rs`:
+//! [`Daemon`], status polling, invites).
 
-// Each test file compiles this module on its own and uses a different part of it.
+// Test files use different parts of this module.
 #![allow(dead_code)]
+
+pub mod node;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-/// The binary under test.
+#[allow(unused_imports)]
+pub use node::*;
+
+/// The binary under test, with logs quiet and no fallback to the user's data dir.
 pub fn binary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_growthmesh"));
-    // Keep logs quiet and make sure no test falls back to the user's data dir.
     command
+        .env_remove("GROWTHMESH_DATA_DIR")
+        .env("RUST_LOG", "warn");
+    command
+}
+
+/// The binary under test run inside the network namespace `netns` (`ip netns exec`, which execs the binary, so the
+/// child's pid is the node's).
+pub fn binary_in(netns: &str) -> Command {
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", netns, env!("CARGO_BIN_EXE_growthmesh")])
         .env_remove("GROWTHMESH_DATA_DIR")
         .env("RUST_LOG", "warn");
     command
@@ -26,23 +42,45 @@ pub struct Node {
     pub dir: PathBuf,
     /// The public key `init` printed.
     pub public_key: String,
+    /// What `init` printed.
+    pub identity: Value,
+    /// The network namespace every command and the daemon of this node run in (`None`: the test's own).
+    pub netns: Option<String>,
 }
 
 impl Node {
     /// A fresh data dir on which `init --name NAME` ran.
-    pub fn init(name: &str) -> (Self, Value) {
+    pub fn init(name: &str) -> Self {
         let temp = tempfile::tempdir().expect("temp dir");
         let mut node = Self {
             dir: temp.path().join("data"),
             _temp: temp,
             public_key: String::new(),
+            identity: Value::Null,
+            netns: None,
         };
         let identity = node.json(&["init", "--name", name]);
         node.public_key = identity["public_key"]
             .as_str()
             .expect("init prints public_key")
             .to_owned();
-        (node, identity)
+        node.identity = identity;
+        node
+    }
+
+    /// From now on, runs every command and the daemon inside the network namespace `netns`: its API listens on that
+    /// namespace's loopback, so the CLI must be there too.
+    pub fn in_netns(mut self, netns: &str) -> Self {
+        self.netns = Some(netns.to_owned());
+        self
+    }
+
+    /// The binary, inside this node's namespace if it has one.
+    pub fn command(&self) -> Command {
+        match &self.netns {
+            Some(netns) => binary_in(netns),
+            None => binary(),
+        }
     }
 
     /// A file path next to the data dir.
@@ -52,7 +90,7 @@ impl Node {
 
     /// Runs `growthmesh --data-dir DIR ARGS`.
     pub fn run(&self, args: &[&str]) -> Output {
-        binary()
+        self.command()
             .arg("--data-dir")
             .arg(&self.dir)
             .args(args)
@@ -96,7 +134,7 @@ impl Node {
         out
     }
 
-    /// Imports `bundle`, expecting every change to be accepted; returns the report.
+    /// Imports `bundle`, expecting no rejection; returns the report.
     pub fn import_all(&self, bundle: &Path) -> Value {
         let report = self.json(&["registry", "import", path_str(bundle)]);
         assert_eq!(report["rejected"], Value::Array(Vec::new()), "{report}");
@@ -120,7 +158,7 @@ pub fn assert_success(argv: &[&str], output: &Output) {
     );
 }
 
-/// Parses `stdout` as exactly one JSON document (trailing text is an error).
+/// Parses `stdout` as exactly one JSON document.
 pub fn one_json_document(stdout: &[u8]) -> Value {
     serde_json::from_slice(stdout).unwrap_or_else(|e| {
         panic!(
@@ -138,11 +176,11 @@ pub fn path_str(path: &Path) -> &str {
 /// A council that founded a federation, and members it admitted with `(name, role, pod)`, each of which imported
 /// the council's bundle.
 pub fn federation(members: &[(&str, &str, &str)]) -> (Node, Vec<Node>) {
-    let (council, _) = Node::init("Council");
+    let council = Node::init("Council");
     council.json(&["federation", "create", "--name", "Acme Growth"]);
     let mut nodes = Vec::new();
     for (name, role, pod) in members {
-        let (node, _) = Node::init(name);
+        let node = Node::init(name);
         let key = node.public_key.as_str();
         council.json(&[
             "member", "add", key, "--role", role, "--name", name, "--pod", pod,

@@ -114,6 +114,22 @@ pub struct Absorbed {
     pub penalizing: usize,
 }
 
+impl From<&crate::Receipt> for Absorbed {
+    /// Only what the sender could have checked itself counts against it: a change refused because of what this
+    /// replica holds (a revocation, an equivocation proof) is evidence an honest peer relays.
+    fn from(receipt: &crate::Receipt) -> Self {
+        Self {
+            accepted: receipt.accepted.len(),
+            rejected: receipt.rejected.len(),
+            penalizing: receipt
+                .rejected
+                .iter()
+                .filter(|r| r.reason.penalizes())
+                .count(),
+        }
+    }
+}
+
 /// Counters of what the machine did, for metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MachineStats {

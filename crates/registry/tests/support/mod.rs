@@ -123,8 +123,8 @@ pub fn experiment(key: &str) -> Experiment {
         end_date: Some("2026-10-31".to_owned()),
         cost: 1_000.0,
         status: model::ExperimentStatus::Draft,
-        high_impact: false,
-        overlaps_with: Vec::new(),
+        namespace: None,
+        started_at_ms: None,
         created_by: String::new(),
         created_at_ms: 0,
     }

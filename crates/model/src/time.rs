@@ -1,4 +1,5 @@
-//! RFC 3339 timestamps (what Segment's `timestamp` holds) to and from Unix milliseconds, without a date library.
+//! Calendar arithmetic without a date library: RFC 3339 timestamps (what Segment's `timestamp` holds) to and from
+//! Unix milliseconds, `YYYY-MM-DD` dates, and quarters (`2026Q4`).
 
 /// Milliseconds in a day.
 pub const DAY_MS: i64 = 86_400_000;
@@ -78,6 +79,45 @@ pub fn format_rfc3339(ms: i64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z")
 }
 
+/// Unix milliseconds at the start (00:00 UTC) of a `YYYY-MM-DD` date; `None` when it is not one.
+pub fn date_ms(date: &str) -> Option<i64> {
+    crate::validate_date("date", date).ok()?;
+    let number = |range: std::ops::Range<usize>| date.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    (day <= days_in_month(year, month)).then(|| days_from_civil(year, month, day) * DAY_MS)
+}
+
+/// The `YYYY-MM-DD` date (UTC) of Unix milliseconds.
+pub fn format_date(ms: i64) -> String {
+    let (year, month, day) = civil_from_days(ms.div_euclid(DAY_MS));
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// The quarter (`2026Q4`) of a `YYYY-MM-DD` date; `None` when it is not one.
+pub fn quarter_of_date(date: &str) -> Option<String> {
+    date_ms(date).map(quarter_of_ms)
+}
+
+/// The quarter (`2026Q4`) holding Unix milliseconds (UTC).
+pub fn quarter_of_ms(ms: i64) -> String {
+    let (year, month, _) = civil_from_days(ms.div_euclid(DAY_MS));
+    format!("{year:04}Q{}", (month - 1) / 3 + 1)
+}
+
+/// The start and end (exclusive) in Unix milliseconds of a quarter like `2026Q4`; `None` when it is not one.
+pub fn quarter_bounds(quarter: &str) -> Option<(i64, i64)> {
+    crate::validate_quarter("quarter", quarter).ok()?;
+    let year: i64 = quarter[..4].parse().ok()?;
+    let q: i64 = quarter[5..].parse().ok()?;
+    let start = days_from_civil(year, 3 * (q - 1) + 1, 1) * DAY_MS;
+    let end = if q == 4 {
+        days_from_civil(year + 1, 1, 1)
+    } else {
+        days_from_civil(year, 3 * q + 1, 1)
+    } * DAY_MS;
+    Some((start, end))
+}
+
 fn is_leap(year: i64) -> bool {
     (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
 }
@@ -118,6 +158,31 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_and_quarters() {
+        assert_eq!(date_ms("1970-01-02"), Some(DAY_MS));
+        assert_eq!(date_ms("2026-02-30"), None);
+        assert_eq!(format_date(date_ms("2024-02-29").unwrap()), "2024-02-29");
+        assert_eq!(quarter_of_date("2026-11-25").as_deref(), Some("2026Q4"));
+        assert_eq!(quarter_of_date("2026-01-01").as_deref(), Some("2026Q1"));
+        assert_eq!(
+            quarter_of_ms(date_ms("2026-06-30").unwrap() + DAY_MS - 1),
+            "2026Q2"
+        );
+        let (start, end) = quarter_bounds("2026Q4").unwrap();
+        assert_eq!(
+            (format_date(start), format_date(end)),
+            ("2026-10-01".into(), "2027-01-01".into())
+        );
+        assert_eq!(
+            quarter_bounds("2026Q1")
+                .map(|(s, _)| format_date(s))
+                .as_deref(),
+            Some("2026-01-01")
+        );
+        assert_eq!(quarter_bounds("2026Q5"), None);
+    }
 
     #[test]
     fn known_instants() {
