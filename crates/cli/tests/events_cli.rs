@@ -379,8 +379,13 @@ fn analysis_detects_a_lift_and_the_conclusion_replicates() {
         "{text}"
     );
 
+    // Only an experiment that ran concludes.
+    let (_, stderr) = pod.json_status(&["experiment", "conclude", "checkout"], 2, None);
+    assert!(stderr.contains("experiment start checkout"), "{stderr}");
+    pod.json(&["experiment", "start", "checkout"]);
     let concluded = pod.json(&["experiment", "conclude", "checkout"]);
     assert_eq!(concluded["decision"], "ship");
+    assert!(concluded["postmortem_due"].is_string(), "{concluded}");
     council.import(&pod.export("result.gmb"));
     let view = council.json(&["registry", "show"]);
     let summary = &view["results"]["checkout"];

@@ -235,9 +235,9 @@ impl<'a> Sim<'a> {
     /// every other node as a member it may push to.
     fn form_mesh(&mut self) {
         let n = self.nodes.len();
+        let everyone = std::sync::Arc::new((0..n).collect::<BTreeSet<usize>>());
         for i in 0..n {
-            let others: BTreeSet<usize> = (0..n).filter(|j| *j != i).collect();
-            self.nodes[i].machine.set_members(Some(others));
+            self.nodes[i].machine.share_members(everyone.clone(), i);
         }
         for i in 0..n {
             self.fill_mesh(i, false);
@@ -962,7 +962,7 @@ fn restart(node: &mut SimNode, policy: Policy, nodes: usize, me: usize) {
     node.replica = replica;
     node.machine = SyncMachine::new(policy);
     node.machine
-        .set_members(Some((0..nodes).filter(|j| *j != me).collect()));
+        .share_members(std::sync::Arc::new((0..nodes).collect()), me);
     node.alive = true;
     node.last_announce_ms = None;
     node.heads_memo = None;

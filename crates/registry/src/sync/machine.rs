@@ -167,7 +167,9 @@ struct Suspect {
 pub struct SyncMachine<P: Ord + Clone> {
     policy: Policy,
     pulls: Syncer<P>,
-    members: Option<BTreeSet<P>>,
+    members: Option<Arc<BTreeSet<P>>>,
+    /// This node, when `members` (shared between many machines) holds it too.
+    me: Option<P>,
     connected: BTreeSet<P>,
     push_queue: Vec<Envelope>,
     flights: BTreeMap<u64, PushFlight<P>>,
@@ -191,6 +193,7 @@ impl<P: Ord + Clone> SyncMachine<P> {
             policy,
             pulls: Syncer::new(),
             members: None,
+            me: None,
             connected: BTreeSet::new(),
             push_queue: Vec::new(),
             flights: BTreeMap::new(),
@@ -234,11 +237,18 @@ impl<P: Ord + Clone> SyncMachine<P> {
 
     /// Sets the members (`None`: not known yet). Pushes go to connected members only.
     pub fn set_members(&mut self, members: Option<BTreeSet<P>>) {
-        self.members = members;
+        self.members = members.map(Arc::new);
+        self.me = None;
+    }
+
+    /// Sets the members from a set shared by many machines (a simulator's), which holds this node `me` too.
+    pub fn share_members(&mut self, members: Arc<BTreeSet<P>>, me: P) {
+        self.members = Some(members);
+        self.me = Some(me);
     }
 
     fn is_member(&self, peer: &P) -> bool {
-        self.members.as_ref().is_some_and(|m| m.contains(peer))
+        self.members.as_ref().is_some_and(|m| m.contains(peer)) && self.me.as_ref() != Some(peer)
     }
 
     /// A connection to `peer` opened: pull from it (what it has that this node lacks).
@@ -355,7 +365,8 @@ impl<P: Ord + Clone> SyncMachine<P> {
             });
         }
         let others = self.members.as_ref().map_or(usize::MAX, |m| {
-            m.iter().filter(|p| !self.connected.contains(p)).count()
+            let me = self.me.as_ref().is_some_and(|me| m.contains(me));
+            m.len() - usize::from(me) - peers.len()
         });
         if peers.is_empty() || others > 0 {
             self.changed(true, now_ms);
