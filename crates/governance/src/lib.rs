@@ -20,6 +20,7 @@
 //!   running when the other was registered does not need approval for that overlap, the newer one does.
 
 pub mod overlap;
+pub mod search;
 
 use std::collections::{BTreeMap, BTreeSet};
 

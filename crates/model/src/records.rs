@@ -859,16 +859,6 @@ impl Learning {
         }
         Ok(())
     }
-
-    /// Relevance of this learning to a search: how many query words appear in its title, body and tags.
-    pub fn score(&self, query: &str) -> usize {
-        let haystack =
-            format!("{} {} {}", self.title, self.body, self.tags.join(" ")).to_lowercase();
-        query
-            .split_whitespace()
-            .filter(|word| haystack.contains(&word.to_lowercase()))
-            .count()
-    }
 }
 
 #[cfg(test)]

@@ -74,16 +74,4 @@ impl RegistryView {
             .filter(|s| s.event == event && s.status == crate::StandardStatus::Approved)
             .max_by_key(|s| s.version)
     }
-
-    /// Learnings matching `query`, best first (ties by id).
-    pub fn search_learnings(&self, query: &str) -> Vec<&Learning> {
-        let mut hits: Vec<(usize, &Learning)> = self
-            .learnings
-            .values()
-            .map(|l| (l.score(query), l))
-            .filter(|(score, _)| *score > 0)
-            .collect();
-        hits.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
-        hits.into_iter().map(|(_, l)| l).collect()
-    }
 }

@@ -459,6 +459,26 @@ impl Replica {
         self.pending.values().map(|w| &w.envelope)
     }
 
+    /// What a waiting change waits for, for diagnostics: `change <hash>` (a dependency or auth head) or `seq N of
+    /// <author> in document #D` (the author's previous change in its chain).
+    pub fn waits_for(&self, hash: &ChangeHash) -> Vec<String> {
+        let mut waits: Vec<String> = self
+            .waiters
+            .iter()
+            .filter(|(_, list)| list.contains(hash))
+            .map(|(prereq, _)| match prereq {
+                Prereq::Hash(h) => format!("change {h}"),
+                Prereq::Slot(doc, actor, seq) => format!(
+                    "seq {seq} of {} (epoch {}) in document #{doc}",
+                    hex::encode(actor.key),
+                    actor.epoch
+                ),
+            })
+            .collect();
+        waits.sort();
+        waits
+    }
+
     /// Whether a change waits for dependencies.
     pub fn is_pending(&self, hash: &ChangeHash) -> bool {
         self.pending.contains_key(hash)
@@ -976,8 +996,12 @@ impl Replica {
                         vec![Prereq::Hash(hash)]
                     }
                     Verdict::Fork(other) => {
+                        // Both branches are out now: what waited on this place of the author's chain is decided
+                        // (excluded) rather than left waiting for a change that will never be accepted.
+                        let number = self.doc_number(&envelope.doc);
+                        let slot = Prereq::Slot(number, envelope.actor(), envelope.change.seq());
                         self.record_fork(envelope, other, report_held, receipt);
-                        vec![Prereq::Hash(hash)]
+                        vec![Prereq::Hash(hash), slot]
                     }
                     Verdict::Exclude(reason, detail) => {
                         let number = self.doc_number(&envelope.doc);
@@ -1487,6 +1511,7 @@ impl Replica {
             }
         }
         self.settle(queue, false, &mut touched, &mut inner)?;
+        self.sweep_pending(&mut touched, &mut inner)?;
         self.flush_deferred()?;
         for envelope in inner.accepted {
             if !before.contains(&envelope.hash()) {
@@ -1511,6 +1536,36 @@ impl Replica {
             }
         }
         Ok(())
+    }
+
+    /// Decides again every waiting envelope whose prerequisites are all decided now. After a rebuild a waiting
+    /// envelope can be parked on a prerequisite that the rebuild decided before the envelope was parked again
+    /// (the held set is replayed in hash order, not causal order), and nothing would wake it.
+    fn sweep_pending(
+        &mut self,
+        touched: &mut HashMap<ChangeHash, bool>,
+        receipt: &mut Receipt,
+    ) -> Result<(), Error> {
+        loop {
+            let waiting: Vec<Envelope> =
+                self.pending.values().map(|w| w.envelope.clone()).collect();
+            let ready: Vec<ChangeHash> = waiting
+                .iter()
+                .filter(|e| !matches!(self.readiness(e), Readiness::Missing(_)))
+                .map(Envelope::hash)
+                .collect();
+            if ready.is_empty() {
+                return Ok(());
+            }
+            let mut queue = VecDeque::new();
+            for hash in ready {
+                if let Some(waiting) = self.take_pending(&hash) {
+                    touched.entry(hash).or_insert(true);
+                    queue.push_back(waiting.envelope);
+                }
+            }
+            self.settle(queue, false, touched, receipt)?;
+        }
     }
 
     /// The documents where `facts` may take out a change that is accepted now (an over-approximation: council

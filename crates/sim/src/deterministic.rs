@@ -565,8 +565,10 @@ impl<'a> Sim<'a> {
     fn next_op(&mut self, i: usize) -> Option<Op> {
         self.counter += 1;
         let node = &self.nodes[i];
+        let key = node.key.public().to_hex();
         let writer = workload::Writer {
             name: &node.name,
+            key: &key,
             region: &node.region,
             role: node.role,
         };
@@ -878,8 +880,86 @@ impl<'a> Sim<'a> {
         let lost: Vec<String> = honest
             .iter()
             .filter_map(|n| {
-                let missing = all.iter().filter(|h| !n.replica.contains(h)).count();
-                (missing > 0).then(|| format!("{} lacks {missing}", n.name))
+                let missing: Vec<&ChangeHash> =
+                    all.iter().filter(|h| !n.replica.contains(h)).collect();
+                let first = missing.first()?;
+                // Why the first one is missing: held waiting, refused (and why), or never received.
+                let why = if n.replica.is_pending(first) {
+                    // Follow waiting changes down to the dependencies this node neither holds nor waits on.
+                    let mut roots: BTreeSet<ChangeHash> = BTreeSet::new();
+                    let mut queue = vec![**first];
+                    let mut seen: BTreeSet<ChangeHash> = BTreeSet::new();
+                    while let Some(h) = queue.pop() {
+                        if !seen.insert(h) {
+                            continue;
+                        }
+                        match n.replica.pending_envelopes().find(|e| e.hash() == h) {
+                            Some(e) => queue.extend(
+                                e.change
+                                    .deps()
+                                    .iter()
+                                    .chain(&e.auth_heads)
+                                    .filter(|d| !n.replica.holds(d)),
+                            ),
+                            None => {
+                                roots.insert(h);
+                            }
+                        }
+                    }
+                    let lacking: Vec<String> = roots
+                        .into_iter()
+                        .map(|d| {
+                            let elsewhere: Vec<&str> = honest
+                                .iter()
+                                .filter(|o| o.replica.holds(&d))
+                                .map(|o| o.name.as_str())
+                                .collect();
+                            let stored: Vec<&str> = honest
+                                .iter()
+                                .filter(|o| o.stored.contains_key(&d))
+                                .map(|o| o.name.as_str())
+                                .collect();
+                            format!(
+                                "{} (here: pending {}, refused {:?}) held by [{}] stored by [{}]",
+                                &d.to_string()[..12],
+                                n.replica.is_pending(&d),
+                                n.replica.rejection(&d),
+                                elsewhere.join(","),
+                                stored.join(",")
+                            )
+                        })
+                        .collect();
+                    let stuck = n
+                        .replica
+                        .pending_envelopes()
+                        .find(|e| e.hash() == **first)
+                        .map(|e| {
+                            format!(
+                                "{} seq {} by {} with {} deps, {} auth heads",
+                                e.doc,
+                                e.change.seq(),
+                                &hex::encode(e.actor().key)[..8],
+                                e.change.deps().len(),
+                                e.auth_heads.len()
+                            )
+                        })
+                        .unwrap_or_default();
+                    format!(
+                        "{stuck}, parked on {:?}, lacking [{}]",
+                        n.replica.waits_for(first),
+                        lacking.join("; ")
+                    )
+                } else if let Some(reason) = n.replica.rejection(first) {
+                    format!("refused: {reason}")
+                } else {
+                    "never received".to_owned()
+                };
+                Some(format!(
+                    "{} lacks {} (e.g. {}: {why})",
+                    n.name,
+                    missing.len(),
+                    &first.to_string()[..12]
+                ))
             })
             .collect();
         invariants.push(Invariant {
@@ -914,6 +994,7 @@ impl<'a> Sim<'a> {
                 applied.join("; ")
             },
         });
+        invariants.extend(governance_invariants(&honest));
         invariants.push(Invariant {
             name: "no node panics".into(),
             ok: true,
@@ -979,6 +1060,92 @@ fn policy(scenario: &Scenario) -> Policy {
 /// How often a node whose mesh lost peers connects to others.
 const MESH_INTERVAL_MS: u64 = 1_000;
 
+/// Governance on the honest nodes, derived once per distinct set of heads (governance is a function of the
+/// registry, so equal heads show equal decisions): no experiment runs without the approvals it needs, no pod's
+/// spend exceeds its funds, and every honest node shows the same governance.
+fn governance_invariants(honest: &[&SimNode]) -> Vec<Invariant> {
+    let mut by_heads: BTreeMap<Vec<ChangeHash>, (&str, governance::Governance)> = BTreeMap::new();
+    for node in honest {
+        by_heads.entry(node.replica.heads()).or_insert_with(|| {
+            (
+                &node.name,
+                governance::Governance::derive(&node.replica.view()),
+            )
+        });
+    }
+    let mut unapproved = Vec::new();
+    let mut overspent = Vec::new();
+    let (mut running, mut waiting, mut blocked) = (0, 0, 0);
+    for (name, g) in by_heads.values() {
+        for state in g.experiments.values() {
+            let started = matches!(
+                state.stage,
+                governance::Stage::Running
+                    | governance::Stage::Stopped
+                    | governance::Stage::Concluded
+            );
+            if started
+                && state.approval.required > 0
+                && state.approval.decision != Some(model::Decision::Approved)
+            {
+                unapproved.push(format!("{name}: {} runs without its approvals", state.key));
+            }
+            running += usize::from(state.stage == governance::Stage::Running);
+            waiting += usize::from(state.stage == governance::Stage::AwaitingApproval);
+            blocked += usize::from(state.stage == governance::Stage::Blocked);
+        }
+        for row in &g.budgets {
+            if row.spent > row.allocated + row.rolled_over + row.bonus + 1e-6 || row.remaining < 0.0
+            {
+                overspent.push(format!(
+                    "{name}: pod {} spent {} of {} in {}",
+                    row.pod,
+                    row.spent,
+                    row.allocated + row.rolled_over + row.bonus,
+                    row.quarter
+                ));
+            }
+        }
+    }
+    let distinct: BTreeSet<String> = by_heads
+        .values()
+        .map(|(_, g)| serde_json::to_string(g).unwrap_or_default())
+        .collect();
+    vec![
+        Invariant {
+            name: "no experiment runs without its approvals".into(),
+            ok: unapproved.is_empty(),
+            detail: if unapproved.is_empty() {
+                format!("{running} running, {waiting} awaiting approval, {blocked} blocked starts")
+            } else {
+                unapproved.join("; ")
+            },
+        },
+        Invariant {
+            name: "no pod spends more than its funds".into(),
+            ok: overspent.is_empty(),
+            detail: if overspent.is_empty() {
+                let spent: f64 = by_heads
+                    .values()
+                    .next()
+                    .map_or(0.0, |(_, g)| g.budgets.iter().map(|b| b.spent).sum());
+                format!("{spent} spent within the pods' funds")
+            } else {
+                overspent.join("; ")
+            },
+        },
+        Invariant {
+            name: "every honest node shows the same governance".into(),
+            ok: distinct.len() <= 1,
+            detail: format!(
+                "{} distinct governance states over {} distinct head sets",
+                distinct.len(),
+                by_heads.len()
+            ),
+        },
+    ]
+}
+
 /// Genesis by the first council node, membership for every member node, an objective and one key result per region
 /// with pods. Returns the federation and the envelopes every node starts with.
 fn found(nodes: &mut [SimNode]) -> (registry::FederationId, Vec<Envelope>) {
@@ -986,6 +1153,11 @@ fn found(nodes: &mut [SimNode]) -> (registry::FederationId, Vec<Envelope>) {
         .iter()
         .position(|n| n.role == Role::Council && !n.observer)
         .expect("validated: a council node exists");
+    let pods: BTreeSet<String> = nodes
+        .iter()
+        .filter(|n| n.role == Role::Pod && !n.observer)
+        .map(|n| n.region.clone())
+        .collect();
     let member = |n: &SimNode| model::Member {
         public_key: n.key.public().to_hex(),
         name: n.name.clone(),
@@ -1034,6 +1206,18 @@ fn found(nodes: &mut [SimNode]) -> (registry::FederationId, Vec<Envelope>) {
             )
             .expect("objective"),
     );
+    for pod in pods {
+        envelopes.push(
+            founder_node
+                .replica
+                .write(
+                    &founder_node.key,
+                    &Op::AllocateBudget(workload::budget(&pod)),
+                    0,
+                )
+                .expect("budget"),
+        );
+    }
     let federation = founder_node.replica.federation().expect("founded");
     let mut regions_done = BTreeSet::new();
     for node in nodes.iter_mut() {

@@ -48,6 +48,34 @@ pub enum Write {
     },
     /// A steward approves the first proposed schema not yet approved (nothing when there is none).
     ApproveSchema,
+    /// A pod registers an experiment: metrics come from a small pool and audiences name no region, so pods of
+    /// different regions overlap often; some cost more than any threshold the council sets (high impact).
+    Experiment {
+        /// Experiment key.
+        key: String,
+        /// Its cost.
+        cost: f64,
+        /// Its primary metric.
+        metric: String,
+        /// When.
+        at_ms: i64,
+    },
+    /// A pod starts the first of its experiments that governance lets start now (nothing when none may).
+    Start {
+        /// The pod.
+        pod: String,
+        /// When.
+        at_ms: i64,
+    },
+    /// A council member votes on the experiment that has waited longest for approval (nothing when none waits).
+    Vote {
+        /// The voter's public key (hex).
+        by: String,
+        /// Reject rather than approve.
+        reject: bool,
+        /// When.
+        at_ms: i64,
+    },
     /// A council node revokes a member.
     Revoke {
         /// The member's public key (hex).
@@ -59,11 +87,13 @@ pub enum Write {
     },
 }
 
-/// Who writes: a node's name, region and role.
+/// Who writes: a node's name, key, region and role.
 #[derive(Clone, Copy, Debug)]
 pub struct Writer<'a> {
     /// Node name (record ids start with it).
     pub name: &'a str,
+    /// Public key (hex).
+    pub key: &'a str,
     /// Region (the pod its pod nodes share).
     pub region: &'a str,
     /// Role.
@@ -82,17 +112,32 @@ pub fn plan(
     let id = format!("{}-{counter}", writer.name);
     let roll: f64 = rng.random();
     match writer.role {
-        Role::Council if roll < 0.5 => Write::Objective { id },
-        Role::Council => Write::Threshold {
-            cost: (counter % 100) as f64 * 100.0,
+        Role::Council if roll < 0.4 => Write::Objective { id },
+        Role::Council if roll < 0.6 => Write::Threshold {
+            cost: 4_000.0 + (counter % 40) as f64 * 100.0,
+        },
+        Role::Council => Write::Vote {
+            by: writer.key.to_owned(),
+            reject: counter.is_multiple_of(5),
+            at_ms: now_ms,
         },
         Role::Pod if roll < 0.3 && conflicts => Write::KeyResult {
             id: format!("kr-{}", writer.region),
             current: (counter % 1000) as f64 / 1000.0,
             at_ms: now_ms,
         },
-        Role::Pod if roll < 0.5 => Write::Schema {
+        Role::Pod if roll < 0.4 => Write::Schema {
             event: format!("Event {id}"),
+        },
+        Role::Pod if roll < 0.55 => Write::Experiment {
+            key: id,
+            cost: (counter % 10) as f64 * 1_000.0,
+            metric: format!("metric-{}", counter % 4),
+            at_ms: now_ms,
+        },
+        Role::Pod if roll < 0.75 => Write::Start {
+            pod: writer.region.to_owned(),
+            at_ms: now_ms,
         },
         Role::Pod | Role::Partner => Write::Learning { id, at_ms: now_ms },
         Role::Steward => Write::ApproveSchema,
@@ -143,6 +188,46 @@ impl Write {
                     ..proposal
                 })
             }
+            Write::Experiment {
+                key,
+                cost,
+                metric,
+                at_ms,
+            } => Op::NewExperiment(experiment(key, *cost, metric, *at_ms)),
+            Write::Start { pod, at_ms } => {
+                let view = view();
+                let key = view
+                    .experiments
+                    .values()
+                    .filter(|e| e.pod == *pod && e.status == model::ExperimentStatus::Draft)
+                    .find(|e| governance::try_start(&view, &e.key, *at_ms).is_ok())?
+                    .key
+                    .clone();
+                Op::SetExperimentStatus {
+                    key,
+                    status: model::ExperimentStatus::Running,
+                    at_ms: *at_ms,
+                }
+            }
+            Write::Vote { by, reject, at_ms } => {
+                let view = view();
+                let governance = governance::Governance::derive(&view);
+                let waiting = governance.queue().into_iter().find(|s| {
+                    !s.approval.approvals.iter().any(|v| v.by == *by)
+                        && !s.approval.ignored.iter().any(|(v, _)| v.by == *by)
+                })?;
+                Op::Decide(model::Approval {
+                    experiment: waiting.key.clone(),
+                    decision: if *reject {
+                        model::Decision::Rejected
+                    } else {
+                        model::Decision::Approved
+                    },
+                    reason: "simulated council".into(),
+                    by: by.clone(),
+                    at_ms: *at_ms,
+                })
+            }
             Write::Revoke {
                 public_key,
                 by,
@@ -156,6 +241,49 @@ impl Write {
                 },
             },
         })
+    }
+}
+
+/// An experiment registered by the simulated workload (dates in the simulated quarter).
+pub fn experiment(key: &str, cost: f64, metric: &str, now_ms: i64) -> model::Experiment {
+    model::Experiment {
+        key: key.to_owned(),
+        pod: String::new(),
+        hypothesis: model::Hypothesis::parse(&format!(
+            "if we change {key} then {metric} rises because users notice"
+        )),
+        funnel_stage: model::FunnelStage::Activation,
+        audience: model::Audience::default(),
+        variants: vec![
+            model::Variant {
+                key: "control".into(),
+                weight: 0.5,
+            },
+            model::Variant {
+                key: "treatment".into(),
+                weight: 0.5,
+            },
+        ],
+        primary_metric: Some(metric.to_owned()),
+        guardrail_metrics: Vec::new(),
+        start_date: Some("2026-11-02".into()),
+        end_date: Some("2026-11-30".into()),
+        cost,
+        status: model::ExperimentStatus::Draft,
+        namespace: None,
+        started_at_ms: None,
+        created_by: String::new(),
+        created_at_ms: now_ms,
+    }
+}
+
+/// The budget every region's pod gets for the simulated quarter.
+pub fn budget(pod: &str) -> model::Budget {
+    model::Budget {
+        pod: pod.to_owned(),
+        quarter: QUARTER.into(),
+        allocated: 20_000.0,
+        by: String::new(),
     }
 }
 
@@ -210,6 +338,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         let writer = Writer {
             name: "emea-pod-1",
+            key: "00",
             region: "emea",
             role: Role::Pod,
         };

@@ -200,11 +200,24 @@ pub enum LearningsCommand {
         #[arg(long)]
         experiment: Option<String>,
     },
-    /// Search learnings (all of them when the query is empty).
+    /// Search learnings across the federation, ranked by relevance (BM25; all of them, newest first, when the
+    /// query is empty).
     Search {
         /// Words to look for.
         #[arg(default_value = "")]
         query: String,
+        /// Only learnings shared by this pod.
+        #[arg(long)]
+        pod: Option<String>,
+        /// Only learnings about an experiment at this funnel stage.
+        #[arg(long)]
+        funnel_stage: Option<String>,
+        /// Only with this outcome: win, loss or inconclusive.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Only with this tag.
+        #[arg(long)]
+        tag: Option<String>,
     },
     /// Concluded experiments whose learning is overdue, by pod.
     Overdue,
@@ -960,18 +973,43 @@ pub fn learnings(
             })?;
             Ok(exit::OK)
         }
-        LearningsCommand::Search { query } => {
+        LearningsCommand::Search {
+            query,
+            pod,
+            funnel_stage,
+            outcome,
+            tag,
+        } => {
             let view = node.view();
-            let hits: Vec<&Learning> = if query.trim().is_empty() {
-                view.learnings.values().collect()
-            } else {
-                view.search_learnings(&query)
+            let filters = governance::search::Filters {
+                pod,
+                funnel_stage: funnel_stage.map(|s| input(s.parse())).transpose()?,
+                outcome: outcome.map(|o| input(o.parse())).transpose()?,
+                tag,
             };
+            let scored = governance::search::search(&view, &query, &filters);
+            let hits: Vec<serde_json::Value> = scored
+                .iter()
+                .map(|(l, score)| {
+                    let mut value = serde_json::to_value(l).unwrap_or_default();
+                    value["score"] = ((score * 1e4).round() / 1e4).into();
+                    value
+                })
+                .collect();
             context.print(&serde_json::json!({ "learnings": hits }), |_| {
-                for l in &hits {
+                if scored.is_empty() {
+                    outln!(context, "no learning matches");
+                }
+                for (l, score) in &scored {
+                    let outcome = l.outcome.map_or("-".to_owned(), |o| {
+                        serde_json::to_value(o)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default()
+                    });
                     outln!(
                         context,
-                        "{:<16} {:<18} {}\n    {}",
+                        "{score:>6.2}  {}  {}  [{outcome}]  {}\n        {}",
                         l.source,
                         l.id,
                         l.title,

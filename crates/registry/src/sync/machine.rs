@@ -116,10 +116,13 @@ pub struct Absorbed {
 
 impl From<&crate::Receipt> for Absorbed {
     /// Only what the sender could have checked itself counts against it: a change refused because of what this
-    /// replica holds (a revocation, an equivocation proof) is evidence an honest peer relays.
+    /// replica holds (a revocation, an equivocation proof) is evidence an honest peer relays. A change that now
+    /// waits for its dependencies (or is held excluded) is new here too: a sender whose answer brought only such
+    /// changes made progress (the next pull names the missing dependencies), it did not claim heads it does not
+    /// serve.
     fn from(receipt: &crate::Receipt) -> Self {
         Self {
-            accepted: receipt.accepted.len(),
+            accepted: receipt.accepted.len() + receipt.pending_added.len() + receipt.held.len(),
             rejected: receipt.rejected.len(),
             penalizing: receipt
                 .rejected

@@ -8,7 +8,8 @@ use automerge::ChangeHash;
 
 use super::responder::{EnvelopeSource, Responder, sorted};
 use super::wire::{
-    Announcement, Push, Request, Response, context_fingerprint, heads_digest, response_fingerprint,
+    Announcement, MAX_LISTED_HASHES, Push, Request, Response, context_fingerprint, heads_digest,
+    response_fingerprint,
 };
 use crate::Replica;
 use crate::envelope::DecodeError;
@@ -151,6 +152,8 @@ pub struct Syncer<P: Ord + Clone> {
     responder: Responder,
     /// No pull in flight started before this (a lower bound), so a tick need not look at every peer.
     earliest_in_flight_ms: Option<u64>,
+    /// Where the next request's window over the missing dependencies starts (see `start_pull`).
+    need_offset: usize,
 }
 
 impl<P: Ord + Clone> Default for Syncer<P> {
@@ -162,6 +165,7 @@ impl<P: Ord + Clone> Default for Syncer<P> {
             push_waits: BTreeMap::new(),
             responder: Responder::default(),
             earliest_in_flight_ms: None,
+            need_offset: 0,
         }
     }
 }
@@ -350,7 +354,16 @@ impl<P: Ord + Clone> Syncer<P> {
         let lacking = self.lacking(&self.peers.get(peer)?.heads, replica);
         let state = self.peers.get_mut(peer)?;
         let mut need = need;
-        need.extend(replica.missing_dependencies());
+        // More missing dependencies than a request lists (a hostile member's junk can fill the pending set): ask for
+        // the next window of them each time, so every one is asked for within a few requests, not the same first
+        // ones (by hash) forever while an honest change waits behind them.
+        let mut missing = replica.missing_dependencies();
+        if missing.len() > MAX_LISTED_HASHES {
+            let offset = self.need_offset % missing.len();
+            missing.rotate_left(offset);
+            self.need_offset = self.need_offset.wrapping_add(MAX_LISTED_HASHES);
+        }
+        need.extend(missing);
         let request = replica.pull_request(
             &state.heads,
             state.by_ref,

@@ -245,7 +245,10 @@ impl Replica {
         } else {
             let mut have = marked(known, &held);
             have.extend(common.into_iter().flatten());
-            need.extend(marked(known, &wanted));
+            // The heads asked for come first: they must survive the cut below.
+            let mut first = marked(known, &wanted);
+            first.append(&mut need);
+            need = first;
             (None, None, have)
         };
         let (held, wanted) = if by_ref {
@@ -266,9 +269,11 @@ impl Replica {
                 .filter(|h| !under_set.contains(h)),
         );
         let bloom = Bloom::from_hashes(unshared.iter());
-        need.sort();
-        need.dedup();
+        // Cut in the caller's order of priority (its window over the missing dependencies), then sort.
+        let mut seen = HashSet::new();
+        need.retain(|h| seen.insert(*h));
         need.truncate(MAX_LISTED_HASHES);
+        need.sort();
         Some(Request {
             federation,
             have_ref,

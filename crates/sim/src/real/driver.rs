@@ -479,8 +479,10 @@ impl<'a> Driver<'a> {
             }
             self.counter += 1;
             let member = &self.cluster.members[i];
+            let key = member.key.public().to_hex();
             let writer = workload::Writer {
                 name: &member.name,
+                key: &key,
                 region: &member.region,
                 role: member.role,
             };
