@@ -1,7 +1,7 @@
 //! RFC 3339 timestamps (what Segment's `timestamp` holds) to and from Unix milliseconds, without a date library.
 
-/// Milliseconds in a day.
-pub const DAY_MS: i64 = 86_400_000;
+pub use model::calendar::DAY_MS;
+use model::calendar::{civil_from_days, days_from_civil, days_in_month};
 
 /// Parses `2026-01-31T12:00:00Z`, `2026-01-31T12:00:00.123+02:00` (a space may replace the `T`; fractions beyond
 /// milliseconds are truncated). A zone is required: a time without one means different instants on different pods.
@@ -76,43 +76,6 @@ pub fn format_rfc3339(ms: i64) -> String {
     let (hour, minute) = (in_day / 3_600_000, in_day / 60_000 % 60);
     let (second, millis) = (in_day / 1000 % 60, in_day % 1000);
     format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z")
-}
-
-fn is_leap(year: i64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

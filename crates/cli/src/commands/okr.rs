@@ -129,6 +129,7 @@ pub fn run(context: &Context, node: &mut Node, command: OkrCommand) -> anyhow::R
                 target,
                 current: None,
                 updated_at_ms: now_ms(),
+                window_days: model::okr::DEFAULT_KEY_RESULT_WINDOW_DAYS,
             };
             let outcome = node
                 .write(&Op::AddKeyResult(kr), now_ms())
