@@ -104,45 +104,56 @@ impl Node {
             });
         }
         let mut populations = BTreeMap::new();
-        let mut refreshes = Vec::with_capacity(mine.len());
-        for kr in mine {
-            let window = kr.window(as_of_ms);
-            let mut refresh = Refresh {
-                id: kr.id.clone(),
-                metric: kr.metric.clone(),
-                window_days: kr.window_days,
-                window_start_ms: window.start_ms,
-                window_end_ms: window.end_ms,
-                value: None,
-                users: 0,
-                events: 0,
-                previous: kr.current,
-                change: None,
-                problem: None,
-            };
-            match self.measure(&view, &kr.metric, window, &mut populations) {
-                Ok(measurement) => {
-                    refresh.value = measurement.value;
-                    refresh.users = measurement.users;
-                    refresh.events = measurement.events;
-                }
-                Err(events::Error::Analysis(problem)) => {
-                    tracing::warn!(key_result = %kr.id, %problem, "key result cannot be measured");
-                    refresh.problem = Some(problem.to_string());
-                }
-                Err(other) => return Err(other.into()),
+        mine.into_iter()
+            .map(|kr| self.refresh_one(&view, kr, as_of_ms, now_ms, &mut populations))
+            .collect()
+    }
+
+    /// Measures one key result and publishes its value when it changed.
+    fn refresh_one(
+        &mut self,
+        view: &RegistryView,
+        kr: &KeyResult,
+        as_of_ms: i64,
+        now_ms: i64,
+        populations: &mut BTreeMap<Window, Exposures>,
+    ) -> Result<Refresh, Error> {
+        let window = kr.window(as_of_ms);
+        let mut refresh = Refresh {
+            id: kr.id.clone(),
+            metric: kr.metric.clone(),
+            window_days: kr.window_days,
+            window_start_ms: window.start_ms,
+            window_end_ms: window.end_ms,
+            value: None,
+            users: 0,
+            events: 0,
+            previous: kr.current,
+            change: None,
+            problem: None,
+        };
+        match self.measure(view, &kr.metric, window, populations) {
+            Ok(measurement) => {
+                refresh.value = measurement.value;
+                refresh.users = measurement.users;
+                refresh.events = measurement.events;
             }
-            if let Some(value) = refresh.value.filter(|v| Some(*v) != kr.current) {
-                let op = Op::UpdateKeyResult {
-                    id: kr.id.clone(),
-                    current: value,
-                    updated_at_ms: now_ms,
-                };
-                refresh.change = Some(self.write(&op, now_ms)?.change);
+            // A definition that cannot be measured any more is this key result's problem, not the others'.
+            Err(events::Error::Analysis(problem)) => {
+                tracing::warn!(key_result = %kr.id, %problem, "key result cannot be measured");
+                refresh.problem = Some(problem.to_string());
             }
-            refreshes.push(refresh);
+            Err(other) => return Err(other.into()),
         }
-        Ok(refreshes)
+        if let Some(value) = refresh.value.filter(|v| Some(*v) != kr.current) {
+            let op = Op::UpdateKeyResult {
+                id: kr.id.clone(),
+                current: value,
+                updated_at_ms: now_ms,
+            };
+            refresh.change = Some(self.write(&op, now_ms)?.change);
+        }
+        Ok(refresh)
     }
 
     /// The value of `metric` over `window`, from the stored events; the window's population is read once per

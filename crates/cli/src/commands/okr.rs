@@ -154,18 +154,7 @@ pub fn run(context: &Context, node: &mut Node, command: OkrCommand) -> anyhow::R
                 return Err(input_error("--target/--baseline: must be finite numbers"));
             }
             input(okr::validate_window_days("--window-days", window_days))?;
-            let approved = node
-                .view()
-                .metrics
-                .get(&metric)
-                .is_some_and(|m| m.status == StandardStatus::Approved);
-            if !approved {
-                return Err(input_error(format!(
-                    "--metric: `{metric}` is not an approved metric definition; propose it with `growthmesh metric \
-                     propose --key {metric} ...` and have a steward or the council approve it with `growthmesh \
-                     metric approve {metric}`"
-                )));
-            }
+            require_approved_metric(node, &metric)?;
             let kr = KeyResult {
                 id: node.new_id("kr", &metric, now_ms()),
                 objective,
@@ -221,6 +210,22 @@ pub fn run(context: &Context, node: &mut Node, command: OkrCommand) -> anyhow::R
     }
 }
 
+/// Refuses a key result's `--metric` unless it is an approved metric definition, saying how to get one.
+fn require_approved_metric(node: &Node, metric: &str) -> anyhow::Result<()> {
+    let approved = node
+        .view()
+        .metrics
+        .get(metric)
+        .is_some_and(|m| m.status == StandardStatus::Approved);
+    if approved {
+        return Ok(());
+    }
+    Err(input_error(format!(
+        "--metric: `{metric}` is not an approved metric definition; propose it with `growthmesh metric propose \
+         --key {metric} ...` and have a steward or the council approve it with `growthmesh metric approve {metric}`"
+    )))
+}
+
 /// Resolves `--as-of DATE` (the end of that day) or now.
 fn as_of(date: Option<&str>) -> anyhow::Result<i64> {
     match date {
@@ -250,36 +255,40 @@ fn refresh(
         anyhow::bail!("key result `{}`: {problem}", only.id);
     }
     let output = serde_json::json!({ "as_of_ms": as_of_ms, "key_results": refreshes });
-    context.print(&output, |_| {
-        let width = refreshes.iter().map(|r| r.id.len()).max().unwrap_or(0);
-        let metric_width = refreshes.iter().map(|r| r.metric.len()).max().unwrap_or(0);
-        for r in &refreshes {
-            let value = r.value.map_or_else(|| "-".to_owned(), |v| format!("{v:.6}"));
-            let outcome = match (&r.change, &r.problem, r.value) {
-                (_, Some(problem), _) => format!("not measured: {problem}"),
-                (Some(change), _, _) => format!("published (change {})", &change[..12]),
-                (None, _, None) => "no events in the window; nothing published".to_owned(),
-                (None, _, Some(_)) => "unchanged".to_owned(),
-            };
-            outln!(
-                context,
-                "{:<width$}  {:<metric_width$}  {value:>10}  {} users, {} events, {} days to {}  {outcome}",
-                r.id,
-                r.metric,
-                r.users,
-                r.events,
-                r.window_days,
-                model::calendar::format_date(r.window_end_ms - 1),
-            );
-        }
-        if refreshes.is_empty() {
-            outln!(context, "this pod has no key results");
-        }
-    })?;
+    context.print(&output, |_| print_refreshes(context, &refreshes))?;
     if refreshes.iter().any(|r| r.problem.is_some()) {
         return Ok(exit::PARTIAL);
     }
     Ok(exit::OK)
+}
+
+fn print_refreshes(context: &Context, refreshes: &[node::okr::Refresh]) {
+    if refreshes.is_empty() {
+        outln!(context, "this pod has no key results");
+    }
+    let width = refreshes.iter().map(|r| r.id.len()).max().unwrap_or(0);
+    let metric_width = refreshes.iter().map(|r| r.metric.len()).max().unwrap_or(0);
+    for r in refreshes {
+        let value = r
+            .value
+            .map_or_else(|| "-".to_owned(), |v| format!("{v:.6}"));
+        let outcome = match (&r.change, &r.problem, r.value) {
+            (_, Some(problem), _) => format!("not measured: {problem}"),
+            (Some(change), _, _) => format!("published (change {})", &change[..12]),
+            (None, _, None) => "no events in the window; nothing published".to_owned(),
+            (None, _, Some(_)) => "unchanged".to_owned(),
+        };
+        outln!(
+            context,
+            "{:<width$}  {:<metric_width$}  {value:>10}  {} users, {} events, {} days to {}  {outcome}",
+            r.id,
+            r.metric,
+            r.users,
+            r.events,
+            r.window_days,
+            model::calendar::format_date(r.window_end_ms - 1),
+        );
+    }
 }
 
 /// `okr tree [--quarter Q] [--as-of DATE]`.
