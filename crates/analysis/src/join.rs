@@ -1,7 +1,8 @@
 //! The driver of one analysis: the caller streams exposures, then each metric event once (in store order); the
 //! join credits every event to each metric that reads it, and [`Analysis::finish`] reduces and tests.
 
-use crate::aggregate::{Cursor, ExposureBuilder, Exposures, MetricValues, sums};
+use crate::aggregate::{Cursor, ExposureBuilder, Exposures, MetricValues, Sums, sums};
+use crate::period::Measurement;
 use crate::plan::Plan;
 use crate::report::{self, Options, Report};
 
@@ -16,7 +17,12 @@ pub struct Analysis<'p> {
 impl<'p> Analysis<'p> {
     /// Starts an analysis of `plan` over these exposures (see [`ExposureBuilder`]).
     pub fn new(plan: &'p Plan, exposures: ExposureBuilder) -> Self {
-        let exposures = exposures.finish();
+        Self::from_exposures(plan, exposures.finish())
+    }
+
+    /// Starts an analysis of `plan` over exposures already built (a key result's population, built once for every
+    /// key result measured over the same window).
+    pub fn from_exposures(plan: &'p Plan, exposures: Exposures) -> Self {
         let values = plan
             .metrics
             .iter()
@@ -48,9 +54,26 @@ impl<'p> Analysis<'p> {
 
     /// Caps, reduces to sufficient statistics and tests every metric.
     pub fn finish(mut self, options: &Options) -> Result<Report, crate::Error> {
+        let sums = self.reduce();
+        report::build(self.plan, &self.exposures, &sums, options)
+    }
+
+    /// Caps, reduces and takes each metric's value over every user, whatever their variant: what a key result
+    /// reports (see [`crate::period`]).
+    pub fn measure(mut self) -> Vec<Measurement> {
+        let sums = self.reduce();
+        self.plan
+            .metrics
+            .iter()
+            .zip(&sums)
+            .map(|(metric, (sums, events))| Measurement::pooled(metric, sums, *events))
+            .collect()
+    }
+
+    /// Per metric: per-variant sufficient statistics after capping, and the events credited.
+    fn reduce(&mut self) -> Vec<(Vec<Sums>, u64)> {
         let variants = self.plan.variants.len();
-        let sums: Vec<_> = self
-            .plan
+        self.plan
             .metrics
             .iter()
             .zip(&mut self.values)
@@ -58,8 +81,7 @@ impl<'p> Analysis<'p> {
                 values.cap(metric);
                 (sums(&self.exposures, values, variants), values.events_used)
             })
-            .collect();
-        report::build(self.plan, &self.exposures, &sums, options)
+            .collect()
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`aggregate`]: exposures (first exposure per user), per-user metric values, capping, sufficient statistics.
 //! - [`join`]: [`Analysis`], the driver: exposures in, metric events in (once per event name), report out.
 //! - [`report`]: tests per metric and variant, sample-ratio mismatch, verdicts, the result summary.
+//! - [`period`]: a metric's value over a window of the pod's own events (live key results), through the same join.
 //! - [`generate`]: a seeded generator of synthetic but realistic events, for tests and benchmarks.
 //!
 //! # Invariants
@@ -19,6 +20,7 @@
 pub mod aggregate;
 pub mod generate;
 pub mod join;
+pub mod period;
 pub mod plan;
 pub mod report;
 pub use model::time;
@@ -54,6 +56,14 @@ pub enum Error {
         role: String,
         /// Experiment key.
         experiment: String,
+    },
+    /// A key result names a metric that is not an approved metric definition.
+    #[error(
+        "metric `{metric}` is not an approved metric definition; propose it with `growthmesh metric propose` and have a steward or the council approve it with `growthmesh metric approve`"
+    )]
+    UnapprovedMetric {
+        /// Metric key.
+        metric: String,
     },
     /// A metric definition names an event without an approved schema.
     #[error("metric `{metric}`: {field} `{event}` has no approved event schema")]

@@ -50,7 +50,7 @@ impl MetricPlan {
 /// An experiment ready to analyse.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
-    /// Experiment key (the `experimentId` of its exposures).
+    /// Experiment key (the `experimentId` of its exposures); empty in a key result's plan (see [`crate::period`]).
     pub experiment: String,
     /// Variant keys, control first.
     pub variants: Vec<String>,
@@ -135,7 +135,7 @@ impl Plan {
     }
 }
 
-fn resolve(
+pub(crate) fn resolve(
     definition: &model::MetricDefinition,
     guardrail: bool,
     schemas: &Schemas,

@@ -98,6 +98,22 @@ impl Context {
         Ok(())
     }
 
+    /// Prints the outcome of a write that created a record with `id` (`id` in the JSON, and in the text, so that
+    /// the next command can name it).
+    pub fn print_created(
+        &self,
+        outcome: &node::WriteOutcome,
+        what: &str,
+        id: &str,
+    ) -> anyhow::Result<u8> {
+        let mut value = serde_json::to_value(outcome).context("serializing output")?;
+        value["id"] = id.into();
+        self.print(&value, |_| {
+            self.write_line(&format!("{what}: id {id}, change {}", outcome.change))
+        })?;
+        Ok(crate::exit::OK)
+    }
+
     /// Prints the outcome of a write.
     pub fn print_write(&self, outcome: &node::WriteOutcome, what: &str) -> anyhow::Result<u8> {
         self.print(outcome, |o| {

@@ -47,6 +47,13 @@ fn writes_survive_a_reopen() {
         "2026Q4",
     ]);
     pod.import_all(&council.export("founding.gmb"));
+    // A key result names an approved metric.
+    pod.json(&[
+        "metric", "propose", "--key", "m", "--type", "mean", "--event", "E",
+    ]);
+    council.import_all(&pod.export("proposal.gmb"));
+    council.json(&["metric", "approve", "m"]);
+    pod.import_all(&council.export("standards.gmb"));
     let objective = only_key(&pod.show()["objectives"]);
     pod.json(&[
         "okr",

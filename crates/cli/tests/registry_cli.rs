@@ -93,23 +93,6 @@ fn a_federation_works_end_to_end() {
     }
 
     // The pod's writes.
-    let objective_id = only_key(&pod.show()["objectives"]);
-    assert_write_output(&pod.json(&[
-        "okr",
-        "kr",
-        "add",
-        "--objective",
-        &objective_id,
-        "--metric",
-        "signup_rate",
-        "--target",
-        "0.3",
-    ]));
-    let kr_key = only_key(&pod.show()["key_results"]);
-    let kr_id = kr_key
-        .strip_prefix("emea/")
-        .expect("key results are keyed by pod");
-    assert_write_output(&pod.json(&["okr", "kr", "update", kr_id, "--current", "0.2"]));
     assert_write_output(&pod.json(&[
         "schema",
         "propose",
@@ -123,6 +106,16 @@ fn a_federation_works_end_to_end() {
         "consent",
         "--retention-days",
         "30",
+    ]));
+    assert_write_output(&pod.json(&[
+        "metric",
+        "propose",
+        "--key",
+        "signup_rate",
+        "--type",
+        "binomial",
+        "--event",
+        "Signed Up",
     ]));
     assert_write_output(&pod.json(&[
         "experiment",
@@ -149,9 +142,30 @@ fn a_federation_works_end_to_end() {
         "Onboarding emails help",
     ]));
 
-    // The steward approves the pod's schema once it has the pod's changes.
+    // The steward approves the pod's schema and metric once it has the pod's changes.
     steward.import_all(&pod.export("pod.gmb"));
     assert_write_output(&steward.json(&["schema", "approve", "Signed Up"]));
+    assert_write_output(&steward.json(&["metric", "approve", "signup_rate"]));
+
+    // A key result names an approved metric.
+    pod.import_all(&steward.export("standards.gmb"));
+    let objective_id = only_key(&pod.show()["objectives"]);
+    assert_write_output(&pod.json(&[
+        "okr",
+        "kr",
+        "add",
+        "--objective",
+        &objective_id,
+        "--metric",
+        "signup_rate",
+        "--target",
+        "0.3",
+    ]));
+    let kr_key = only_key(&pod.show()["key_results"]);
+    let kr_id = kr_key
+        .strip_prefix("emea/")
+        .expect("key results are keyed by pod");
+    assert_write_output(&pod.json(&["okr", "kr", "update", kr_id, "--current", "0.2"]));
 
     // Everything reaches the council.
     for node in [&pod, &steward, &partner] {

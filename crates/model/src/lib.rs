@@ -5,10 +5,15 @@
 //! - `doc.rs`: [`DocId`], the write authorities of the registry, and [`Role`].
 //! - `records.rs`: one type per registry record.
 //! - `view.rs`: [`RegistryView`], the typed registry every reader sees.
+//! - `okr.rs`: live OKRs: [`okr::Quarter`], key result windows, pace and [`okr::Confidence`].
+//! - `calendar.rs`: dates to Unix days and back (quarters, `--as-of` dates, event timestamps); `time.rs`: RFC 3339
+//!   timestamps, dates and quarters as text.
 //!
 //! This crate does no I/O and reads no clock; times are parameters (Unix milliseconds).
 
+pub mod calendar;
 mod doc;
+pub mod okr;
 mod records;
 mod result;
 pub mod time;

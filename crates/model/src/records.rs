@@ -111,7 +111,7 @@ pub struct KeyResult {
     pub objective: String,
     /// Owning pod.
     pub pod: String,
-    /// Metric it is measured by.
+    /// Key of the approved metric definition it is measured by.
     pub metric: String,
     /// Starting value.
     #[serde(default)]
@@ -124,6 +124,14 @@ pub struct KeyResult {
     /// When `current` was last set (Unix ms).
     #[serde(default)]
     pub updated_at_ms: i64,
+    /// The pod's node measures the metric over the events of this many days up to the as-of instant (key results
+    /// written before windows existed read as the default).
+    #[serde(default = "default_key_result_window_days")]
+    pub window_days: u32,
+}
+
+fn default_key_result_window_days() -> u32 {
+    crate::okr::DEFAULT_KEY_RESULT_WINDOW_DAYS
 }
 
 impl KeyResult {
@@ -914,6 +922,7 @@ mod tests {
             target: 20.0,
             current: Some(15.0),
             updated_at_ms: 0,
+            window_days: 28,
         };
         assert_eq!(kr.progress(), Some(0.5));
     }

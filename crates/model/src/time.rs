@@ -1,8 +1,8 @@
 //! Calendar arithmetic without a date library: RFC 3339 timestamps (what Segment's `timestamp` holds) to and from
 //! Unix milliseconds, `YYYY-MM-DD` dates, and quarters (`2026Q4`).
 
-/// Milliseconds in a day.
-pub const DAY_MS: i64 = 86_400_000;
+pub use crate::calendar::{DAY_MS, format_date};
+use crate::calendar::{civil_from_days, days_from_civil, days_in_month};
 
 /// Parses `2026-01-31T12:00:00Z`, `2026-01-31T12:00:00.123+02:00` (a space may replace the `T`; fractions beyond
 /// milliseconds are truncated). A zone is required: a time without one means different instants on different pods.
@@ -81,16 +81,7 @@ pub fn format_rfc3339(ms: i64) -> String {
 
 /// Unix milliseconds at the start (00:00 UTC) of a `YYYY-MM-DD` date; `None` when it is not one.
 pub fn date_ms(date: &str) -> Option<i64> {
-    crate::validate_date("date", date).ok()?;
-    let number = |range: std::ops::Range<usize>| date.get(range)?.parse::<i64>().ok();
-    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
-    (day <= days_in_month(year, month)).then(|| days_from_civil(year, month, day) * DAY_MS)
-}
-
-/// The `YYYY-MM-DD` date (UTC) of Unix milliseconds.
-pub fn format_date(ms: i64) -> String {
-    let (year, month, day) = civil_from_days(ms.div_euclid(DAY_MS));
-    format!("{year:04}-{month:02}-{day:02}")
+    crate::calendar::date_start_ms("date", date).ok()
 }
 
 /// The quarter (`2026Q4`) of a `YYYY-MM-DD` date; `None` when it is not one.
@@ -106,53 +97,8 @@ pub fn quarter_of_ms(ms: i64) -> String {
 
 /// The start and end (exclusive) in Unix milliseconds of a quarter like `2026Q4`; `None` when it is not one.
 pub fn quarter_bounds(quarter: &str) -> Option<(i64, i64)> {
-    crate::validate_quarter("quarter", quarter).ok()?;
-    let year: i64 = quarter[..4].parse().ok()?;
-    let q: i64 = quarter[5..].parse().ok()?;
-    let start = days_from_civil(year, 3 * (q - 1) + 1, 1) * DAY_MS;
-    let end = if q == 4 {
-        days_from_civil(year + 1, 1, 1)
-    } else {
-        days_from_civil(year, 3 * q + 1, 1)
-    } * DAY_MS;
-    Some((start, end))
-}
-
-fn is_leap(year: i64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    let quarter: crate::okr::Quarter = quarter.parse().ok()?;
+    Some((quarter.start_ms(), quarter.end_ms()))
 }
 
 #[cfg(test)]

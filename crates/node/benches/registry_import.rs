@@ -518,6 +518,7 @@ fn pod_op(
             target: 0.40,
             current: None,
             updated_at_ms: now,
+            window_days: model::okr::DEFAULT_KEY_RESULT_WINDOW_DAYS,
         });
     }
     if roll < 0.60 {

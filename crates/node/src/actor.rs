@@ -238,6 +238,8 @@ pub struct Actor {
     member_book: Vec<(PeerId, Vec<net::Multiaddr>)>,
     metrics: Metrics,
     nat: net::NatStatus,
+    /// When this pod's key results were last measured and published (0: not yet, so the first tick does it).
+    last_kr_refresh_ms: u64,
 }
 
 /// Now, in Unix milliseconds: the node's one clock.
@@ -293,6 +295,7 @@ impl Actor {
             member_book: Vec::new(),
             metrics: Metrics::default(),
             nat: net::NatStatus::default(),
+            last_kr_refresh_ms: 0,
         }
     }
 
@@ -704,6 +707,31 @@ impl Actor {
             if let Err(error) = self.node.expire_pending(now) {
                 tracing::error!(%error, "expiring pending changes failed");
             }
+        }
+        let interval = self.config.kr_refresh_interval_ms;
+        if interval > 0 && now.saturating_sub(self.last_kr_refresh_ms) >= interval {
+            self.last_kr_refresh_ms = now;
+            self.refresh_key_results(now);
+        }
+    }
+
+    /// Measures this pod's key results and queues the values that changed for the next push, as a CLI write is.
+    fn refresh_key_results(&mut self, now: u64) {
+        if self.node.own_pod().is_none() {
+            return;
+        }
+        let before = self.node.replica().heads();
+        match self.node.refresh_key_results(None, now as i64, now as i64) {
+            Ok(refreshes) => {
+                let published = refreshes.iter().filter(|r| r.change.is_some()).count();
+                tracing::info!(
+                    key_results = refreshes.len(),
+                    published,
+                    "key results refreshed"
+                );
+                self.queue_written(&before);
+            }
+            Err(error) => tracing::warn!(%error, "refreshing key results failed"),
         }
     }
 

@@ -30,6 +30,9 @@ pub struct Config {
     pub tick_ms: u64,
     /// Rejected changes from one peer before it is penalized once more.
     pub rejections_per_penalty: u64,
+    /// A pod's node measures its key results from its own events and publishes changed values this often, the
+    /// first time at start; 0 turns it off (`okr kr refresh` still works).
+    pub kr_refresh_interval_ms: u64,
     /// Transport limits.
     pub limits: net::Limits,
 }
@@ -50,6 +53,7 @@ impl Default for Config {
             relay_announce_debounce_ms: 500,
             tick_ms: 100,
             rejections_per_penalty: 1,
+            kr_refresh_interval_ms: 60 * 60 * 1000,
             limits: net::Limits::default(),
         }
     }

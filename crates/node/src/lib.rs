@@ -10,6 +10,7 @@
 //! - `api.rs`: the local HTTP API (axum): `/health`, `/metrics`, `/v1/status`, `/v1/exec`.
 //! - `remote.rs`: the CLI side: find a running daemon for a data dir and hand it a command.
 //! - `events.rs`: event ingestion into the store, the quarantine, and experiment analysis over stored events.
+//! - `okr.rs`: live key results: this pod's key results measured over its own events and published signed.
 //! - `invite.rs`: invite tickets and their redemption messages.
 //! - `config.rs`: [`config::Config`], every setting with a default.
 //! - `nat.rs`: [`nat::NatView`], reachability and relayed/direct connections as `status` shows them.
@@ -26,6 +27,7 @@ pub mod events;
 mod exchange;
 pub mod invite;
 pub mod nat;
+pub mod okr;
 pub mod remote;
 
 use std::path::{Path, PathBuf};

@@ -313,6 +313,7 @@ pub fn key_result(region: &str) -> model::KeyResult {
         target: 0.4,
         current: None,
         updated_at_ms: 0,
+        window_days: model::okr::DEFAULT_KEY_RESULT_WINDOW_DAYS,
     }
 }
 

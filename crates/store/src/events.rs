@@ -257,6 +257,14 @@ impl Events {
         scan(self, &self.exposures, experiment)
     }
 
+    /// Every stored event, then every exposure, each tree in key order (by name, user, time): who was active in
+    /// a period, for key results.
+    pub fn scan_all(&self) -> impl Iterator<Item = Result<StoredEvent, Error>> + '_ {
+        [&self.events, &self.exposures]
+            .into_iter()
+            .flat_map(move |tree| tree.iter().map(move |item| stored(self, item, None)))
+    }
+
     /// Number of stored events and exposures.
     pub fn len(&self) -> usize {
         self.events.len() + self.exposures.len()
@@ -305,19 +313,37 @@ fn scan<'a>(
     let mut prefix = name.as_bytes().to_vec();
     prefix.push(0);
     let prefix_len = prefix.len();
-    tree.scan_prefix(prefix).map(move |item| {
-        let (key, value) = events.sled(item)?;
-        if key.len() < prefix_len + 1 + KEY_TIME_BYTES + KEY_ID_BYTES {
-            return Err(Error::Corrupt {
-                what: "event key",
-                detail: format!("{} bytes is too short", key.len()),
-            });
+    tree.scan_prefix(prefix)
+        .map(move |item| stored(events, item, Some(prefix_len)))
+}
+
+/// A scanned entry; `prefix_len` is the length of `name \0`, found in the key when not known.
+fn stored(
+    events: &Events,
+    item: Result<(IVec, IVec), sled::Error>,
+    prefix_len: Option<usize>,
+) -> Result<StoredEvent, Error> {
+    let (key, value) = events.sled(item)?;
+    let corrupt = |detail: String| Error::Corrupt {
+        what: "event key",
+        detail,
+    };
+    let prefix_len = match prefix_len {
+        Some(len) => len,
+        None => {
+            key.iter()
+                .position(|&b| b == 0)
+                .ok_or_else(|| corrupt("no NUL after the name".into()))?
+                + 1
         }
-        Ok(StoredEvent {
-            key,
-            value,
-            prefix_len,
-        })
+    };
+    if key.len() < prefix_len + 1 + KEY_TIME_BYTES + KEY_ID_BYTES {
+        return Err(corrupt(format!("{} bytes is too short", key.len())));
+    }
+    Ok(StoredEvent {
+        key,
+        value,
+        prefix_len,
     })
 }
 
@@ -368,6 +394,31 @@ mod tests {
                 (b"u1".to_vec(), -3),
                 (b"u1".to_vec(), 9),
                 (b"u2".to_vec(), 5)
+            ]
+        );
+    }
+
+    #[test]
+    fn scan_all_reads_every_event_then_every_exposure() {
+        let store = Store::in_memory().expect("memory store");
+        let events = store.events().expect("trees");
+        let exposure = NewEvent {
+            exposure: true,
+            ..event("checkout", "u9", 7, 5)
+        };
+        let batch = [event("Order", "u2", 5, 1), event("A", "u1", 9, 2), exposure];
+        events.write(&batch).expect("write");
+        let scanned: Vec<(Vec<u8>, i64)> = events
+            .scan_all()
+            .map(|e| e.map(|e| (e.user().to_vec(), e.timestamp_ms())))
+            .collect::<Result<_, _>>()
+            .expect("scan");
+        assert_eq!(
+            scanned,
+            vec![
+                (b"u1".to_vec(), 9),
+                (b"u2".to_vec(), 5),
+                (b"u9".to_vec(), 7)
             ]
         );
     }

@@ -200,6 +200,7 @@ fn quarter_of_work(replicas: &mut [Replica], say: &impl Fn(String)) -> anyhow::R
             target: 0.40,
             current: None,
             updated_at_ms: now,
+            window_days: model::okr::DEFAULT_KEY_RESULT_WINDOW_DAYS,
         };
         node.write(&Op::AddKeyResult(kr), now)?;
         node.write(

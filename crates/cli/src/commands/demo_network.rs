@@ -244,6 +244,27 @@ fn quarter_of_work(nodes: &[DemoNode], say: &dyn Fn(String)) -> anyhow::Result<(
     say(format!(
         "council set objective {objective_id} for 2026Q4 and a high-impact threshold of 10000"
     ));
+    // A key result names an approved metric: the first pod proposes it, the council approves it.
+    nodes[1].run(
+        &[
+            "metric",
+            "propose",
+            "--key",
+            "activation-rate",
+            "--type",
+            "binomial",
+            "--event",
+            "Signup Completed",
+        ],
+        0,
+    )?;
+    wait_converged(&nodes[..=1])?;
+    council.run(&["metric", "approve", "activation-rate"], 0)?;
+    wait_converged(nodes)?;
+    say(format!(
+        "{}: proposed the metric activation-rate; the council approved it",
+        nodes[1].name
+    ));
     let plans = [
         (
             1,

@@ -60,6 +60,7 @@ pub fn key_result(id: &str, objective: &str) -> KeyResult {
         target: 0.3,
         current: None,
         updated_at_ms: 0,
+        window_days: model::okr::DEFAULT_KEY_RESULT_WINDOW_DAYS,
     }
 }
 
