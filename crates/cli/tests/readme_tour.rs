@@ -41,8 +41,7 @@ fn split(line: &str) -> (Vec<String>, String) {
     let mut words = Vec::new();
     let mut word = String::new();
     let mut quoted = false;
-    let mut chars = line.char_indices().peekable();
-    while let Some((at, c)) = chars.next() {
+    for (at, c) in line.char_indices() {
         match c {
             '"' => quoted = !quoted,
             '#' if !quoted && word.is_empty() => return (words, line[at..].to_owned()),
