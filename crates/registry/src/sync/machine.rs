@@ -13,7 +13,9 @@
 //!   announcement reached most peers already);
 //! - every [`Policy::announce_interval_ms`] a node gossips a summary (digest and count); a receiver whose digest
 //!   differs, and to whom the digest is not an earlier state of its own, pulls once the difference outlives one
-//!   RTO of the sender (changes still on their way arrive within that), instead of waiting for a second summary;
+//!   RTO of the sender during which its own state did not change (changes still on their way arrive within that;
+//!   while changes keep arriving, pushes are doing the work and a pull would fetch them twice), instead of waiting
+//!   for a second summary;
 //! - a pull whose answer does not come within the peer's RTO counts as lost: the RTO backs off and the pull is sent
 //!   again while the peer still has heads this node lacks; a late answer is still read;
 //! - a peer that sends malformed messages, changes refused for what they are (bad signature, malformed, wrong
@@ -163,6 +165,9 @@ struct PushFlight<P> {
 struct Suspect {
     digest: [u8; 32],
     since_ms: u64,
+    /// This node's digest when the wait began: while it keeps changing, changes are still arriving (pushes, other
+    /// pulls), and the wait starts again rather than pulling what is on its way.
+    ours: [u8; 32],
 }
 
 /// The sync policy state machine (see the module docs).
@@ -416,15 +421,16 @@ impl<P: Ord + Clone> SyncMachine<P> {
                 self.suspects.remove(&from);
                 return;
             }
-            let since_ms = self
+            let (since_ms, waited_on) = self
                 .suspects
                 .get(&from)
-                .map_or(now_ms, |suspect| suspect.since_ms);
+                .map_or((now_ms, ours), |suspect| (suspect.since_ms, suspect.ours));
             self.suspects.insert(
                 from,
                 Suspect {
                     digest: announcement.digest,
                     since_ms,
+                    ours: waited_on,
                 },
             );
             return;
@@ -631,6 +637,13 @@ impl<P: Ord + Clone> SyncMachine<P> {
             return;
         }
         let ours = self.digest(replica);
+        // This node's state moved since a wait began: what differed may have arrived, or be arriving. Wait again.
+        for suspect in self.suspects.values_mut() {
+            if suspect.ours != ours {
+                suspect.ours = ours;
+                suspect.since_ms = now_ms;
+            }
+        }
         let due: Vec<P> = self
             .suspects
             .iter()
