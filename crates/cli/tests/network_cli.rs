@@ -589,3 +589,79 @@ fn the_operator_block_set_cuts_a_peer_off_until_it_is_lifted() {
         |h| h.contains(&change),
     );
 }
+
+/// Governance through a partition on running nodes: the council approves a high-impact experiment while the pod is
+/// cut off; the pod's start is refused until the approval arrives with the heal, then goes through, and both nodes
+/// show it running.
+#[test]
+fn an_approval_given_during_a_partition_lets_the_start_through_after_the_heal() {
+    let (council, _council_node) = found("Council");
+    let (emea, _emea_node) = invite_and_join(&council, "pod", "emea");
+    let emea_peer = emea.peer_id();
+    council.json(&[
+        "council",
+        "threshold",
+        "--quarter",
+        "2026Q4",
+        "--cost",
+        "5000",
+    ]);
+    council.json(&[
+        "budget",
+        "allocate",
+        "--pod",
+        "emea",
+        "--quarter",
+        "2026Q4",
+        "--amount",
+        "20000",
+    ]);
+    wait_converged(&[&council, &emea], "the threshold and budget", |_| true);
+    emea.json(&[
+        "experiment",
+        "new",
+        "--key",
+        "big-bet",
+        "--hypothesis",
+        "if onboarding is rebuilt then activation doubles because teams see value on day one",
+        "--primary-metric",
+        "activation",
+        "--cost",
+        "8000",
+        "--start",
+        "2026-11-02",
+        "--end",
+        "2026-11-30",
+    ]);
+    wait_converged(&[&council, &emea], "the experiment", |_| true);
+
+    let (code, body) = post(
+        &council,
+        "/v1/block",
+        &format!(r#"{{"peers": ["{emea_peer}"]}}"#),
+        true,
+    );
+    assert_eq!(code, 200, "{body}");
+    council.wait_for_status("the pod to be cut off", |s| {
+        !peer_ids(s).contains(&emea_peer)
+    });
+    council.json(&["council", "approve", "big-bet", "--reason", "worth it"]);
+    let (refused, _) = emea.json_status(&["experiment", "start", "big-bet"], 1);
+    assert_eq!(refused["reason"], "needs_approval", "{refused}");
+
+    let (code, body) = post(&council, "/v1/block", r#"{"peers": []}"#, true);
+    assert_eq!(code, 200, "{body}");
+    wait_converged(
+        &[&council, &emea],
+        "the approval to cross the healed partition",
+        |_| true,
+    );
+    let started = emea.json(&["experiment", "start", "big-bet"]);
+    assert_eq!(started["status"], "running", "{started}");
+    wait_converged(&[&council, &emea], "the start", |_| true);
+    for node in [&council, &emea] {
+        let shown = node.json(&["experiment", "show", "big-bet"]);
+        assert_eq!(shown["status"], "running", "{shown}");
+        assert_eq!(shown["spend"]["amount"], 8000.0, "{shown}");
+    }
+}
