@@ -506,46 +506,40 @@ impl Governance {
 }
 
 /// Decides whether `key` may start at `at_ms`: the governance of `view` with that start added. `Ok` holds the
-/// experiment's state as running; `Err` the state that refuses it (blocked, with the rule and numbers).
-pub fn try_start(
-    view: &RegistryView,
-    key: &str,
-    at_ms: i64,
-) -> Result<ExperimentState, StartRefusal> {
-    let Some(experiment) = view.experiments.get(key) else {
+/// experiment's state as running and its pod's budget row after the spend; `Err` what refuses it (the rule and the
+/// numbers, and the budget row the start would draw on).
+pub fn try_start(view: &RegistryView, key: &str, at_ms: i64) -> Result<Started, StartRefusal> {
+    if !view.experiments.contains_key(key) {
         return Err(StartRefusal {
             reason: "unknown_experiment",
             detail: format!("no experiment `{key}`"),
             state: None,
+            budget: None,
         });
-    };
+    }
     let current = Governance::derive(view);
     let state = &current.experiments[key];
+    let refuse = |reason: &'static str, detail: String| StartRefusal {
+        reason,
+        detail,
+        state: Some(Box::new(state.clone())),
+        budget: current
+            .budget(&state.pod, &state.quarter)
+            .cloned()
+            .map(Box::new),
+    };
     match state.stage {
         Stage::Draft | Stage::Approved => {}
-        Stage::AwaitingApproval => {
-            return Err(StartRefusal {
-                reason: "needs_approval",
-                detail: approval_detail(state),
-                state: Some(Box::new(state.clone())),
-            });
-        }
-        Stage::Rejected => {
-            return Err(StartRefusal {
-                reason: "rejected",
-                detail: rejection_detail(&state.approval),
-                state: Some(Box::new(state.clone())),
-            });
-        }
+        Stage::AwaitingApproval => return Err(refuse("needs_approval", approval_detail(state))),
+        Stage::Rejected => return Err(refuse("rejected", rejection_detail(&state.approval))),
         stage => {
-            return Err(StartRefusal {
-                reason: "not_startable",
-                detail: format!(
+            return Err(refuse(
+                "not_startable",
+                format!(
                     "{key} is {}; only a draft or approved experiment starts",
                     stage.as_str()
                 ),
-                state: Some(Box::new(state.clone())),
-            });
+            ));
         }
     }
     let mut trial = view.clone();
@@ -555,17 +549,27 @@ pub fn try_start(
         .expect("the experiment was found above");
     started.status = ExperimentStatus::Running;
     started.started_at_ms = Some(at_ms);
-    let _ = experiment;
     let after = Governance::derive(&trial);
     let state = after.experiments[key].clone();
+    let budget = after.budget(&state.pod, &state.quarter).cloned();
     match &state.blocked {
-        None => Ok(state),
+        None => Ok(Started { state, budget }),
         Some(blocked) => Err(StartRefusal {
             reason: blocked.reason.code(),
             detail: blocked.detail.clone(),
             state: Some(Box::new(state.clone())),
+            budget: budget.map(Box::new),
         }),
     }
+}
+
+/// A start governance admits.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Started {
+    /// The experiment's state once started.
+    pub state: ExperimentState,
+    /// Its pod's budget row for the quarter, after the spend.
+    pub budget: Option<BudgetRow>,
 }
 
 /// Why a start is refused.
@@ -577,6 +581,8 @@ pub struct StartRefusal {
     pub detail: String,
     /// The experiment's state.
     pub state: Option<Box<ExperimentState>>,
+    /// The budget row of its pod and quarter.
+    pub budget: Option<Box<BudgetRow>>,
 }
 
 fn quarter(e: &Experiment) -> String {
@@ -973,8 +979,12 @@ pub(crate) mod tests {
                 .is_empty()
         );
         let running = try_start(&view, "big", 10).expect("approved and funded");
-        assert_eq!(running.stage, Stage::Running);
-        assert_eq!(running.spend.as_ref().map(|s| s.amount), Some(8_000.0));
+        assert_eq!(running.state.stage, Stage::Running);
+        assert_eq!(
+            running.state.spend.as_ref().map(|s| s.amount),
+            Some(8_000.0)
+        );
+        assert_eq!(running.budget.map(|b| b.remaining), Some(2_000.0));
     }
 
     #[test]

@@ -1172,8 +1172,6 @@ fn found(nodes: &mut [SimNode]) -> (registry::FederationId, Vec<Envelope>) {
         name: "simulated federation".into(),
         founder: member(&nodes[founder]),
     };
-    let key = nodes[founder].key.public();
-    let _ = key;
     let founder_node = &mut nodes[founder];
     envelopes.push(
         founder_node

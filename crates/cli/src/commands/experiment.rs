@@ -510,7 +510,7 @@ fn start(context: &Context, node: &mut Node, key: String) -> anyhow::Result<u8> 
     let view = node.view();
     let now = now_ms();
     match governance::try_start(&view, &key, now) {
-        Ok(state) => {
+        Ok(governance::Started { state, budget }) => {
             let outcome = node
                 .write(
                     &Op::SetExperimentStatus {
@@ -521,11 +521,6 @@ fn start(context: &Context, node: &mut Node, key: String) -> anyhow::Result<u8> 
                     now,
                 )
                 .map_err(map_write)?;
-            let after = Governance::derive(&node.view());
-            let budget = state
-                .spend
-                .as_ref()
-                .and_then(|spend| after.budget(&experiment.pod, &spend.quarter));
             let value = serde_json::json!({
                 "change": outcome.change, "heads": outcome.heads, "status": "running",
                 "spend": state.spend, "budget": budget,
@@ -536,7 +531,7 @@ fn start(context: &Context, node: &mut Node, key: String) -> anyhow::Result<u8> 
                     "experiment {key} started: change {}",
                     outcome.change
                 );
-                if let (Some(spend), Some(budget)) = (&state.spend, budget) {
+                if let (Some(spend), Some(budget)) = (&state.spend, &budget) {
                     outln!(
                         context,
                         "spent {} from pod {}'s {} budget; {} remaining",
@@ -551,11 +546,6 @@ fn start(context: &Context, node: &mut Node, key: String) -> anyhow::Result<u8> 
         }
         Err(refusal) => {
             let state = refusal.state.as_ref();
-            let budget = state.and_then(|s| {
-                Governance::derive(&view)
-                    .budget(&s.pod, &s.quarter)
-                    .cloned()
-            });
             let value = serde_json::json!({
                 "error": format!("experiment start {key} refused: {}", refusal.detail),
                 "reason": refusal.reason,
@@ -563,7 +553,7 @@ fn start(context: &Context, node: &mut Node, key: String) -> anyhow::Result<u8> 
                 "needs_approval": state.map(|s| s.needs_approval().iter().map(|n| n.code()).collect::<Vec<_>>()),
                 "missing_approvals": state.map(|s| s.approval.missing()),
                 "cost": experiment.cost,
-                "budget": budget,
+                "budget": refusal.budget,
             });
             context.print(&value, |v| {
                 outln!(
