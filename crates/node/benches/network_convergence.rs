@@ -2,7 +2,8 @@
 //! changes written across them through their local APIs; reports the time from the last write until every node shows
 //! identical heads, the bytes the sync protocol sent against the raw size of the changes, and round trips.
 //!
-//! `cargo bench -p node --bench network_convergence -- [--nodes 8,32] [--changes 10000]`
+//! `cargo bench -p node --bench network_convergence -- [--nodes 8,32] [--changes 10000]` (`RUST_LOG=net=debug`
+//! logs what the nodes do, on stderr).
 
 #![allow(clippy::print_stdout)] // a benchmark harness prints its figures
 
@@ -202,7 +203,10 @@ fn run(nodes: usize, changes: usize) -> Run {
         if heads.windows(2).all(|w| w[0] == w[1]) {
             break;
         }
-        assert!(Instant::now() < deadline, "no convergence within 120 s");
+        if Instant::now() >= deadline {
+            report_divergence(&remotes, &heads);
+            panic!("no convergence within 120 s");
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
     let converge_ms = last_write.elapsed().as_secs_f64() * 1000.0;
@@ -263,6 +267,30 @@ fn run(nodes: usize, changes: usize) -> Run {
     }
 }
 
+/// Which nodes hold which head sets, and what each is connected to, when the nodes did not agree.
+fn report_divergence(remotes: &[Remote], heads: &[Vec<String>]) {
+    let mut groups: std::collections::BTreeMap<&Vec<String>, Vec<usize>> = Default::default();
+    for (i, h) in heads.iter().enumerate() {
+        groups.entry(h).or_default().push(i);
+    }
+    println!("no agreement: {} distinct head sets", groups.len());
+    for (h, members) in &groups {
+        println!("  {} heads held by nodes {members:?}", h.len());
+    }
+    for (i, remote) in remotes.iter().enumerate() {
+        if let Ok(status) = remote.status() {
+            let network = status.network;
+            println!(
+                "  node {i}: {} peers, rejections {:?}, duplicates {}, round trips {}",
+                network.peers.len(),
+                network.rejections,
+                network.duplicate_envelopes,
+                network.round_trips
+            );
+        }
+    }
+}
+
 fn wait_connected(remotes: &[Remote]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -278,6 +306,12 @@ fn wait_connected(remotes: &[Remote]) {
 }
 
 fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args: Vec<String> = std::env::args().collect();
     let value = |flag: &str| {
         args.iter()

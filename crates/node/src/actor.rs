@@ -277,7 +277,11 @@ impl Actor {
             inbox,
             config,
             exec,
-            machine: SyncMachine::new(policy),
+            machine: {
+                let mut machine = SyncMachine::new(policy);
+                machine.set_local(local_peer);
+                machine
+            },
             local_peer,
             connected: BTreeSet::new(),
             listen_addrs: Vec::new(),

@@ -46,6 +46,8 @@ struct Net {
     penalties: Vec<(usize, usize, &'static str)>,
     /// Pull requests sent, per (from, to).
     pulls: BTreeMap<(usize, usize), u64>,
+    /// Heads announcements (not summaries) published, per node.
+    announcements: BTreeMap<usize, u64>,
 }
 
 /// A learning written as a change.
@@ -106,9 +108,10 @@ impl Net {
             for envelope in &setup {
                 node.envelopes.insert(envelope.hash(), envelope.clone());
             }
-            let others: BTreeSet<usize> = (0..n).filter(|j| *j != i).collect();
-            node.machine.set_members(Some(others.clone()));
-            for j in others {
+            // As on a running node, the member set lists this node too.
+            node.machine.set_local(i);
+            node.machine.set_members(Some((0..n).collect()));
+            for j in (0..n).filter(|j| *j != i) {
                 node.machine.connected_quietly(j);
             }
         }
@@ -121,6 +124,7 @@ impl Net {
             drop,
             penalties: Vec::new(),
             pulls: BTreeMap::new(),
+            announcements: BTreeMap::new(),
         }
     }
 
@@ -147,7 +151,10 @@ impl Net {
         let outputs: Vec<Output<usize>> = self.nodes[i].machine.drain().collect();
         for output in outputs {
             match output {
-                Output::Publish { bytes, .. } => {
+                Output::Publish { bytes, summary } => {
+                    if !summary {
+                        *self.announcements.entry(i).or_default() += 1;
+                    }
                     for to in 0..self.nodes.len() {
                         if to != i {
                             self.send(i, to, Payload::Announcement(bytes.clone()));
@@ -294,6 +301,44 @@ fn without_loss_a_write_arrives_by_push_alone() {
     let took = net.converge(1_000).expect("agrees");
     assert!(took <= 100, "{took} ms");
     assert!(net.pulls.is_empty(), "pulls sent: {:?}", net.pulls);
+    // The push reached every other member: announcing the heads as well would only make them pull it again.
+    for _ in 0..20 {
+        net.step();
+    }
+    assert!(
+        net.announcements.is_empty(),
+        "heads announced after a push that reached everyone: {:?}",
+        net.announcements
+    );
+}
+
+#[test]
+fn writes_while_the_push_window_is_full_go_out_together_when_it_frees() {
+    let mut net = Net::new(1, 0.0, 6);
+    for n in 0..10 {
+        net.write(1, &format!("burst-{n}"));
+        net.nodes[1].machine.flush(net.now);
+        net.carry_out(1);
+    }
+    let pushes = |net: &Net| {
+        net.queue
+            .values()
+            .filter(|(from, _, p)| *from == 1 && matches!(p, Payload::Push(..)))
+            .count()
+    };
+    assert_eq!(
+        pushes(&net),
+        registry::sync::PUSH_WINDOW,
+        "one push per write until the window is full, then the backlog waits"
+    );
+    let took = net.converge(1_000).expect("agrees");
+    assert!(took <= 200, "{took} ms");
+    assert!(net.pulls.is_empty(), "pulls sent: {:?}", net.pulls);
+    assert_eq!(
+        net.nodes[0].replica.heads(),
+        net.nodes[1].replica.heads(),
+        "every write of the burst arrived"
+    );
 }
 
 #[test]

@@ -38,6 +38,14 @@ pub const UNSERVED_STRIKES: u32 = 3;
 pub const DISTRUST_MS: u64 = 60_000;
 /// Push flights remembered at once; past this the oldest is given up (anti-entropy brings what it carried).
 const MAX_PUSH_FLIGHTS: usize = 4096;
+/// Pushes in flight to one peer at once. Changes written while the window is full wait in the peer's backlog and
+/// go in one push when an acknowledgement frees the window: the slower a peer answers, the larger the batches,
+/// so a loaded peer gets fewer, bigger messages instead of a stream per write.
+pub const PUSH_WINDOW: usize = 2;
+/// Changes one peer's backlog holds; past this the oldest are dropped and the heads announced (the peer pulls).
+const MAX_BACKLOG: usize = 20_000;
+/// A push message carries about this many bytes of changes at most; a larger batch goes in several.
+const MAX_PUSH_BYTES: usize = 1 << 20;
 
 /// Timing and thresholds of the policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -181,6 +189,10 @@ pub struct SyncMachine<P: Ord + Clone> {
     connected: BTreeSet<P>,
     push_queue: Vec<Envelope>,
     flights: BTreeMap<u64, PushFlight<P>>,
+    /// Pushes in flight per peer (the flights to it).
+    in_flight: BTreeMap<P, usize>,
+    /// Per peer whose push window is full: changes written since, to push when the window frees.
+    backlog: BTreeMap<P, Vec<Envelope>>,
     next_id: u64,
     dirty_since_ms: Option<u64>,
     dirty_own: bool,
@@ -205,6 +217,8 @@ impl<P: Ord + Clone> SyncMachine<P> {
             connected: BTreeSet::new(),
             push_queue: Vec::new(),
             flights: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            backlog: BTreeMap::new(),
             next_id: 0,
             dirty_since_ms: None,
             dirty_own: false,
@@ -243,10 +257,16 @@ impl<P: Ord + Clone> SyncMachine<P> {
         !self.out.is_empty()
     }
 
-    /// Sets the members (`None`: not known yet). Pushes go to connected members only.
+    /// Names this node, so that a member set that lists it (as a federation's does) counts the others right: a
+    /// push that reached every other member needs no announcement.
+    pub fn set_local(&mut self, me: P) {
+        self.me = Some(me);
+    }
+
+    /// Sets the members (`None`: not known yet); the set may hold this node (see [`SyncMachine::set_local`]).
+    /// Pushes go to connected members only.
     pub fn set_members(&mut self, members: Option<BTreeSet<P>>) {
         self.members = members.map(Arc::new);
-        self.me = None;
     }
 
     /// Sets the members from a set shared by many machines (a simulator's), which holds this node `me` too.
@@ -276,6 +296,8 @@ impl<P: Ord + Clone> SyncMachine<P> {
         self.pulls.remove(peer);
         self.suspects.remove(peer);
         self.flights.retain(|_, f| &f.to != peer);
+        self.in_flight.remove(peer);
+        self.backlog.remove(peer);
     }
 
     /// Connected peers.
@@ -335,42 +357,34 @@ impl<P: Ord + Clone> SyncMachine<P> {
         !self.push_queue.is_empty()
     }
 
-    /// Pushes the written changes to every connected member, one message per peer. When that is not every other
-    /// member, the heads are announced after the own-write debounce.
+    /// Pushes the written changes to every connected member, one message per peer (a peer whose push window is
+    /// full gets them in its backlog, pushed when the window frees). When that is not every other member, the heads
+    /// are announced after the own-write debounce.
     pub fn flush(&mut self, now_ms: u64) {
         if self.push_queue.is_empty() {
             return;
         }
-        let bytes = Arc::new(Push::encode_envelopes(std::mem::take(&mut self.push_queue)));
+        let queue = std::mem::take(&mut self.push_queue);
         let peers: Vec<P> = self
             .connected
             .iter()
             .filter(|p| self.is_member(p))
             .cloned()
             .collect();
-        for to in &peers {
-            let id = self.id();
-            if self.flights.len() >= MAX_PUSH_FLIGHTS
-                && let Some((&oldest, _)) = self.flights.first_key_value()
-            {
-                self.flights.remove(&oldest);
-                self.stats.pushes_given_up += 1;
+        let (free, busy): (Vec<P>, Vec<P>) = peers.iter().cloned().partition(|p| {
+            self.in_flight.get(p).copied().unwrap_or(0) < PUSH_WINDOW
+                && !self.backlog.contains_key(p)
+        });
+        for to in busy {
+            self.add_to_backlog(to, &queue, now_ms);
+        }
+        if !free.is_empty() {
+            for group in push_groups(queue) {
+                let bytes = Arc::new(Push::encode_envelopes(group));
+                for to in &free {
+                    self.send_push(to.clone(), bytes.clone(), now_ms);
+                }
             }
-            self.flights.insert(
-                id,
-                PushFlight {
-                    to: to.clone(),
-                    bytes: bytes.clone(),
-                    attempts: 1,
-                    sent_at_ms: now_ms,
-                },
-            );
-            self.out.push_back(Output::Send {
-                to: to.clone(),
-                kind: Outbound::Push,
-                id,
-                bytes: bytes.clone(),
-            });
         }
         let others = self.members.as_ref().map_or(usize::MAX, |m| {
             let me = self.me.as_ref().is_some_and(|me| m.contains(me));
@@ -378,6 +392,77 @@ impl<P: Ord + Clone> SyncMachine<P> {
         });
         if peers.is_empty() || others > 0 {
             self.changed(true, now_ms);
+        }
+    }
+
+    fn add_to_backlog(&mut self, to: P, envelopes: &[Envelope], now_ms: u64) {
+        let backlog = self.backlog.entry(to).or_default();
+        backlog.extend(envelopes.iter().cloned());
+        if backlog.len() > MAX_BACKLOG {
+            let excess = backlog.len() - MAX_BACKLOG;
+            backlog.drain(..excess);
+            // What was dropped reaches the peer by a pull on the announcement.
+            self.changed(true, now_ms);
+        }
+    }
+
+    /// Sends `bytes` to `to` as a new push flight.
+    fn send_push(&mut self, to: P, bytes: Arc<Vec<u8>>, now_ms: u64) {
+        if self.flights.len() >= MAX_PUSH_FLIGHTS
+            && let Some((&oldest, _)) = self.flights.first_key_value()
+        {
+            self.remove_flight(oldest);
+            self.stats.pushes_given_up += 1;
+        }
+        let id = self.id();
+        *self.in_flight.entry(to.clone()).or_default() += 1;
+        self.flights.insert(
+            id,
+            PushFlight {
+                to: to.clone(),
+                bytes: bytes.clone(),
+                attempts: 1,
+                sent_at_ms: now_ms,
+            },
+        );
+        self.out.push_back(Output::Send {
+            to,
+            kind: Outbound::Push,
+            id,
+            bytes,
+        });
+    }
+
+    fn remove_flight(&mut self, id: u64) -> Option<PushFlight<P>> {
+        let flight = self.flights.remove(&id)?;
+        if let Some(count) = self.in_flight.get_mut(&flight.to) {
+            *count -= 1;
+            if *count == 0 {
+                self.in_flight.remove(&flight.to);
+            }
+        }
+        Some(flight)
+    }
+
+    /// A flight to `to` ended: its backlog goes out while the window has room.
+    fn drain_backlog(&mut self, to: &P, now_ms: u64) {
+        if !self.connected.contains(to) {
+            self.backlog.remove(to);
+            return;
+        }
+        while self.in_flight.get(to).copied().unwrap_or(0) < PUSH_WINDOW {
+            let Some(backlog) = self.backlog.remove(to) else {
+                return;
+            };
+            let mut groups = push_groups(backlog).into_iter();
+            let Some(first) = groups.next() else {
+                return;
+            };
+            self.send_push(to.clone(), Arc::new(Push::encode_envelopes(first)), now_ms);
+            let rest: Vec<Envelope> = groups.flatten().collect();
+            if !rest.is_empty() {
+                self.backlog.insert(to.clone(), rest);
+            }
         }
     }
 
@@ -471,7 +556,8 @@ impl<P: Ord + Clone> SyncMachine<P> {
         })
     }
 
-    /// After a push's envelopes were fed to the replica: pulls what they still miss, after a grace period.
+    /// After a push's envelopes were fed to the replica: pulls what is still missing after a grace period (the
+    /// pusher's heads it did not carry are usually in their authors' pushes, on the way).
     pub fn after_push(
         &mut self,
         from: P,
@@ -481,8 +567,7 @@ impl<P: Ord + Clone> SyncMachine<P> {
         now_ms: u64,
     ) {
         self.judge(&from, absorbed);
-        let request = self.pulls.after_push(from.clone(), push, replica, now_ms);
-        self.send_pull(from, request);
+        self.pulls.after_push(from, push, replica, now_ms);
     }
 
     fn judge(&mut self, from: &P, absorbed: Absorbed) {
@@ -504,6 +589,11 @@ impl<P: Ord + Clone> SyncMachine<P> {
     ) -> Option<Answer> {
         match self.pulls.decode_response(&from, bytes) {
             Ok(answer) => Some(answer),
+            Err(_) if self.pulls.answered_too_late(&from, bytes) => {
+                // The answer to a request given up long ago (its context is gone): the pull in flight goes on.
+                self.stats.late_answers += 1;
+                None
+            }
             Err(error) => {
                 if Tag::of(bytes) != Some(Tag::Error) {
                     tracing::debug!(%error, "malformed sync response");
@@ -568,22 +658,24 @@ impl<P: Ord + Clone> SyncMachine<P> {
 
     /// `peer` answered push `id` (an acknowledgement, or an error answer: either way it read it).
     pub fn on_push_answer(&mut self, peer: P, id: u64, now_ms: u64) {
-        if let Some(flight) = self.flights.remove(&id)
+        if let Some(flight) = self.remove_flight(id)
             && flight.attempts == 1
         {
             self.pulls
                 .sample_round_trip(&peer, now_ms.saturating_sub(flight.sent_at_ms));
         }
+        self.drain_backlog(&peer, now_ms);
     }
 
     fn retry_push(&mut self, id: u64, now_ms: u64) {
-        let Some(mut flight) = self.flights.remove(&id) else {
+        let Some(mut flight) = self.remove_flight(id) else {
             return;
         };
         if flight.attempts >= self.policy.push_attempts || !self.connected.contains(&flight.to) {
             // Announce instead: the peer (or whoever relays) pulls what the push did not bring.
             self.stats.pushes_given_up += 1;
             self.changed(true, now_ms);
+            self.drain_backlog(&flight.to, now_ms);
             return;
         }
         flight.attempts += 1;
@@ -596,6 +688,7 @@ impl<P: Ord + Clone> SyncMachine<P> {
             id,
             bytes: flight.bytes.clone(),
         });
+        *self.in_flight.entry(flight.to.clone()).or_default() += 1;
         self.flights.insert(id, flight);
     }
 
@@ -708,10 +801,34 @@ impl<P: Ord + Clone> SyncMachine<P> {
     pub fn busy(&self) -> bool {
         !self.push_queue.is_empty()
             || !self.flights.is_empty()
+            || !self.backlog.is_empty()
             || self.pulls.has_deferred()
             || !self.suspects.is_empty()
             || self.dirty_since_ms.is_some()
     }
+}
+
+/// `envelopes` in groups of about [`MAX_PUSH_BYTES`] of changes each, one push message per group (one group
+/// unless the batch is larger; a single change larger than that goes alone).
+fn push_groups(envelopes: Vec<Envelope>) -> Vec<Vec<Envelope>> {
+    /// Signature, length prefixes and the rest of the envelope, about.
+    const ENVELOPE_OVERHEAD: usize = 128;
+    let mut groups = Vec::new();
+    let mut group = Vec::new();
+    let mut size = 0;
+    for envelope in envelopes {
+        let len = envelope.change.raw_bytes().len() + ENVELOPE_OVERHEAD;
+        if !group.is_empty() && size + len > MAX_PUSH_BYTES {
+            groups.push(std::mem::take(&mut group));
+            size = 0;
+        }
+        size += len;
+        group.push(envelope);
+    }
+    if !group.is_empty() {
+        groups.push(group);
+    }
+    groups
 }
 
 /// The answer to a push that was read.

@@ -32,8 +32,8 @@ pub mod responder;
 pub mod wire;
 
 pub use machine::{
-    Absorbed, MachineStats, Outbound, Output, Policy, SyncMachine, error_answer, push_ack,
-    read_error,
+    Absorbed, MachineStats, Outbound, Output, PUSH_WINDOW, Policy, SyncMachine, error_answer,
+    push_ack, read_error,
 };
 pub use pulls::{
     Answer, INITIAL_RTO_MS, MAX_BACK_OFF, MAX_ROUNDS, MIN_RTO_MS, PUSH_GRACE_MS, PeerSync,

@@ -29,6 +29,9 @@ pub const PUSH_GRACE_MS: u64 = 1_000;
 pub const MAX_BACK_OFF: u64 = 4;
 /// Contexts of earlier requests to one peer whose late answers are still read.
 const EARLIER_CONTEXTS: usize = 4;
+/// Fingerprints of contexts of requests sent to one peer that are remembered past their contexts: an answer that
+/// names one of them arrived too late to be read, through no fault of the peer's (it is dropped, not penalized).
+const REMEMBERED_FINGERPRINTS: usize = 64;
 
 /// A round-trip estimate and the retransmission timeout it gives (RFC 6298: SRTT, RTTVAR, RTO = SRTT + 4 RTTVAR,
 /// doubled on each timeout up to [`REQUEST_TIMEOUT_MS`]).
@@ -128,6 +131,8 @@ pub struct PeerSync {
     context: Vec<ChangeHash>,
     /// Contexts of the last few requests before it, so their late answers are still read.
     earlier_contexts: VecDeque<Vec<ChangeHash>>,
+    /// Fingerprints of the contexts of the last [`REMEMBERED_FINGERPRINTS`] requests, kept after their contexts.
+    sent_fingerprints: VecDeque<[u8; 4]>,
     /// Round-trip estimate and retransmission timeout.
     pub round_trip: RoundTrip,
     /// When the peer announced or sent heads this node lacks that its pull answers did not bring (a peer claiming
@@ -241,34 +246,37 @@ impl<P: Ord + Clone> Syncer<P> {
         self.responder.respond(request, replica, source)
     }
 
-    /// After the caller fed a push's envelopes to the replica: notes the pusher's heads it names, and returns a
-    /// pull when something is still missing (dependencies the push did not carry) and no pull to it is in flight.
-    pub fn after_push(
-        &mut self,
-        peer: P,
-        push: &Push,
-        replica: &Replica,
-        now_ms: u64,
-    ) -> Option<Request> {
+    /// After the caller fed a push's envelopes to the replica: notes the pusher's heads it names, and when something
+    /// is still missing (dependencies the push did not carry, heads of the pusher's), schedules a pull from the
+    /// pusher for the end of the grace period ([`Syncer::followups`] sends it if it is still needed).
+    pub fn after_push(&mut self, peer: P, push: &Push, replica: &Replica, now_ms: u64) {
         let state = self.peers.entry(peer.clone()).or_default();
         if !push.response.heads.is_empty() {
             Self::learn_heads(state, &push.response.heads, replica);
         }
         if state.in_flight_since_ms.is_some() {
-            return None;
+            return;
         }
-        let lacking = !self.lacking(&self.peers[&peer].heads, replica).is_empty();
-        if lacking {
-            if let Some(state) = self.peers.get_mut(&peer) {
-                state.rounds = 1;
-            }
-            return self.start_pull(&peer, replica, now_ms, Vec::new());
-        }
-        if !replica.missing_dependencies().is_empty() {
-            // Most likely in another push still on its way: pull only if still missing after the grace period.
+        // The pusher holds changes this push did not carry (other authors', which their own pushes are most likely
+        // bringing), or the pushed changes wait for dependencies (the same): pull only what is still missing after
+        // the grace period. Pulling at once fetches the changes a second time while their pushes are on the way.
+        if !self.lacking(&self.peers[&peer].heads, replica).is_empty()
+            || !replica.missing_dependencies().is_empty()
+        {
             self.push_waits.entry(peer).or_insert(now_ms);
         }
-        None
+    }
+
+    /// Whether `bytes`, which [`Syncer::decode_response`] could not read, answer a request sent to `peer` so long
+    /// ago that its context is gone: an honest peer's late answer, to drop without penalty.
+    pub fn answered_too_late(&self, peer: &P, bytes: &[u8]) -> bool {
+        let Some(fingerprint) = response_fingerprint(bytes) else {
+            return false;
+        };
+        self.peers.get(peer).is_some_and(|state| {
+            fingerprint != context_fingerprint(&state.context)
+                && state.sent_fingerprints.contains(&fingerprint)
+        })
     }
 
     /// Reads `peer`'s answer to the request in flight to it, or a late answer to one of the last few requests
@@ -294,7 +302,7 @@ impl<P: Ord + Clone> Syncer<P> {
         Response::decode_for(bytes, context).map(Answer::Current)
     }
 
-    /// Pulls from pushers whose pushes left dependencies missing for [`PUSH_GRACE_MS`].
+    /// Pulls from pushers whose pushes left dependencies (or heads of theirs) missing for [`PUSH_GRACE_MS`].
     fn due_after_push(&mut self, replica: &Replica, now_ms: u64) -> Vec<(P, Request)> {
         let due: Vec<P> = self
             .push_waits
@@ -305,7 +313,12 @@ impl<P: Ord + Clone> Syncer<P> {
         let mut requests = Vec::new();
         for peer in due {
             self.push_waits.remove(&peer);
-            if replica.missing_dependencies().is_empty() {
+            let Some(state) = self.peers.get(&peer) else {
+                continue;
+            };
+            if replica.missing_dependencies().is_empty()
+                && self.lacking(&state.heads, replica).is_empty()
+            {
                 continue;
             }
             let Some(state) = self.peers.get_mut(&peer) else {
@@ -376,6 +389,12 @@ impl<P: Ord + Clone> Syncer<P> {
         } else {
             request.context(&[])
         };
+        if state.sent_fingerprints.len() >= REMEMBERED_FINGERPRINTS {
+            state.sent_fingerprints.pop_front();
+        }
+        state
+            .sent_fingerprints
+            .push_back(context_fingerprint(&context));
         let earlier = std::mem::replace(&mut state.context, context);
         if state.earlier_contexts.len() >= EARLIER_CONTEXTS {
             state.earlier_contexts.pop_front();
