@@ -17,7 +17,7 @@
 //! the replica recomputes, and rebuilds its documents if an accepted change is taken out.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use automerge::transaction::CommitOptions;
 use automerge::{Automerge, Change, ChangeHash, ROOT, ReadDoc};
@@ -47,6 +47,42 @@ const AUTHOR_CACHE_ENTRIES: usize = 4096;
 /// Signatures verified per batch; a failing batch is re-verified one by one, so keep it modest.
 const SIGNATURE_BATCH: usize = 512;
 const COUNCIL: u32 = 0;
+
+/// Most results a [`SignatureCache`] keeps; when full it starts over.
+const SIGNATURE_CACHE_ENTRIES: usize = 1 << 20;
+
+/// Results of signature checks, shared by replicas that run in one process and receive the same envelopes (the
+/// simulator's nodes): whether the signature S by key K over the digest D verified, for the exact (K, D, S). Only
+/// results of a real verification are stored, valid or not, so a forged copy of a change (another signature) is
+/// checked on its own. A node does not install one.
+#[derive(Debug, Default)]
+pub struct SignatureCache {
+    checked: Mutex<HashMap<([u8; 32], [u8; 32], [u8; 64]), bool>>,
+}
+
+impl SignatureCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Results stored.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no result is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<([u8; 32], [u8; 32], [u8; 64]), bool>> {
+        // A panic while the lock was held cannot leave a wrong result behind (each insert is one result).
+        self.checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 /// A change that was not applied, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,6 +219,8 @@ pub struct Replica {
     now_ms: u64,
     membership_cache: HashMap<Vec<ChangeHash>, Arc<Membership>>,
     author_cache: HashMap<[u8; 32], PublicKey>,
+    /// Signature results shared with other replicas in this process (the simulator's), if installed.
+    signature_cache: Option<Arc<SignatureCache>>,
     /// Test-only fault injection: accept envelopes without checking signatures (see
     /// [`Replica::insecure_skip_signature_checks`]).
     skip_signature_checks: bool,
@@ -234,6 +272,7 @@ impl Replica {
             now_ms: 0,
             membership_cache: HashMap::new(),
             author_cache: HashMap::new(),
+            signature_cache: None,
             skip_signature_checks: false,
         };
         replica.doc_number(&DocId::Council);
@@ -761,6 +800,13 @@ impl Replica {
             .map_err(|e| Error::Conflict(format!("crafted change: {e}")))
     }
 
+    /// Shares signature results with the other replicas holding `cache`: a signature this process verified
+    /// already (same key, digest and signature bytes) is not verified again. For the simulator, whose nodes all
+    /// receive the same envelopes; a node does not call it.
+    pub fn share_signature_cache(&mut self, cache: Arc<SignatureCache>) {
+        self.signature_cache = Some(cache);
+    }
+
     /// Fault injection for the simulator's self-test: this replica stops checking signatures, so a scenario with a
     /// hostile peer must catch it through its invariants. Never called by the node.
     #[doc(hidden)]
@@ -801,7 +847,12 @@ impl Replica {
         let verified = if self.skip_signature_checks {
             fresh
         } else {
-            verify_signatures(&federation, fresh, &mut receipt)
+            verify_signatures(
+                &federation,
+                fresh,
+                self.signature_cache.as_deref(),
+                &mut receipt,
+            )
         };
         self.run(verified, true, &mut receipt)?;
         Ok(receipt)
@@ -1770,10 +1821,12 @@ fn unsigned_envelopes(doc: &Automerge) -> impl Iterator<Item = Envelope> {
         })
 }
 
-/// Verifies signatures in batches (in parallel across cores); bad ones become rejections.
+/// Verifies signatures in batches (in parallel across cores); bad ones become rejections. With a `cache`, results
+/// it holds for the exact (key, digest, signature) are used and the others are verified and stored.
 fn verify_signatures(
     federation: &FederationId,
     envelopes: Vec<Envelope>,
+    cache: Option<&SignatureCache>,
     receipt: &mut Receipt,
 ) -> Vec<Envelope> {
     let digests: Vec<[u8; 32]> = envelopes.iter().map(|e| e.digest(federation)).collect();
@@ -1787,15 +1840,26 @@ fn verify_signatures(
                 .or_insert_with(|| e.author().expect("screened by Replica::screen"))
         })
         .collect();
-    let items: Vec<(PublicKey, &[u8], [u8; 64])> = envelopes
+    let cache_key = |i: usize| (*authors[i].as_bytes(), digests[i], envelopes[i].signature);
+    let mut validity: Vec<Option<bool>> = match cache {
+        Some(cache) => {
+            let checked = cache.lock();
+            (0..envelopes.len())
+                .map(|i| checked.get(&cache_key(i)).copied())
+                .collect()
+        }
+        None => vec![None; envelopes.len()],
+    };
+    let unchecked: Vec<usize> = (0..envelopes.len())
+        .filter(|i| validity[*i].is_none())
+        .collect();
+    let items: Vec<(PublicKey, &[u8], [u8; 64])> = unchecked
         .iter()
-        .zip(&digests)
-        .zip(&authors)
-        .map(|((e, d), author)| (*author, d.as_slice(), e.signature))
+        .map(|i| (authors[*i], digests[*i].as_slice(), envelopes[*i].signature))
         .collect();
     // Most sync responses carry a batch or less: verify those on this thread, since spawning one (and asking the OS
     // how many cores there are) costs more than the batch itself.
-    let validity: Vec<bool> = if items.len() <= SIGNATURE_BATCH {
+    let verified: Vec<bool> = if items.len() <= SIGNATURE_BATCH {
         verify_chunk(&items)
     } else {
         let threads = std::thread::available_parallelism()
@@ -1813,9 +1877,23 @@ fn verify_signatures(
                 .collect()
         })
     };
+    if let Some(cache) = cache
+        && !unchecked.is_empty()
+    {
+        let mut checked = cache.lock();
+        if checked.len() + unchecked.len() > SIGNATURE_CACHE_ENTRIES {
+            checked.clear();
+        }
+        for (i, valid) in unchecked.iter().zip(&verified) {
+            checked.insert(cache_key(*i), *valid);
+        }
+    }
+    for (i, valid) in unchecked.into_iter().zip(verified) {
+        validity[i] = Some(valid);
+    }
     let mut good = Vec::with_capacity(envelopes.len());
     for ((envelope, author), valid) in envelopes.into_iter().zip(authors).zip(validity) {
-        if valid {
+        if valid == Some(true) {
             good.push(envelope);
         } else {
             let author = author.to_hex();
