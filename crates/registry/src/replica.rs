@@ -183,6 +183,10 @@ enum Verdict {
 }
 
 /// The registry documents of one node, with what it holds, accepted, rejected and keeps pending.
+///
+/// A clone is a deep copy (documents included) that decides on its own from then on; it shares the signature
+/// cache, if one is installed.
+#[derive(Clone)]
 pub struct Replica {
     federation: Option<FederationId>,
     doc_ids: Vec<DocId>,

@@ -188,18 +188,17 @@ impl<'a> Sim<'a> {
             })
             .collect();
         let setup = found(&mut nodes);
+        // The nodes that took no part in the founding all start from the same state: one replica receives (checks
+        // and applies) the founding envelopes, and each of them starts from a copy of it.
+        let mut founded = replica_sharing(&signatures);
+        founded.adopt(setup.0).expect("a fresh replica adopts");
+        let founded_stored = start_from(&mut founded, &setup.1);
         for node in &mut nodes {
             if node.replica.federation().is_none() {
-                node.replica.adopt(setup.0).expect("a fresh replica adopts");
-            }
-            let receipt = node.replica.receive(setup.1.clone()).expect("federated");
-            for envelope in receipt.to_keep() {
-                node.stored.insert(envelope.hash(), envelope.clone());
-            }
-            for envelope in &setup.1 {
-                if node.replica.contains(&envelope.hash()) {
-                    node.stored.insert(envelope.hash(), envelope.clone());
-                }
+                node.replica = founded.clone();
+                node.stored = founded_stored.clone();
+            } else {
+                node.stored.extend(start_from(&mut node.replica, &setup.1));
             }
         }
         let network = &scenario.network;
@@ -1037,6 +1036,21 @@ fn memo_heads(node: &mut SimNode) -> &[ChangeHash] {
         node.heads_memo = Some((len, node.replica.heads()));
     }
     &node.heads_memo.as_ref().expect("just set").1
+}
+
+/// Feeds the founding envelopes to a federated replica; returns what its store keeps of them.
+fn start_from(replica: &mut Replica, setup: &[Envelope]) -> BTreeMap<ChangeHash, Envelope> {
+    let receipt = replica.receive(setup.to_vec()).expect("federated");
+    let mut stored: BTreeMap<ChangeHash, Envelope> = receipt
+        .to_keep()
+        .map(|envelope| (envelope.hash(), envelope.clone()))
+        .collect();
+    for envelope in setup {
+        if replica.contains(&envelope.hash()) {
+            stored.insert(envelope.hash(), envelope.clone());
+        }
+    }
+    stored
 }
 
 /// A fresh replica that shares the run's signature results.
