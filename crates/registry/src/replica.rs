@@ -17,7 +17,7 @@
 //! the replica recomputes, and rebuilds its documents if an accepted change is taken out.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use automerge::transaction::CommitOptions;
 use automerge::{Automerge, Change, ChangeHash, ROOT, ReadDoc};
@@ -57,8 +57,11 @@ const SIGNATURE_CACHE_ENTRIES: usize = 1 << 20;
 /// checked on its own. A node does not install one.
 #[derive(Debug, Default)]
 pub struct SignatureCache {
-    checked: Mutex<HashMap<([u8; 32], [u8; 32], [u8; 64]), bool>>,
+    checked: Mutex<SignatureResults>,
 }
+
+/// Whether a signature verified, by (key, digest, signature).
+type SignatureResults = HashMap<([u8; 32], [u8; 32], [u8; 64]), bool>;
 
 impl SignatureCache {
     /// An empty cache.
@@ -76,7 +79,7 @@ impl SignatureCache {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<([u8; 32], [u8; 32], [u8; 64]), bool>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SignatureResults> {
         // A panic while the lock was held cannot leave a wrong result behind (each insert is one result).
         self.checked
             .lock()
@@ -225,6 +228,9 @@ pub struct Replica {
     author_cache: HashMap<[u8; 32], PublicKey>,
     /// Signature results shared with other replicas in this process (the simulator's), if installed.
     signature_cache: Option<Arc<SignatureCache>>,
+    /// [`Replica::heads`] as computed since the documents or the excluded set last changed (every change to
+    /// either clears it): the sync machine asks for the heads every tick and for every message.
+    heads_memo: OnceLock<Vec<ChangeHash>>,
     /// Test-only fault injection: accept envelopes without checking signatures (see
     /// [`Replica::insecure_skip_signature_checks`]).
     skip_signature_checks: bool,
@@ -277,6 +283,7 @@ impl Replica {
             membership_cache: HashMap::new(),
             author_cache: HashMap::new(),
             signature_cache: None,
+            heads_memo: OnceLock::new(),
             skip_signature_checks: false,
         };
         replica.doc_number(&DocId::Council);
@@ -358,14 +365,23 @@ impl Replica {
     /// Heads of every document and every excluded change, sorted: equal on replicas that hold the same changes.
     /// Excluded changes are listed because they are held (and synced) like accepted ones.
     pub fn heads(&self) -> Vec<ChangeHash> {
-        let mut heads: Vec<ChangeHash> = self
-            .docs
-            .iter()
-            .flat_map(|d| d.get_heads())
-            .chain(self.excluded.keys().copied())
-            .collect();
-        heads.sort();
-        heads
+        self.heads_memo
+            .get_or_init(|| {
+                let mut heads: Vec<ChangeHash> = self
+                    .docs
+                    .iter()
+                    .flat_map(|d| d.get_heads())
+                    .chain(self.excluded.keys().copied())
+                    .collect();
+                heads.sort();
+                heads
+            })
+            .clone()
+    }
+
+    /// The documents or the excluded set changed: the heads are computed again when next asked for.
+    fn heads_changed(&mut self) {
+        self.heads_memo.take();
     }
 
     /// Heads of one document.
@@ -551,6 +567,7 @@ impl Replica {
         self.doc_ids.push(doc.clone());
         self.doc_numbers.insert(doc.clone(), number);
         self.docs.push(Automerge::new());
+        self.heads_changed();
         number
     }
 
@@ -657,6 +674,7 @@ impl Replica {
             fact,
         };
         let actor = self.writing_actor(number, *author.as_bytes());
+        self.heads_changed();
         let doc = &mut self.docs[number as usize];
         doc.set_actor(actor.to_actor_id());
         let mut tx = doc.transaction();
@@ -837,6 +855,7 @@ impl Replica {
                 max_op: envelope.change.max_op(),
             },
         );
+        self.heads_changed();
         self.docs[number as usize].apply_changes([envelope.change.clone()])?;
         Ok(())
     }
@@ -1289,6 +1308,7 @@ impl Replica {
         }
         if number == COUNCIL {
             // Later council changes are authorized against council states that include this one: apply now.
+            self.heads_changed();
             self.docs[COUNCIL as usize].apply_changes([envelope.change.clone()])?;
         } else {
             self.deferred
@@ -1301,6 +1321,7 @@ impl Replica {
 
     fn flush_deferred(&mut self) -> Result<(), Error> {
         for (number, changes) in std::mem::take(&mut self.deferred) {
+            self.heads_changed();
             self.docs[number as usize].apply_changes(changes)?;
         }
         Ok(())
@@ -1361,6 +1382,7 @@ impl Replica {
             receipt.held.push(envelope.clone());
         }
         self.excluded.insert(hash, Held { envelope, reason });
+        self.heads_changed();
     }
 
     /// Parks an envelope until its prerequisites arrive, within the bounds: when they are exceeded, the oldest
@@ -1545,11 +1567,13 @@ impl Replica {
         for number in &affected {
             self.docs[*number as usize] = Automerge::new();
         }
+        self.heads_changed();
         self.known
             .retain(|_, (number, _)| !affected.contains(number));
         self.chains
             .retain(|(number, _), _| !affected.contains(number));
         let excluded = std::mem::take(&mut self.excluded);
+        self.heads_changed();
         self.excluded_per_author.clear();
         self.slots.retain(|_, h| self.pending.contains_key(h));
         held.extend(excluded.into_values().map(|h| h.envelope));
@@ -1763,6 +1787,7 @@ impl Replica {
             let number = replica.doc_number(&doc_id);
             replica.docs[number as usize] = doc;
         }
+        replica.heads_changed();
         replica.known = state.known;
         replica.chains = state
             .chains
