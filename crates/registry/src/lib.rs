@@ -42,7 +42,7 @@ pub use envelope::{Context, DecodeError, Envelope, Fact};
 pub use ops::Op;
 pub use replica::{
     Craft, Equivocation, MAX_PENDING, MAX_PENDING_BYTES, MAX_PENDING_PER_AUTHOR,
-    MAX_REMEMBERED_REJECTIONS, Receipt, Rejection, Replica, ReplicaState,
+    MAX_REMEMBERED_REJECTIONS, Receipt, Rejection, Replica, ReplicaState, SignatureCache,
 };
 
 /// Who wrote a change: the author's key and an epoch. An author writes a document as one linear chain of

@@ -17,7 +17,7 @@
 //! the replica recomputes, and rebuilds its documents if an accepted change is taken out.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use automerge::transaction::CommitOptions;
 use automerge::{Automerge, Change, ChangeHash, ROOT, ReadDoc};
@@ -47,6 +47,45 @@ const AUTHOR_CACHE_ENTRIES: usize = 4096;
 /// Signatures verified per batch; a failing batch is re-verified one by one, so keep it modest.
 const SIGNATURE_BATCH: usize = 512;
 const COUNCIL: u32 = 0;
+
+/// Most results a [`SignatureCache`] keeps; when full it starts over.
+const SIGNATURE_CACHE_ENTRIES: usize = 1 << 20;
+
+/// Results of signature checks, shared by replicas that run in one process and receive the same envelopes (the
+/// simulator's nodes): whether the signature S by key K over the digest D verified, for the exact (K, D, S). Only
+/// results of a real verification are stored, valid or not, so a forged copy of a change (another signature) is
+/// checked on its own. A node does not install one.
+#[derive(Debug, Default)]
+pub struct SignatureCache {
+    checked: Mutex<SignatureResults>,
+}
+
+/// Whether a signature verified, by (key, digest, signature).
+type SignatureResults = HashMap<([u8; 32], [u8; 32], [u8; 64]), bool>;
+
+impl SignatureCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Results stored.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no result is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SignatureResults> {
+        // A panic while the lock was held cannot leave a wrong result behind (each insert is one result).
+        self.checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 /// A change that was not applied, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,6 +186,10 @@ enum Verdict {
 }
 
 /// The registry documents of one node, with what it holds, accepted, rejected and keeps pending.
+///
+/// A clone is a deep copy (documents included) that decides on its own from then on; it shares the signature
+/// cache, if one is installed.
+#[derive(Clone)]
 pub struct Replica {
     federation: Option<FederationId>,
     doc_ids: Vec<DocId>,
@@ -183,6 +226,11 @@ pub struct Replica {
     now_ms: u64,
     membership_cache: HashMap<Vec<ChangeHash>, Arc<Membership>>,
     author_cache: HashMap<[u8; 32], PublicKey>,
+    /// Signature results shared with other replicas in this process (the simulator's), if installed.
+    signature_cache: Option<Arc<SignatureCache>>,
+    /// [`Replica::heads`] as computed since the documents or the excluded set last changed (every change to
+    /// either clears it): the sync machine asks for the heads every tick and for every message.
+    heads_memo: OnceLock<Vec<ChangeHash>>,
     /// Test-only fault injection: accept envelopes without checking signatures (see
     /// [`Replica::insecure_skip_signature_checks`]).
     skip_signature_checks: bool,
@@ -234,6 +282,8 @@ impl Replica {
             now_ms: 0,
             membership_cache: HashMap::new(),
             author_cache: HashMap::new(),
+            signature_cache: None,
+            heads_memo: OnceLock::new(),
             skip_signature_checks: false,
         };
         replica.doc_number(&DocId::Council);
@@ -315,14 +365,23 @@ impl Replica {
     /// Heads of every document and every excluded change, sorted: equal on replicas that hold the same changes.
     /// Excluded changes are listed because they are held (and synced) like accepted ones.
     pub fn heads(&self) -> Vec<ChangeHash> {
-        let mut heads: Vec<ChangeHash> = self
-            .docs
-            .iter()
-            .flat_map(|d| d.get_heads())
-            .chain(self.excluded.keys().copied())
-            .collect();
-        heads.sort();
-        heads
+        self.heads_memo
+            .get_or_init(|| {
+                let mut heads: Vec<ChangeHash> = self
+                    .docs
+                    .iter()
+                    .flat_map(|d| d.get_heads())
+                    .chain(self.excluded.keys().copied())
+                    .collect();
+                heads.sort();
+                heads
+            })
+            .clone()
+    }
+
+    /// The documents or the excluded set changed: the heads are computed again when next asked for.
+    fn heads_changed(&mut self) {
+        self.heads_memo.take();
     }
 
     /// Heads of one document.
@@ -445,6 +504,11 @@ impl Replica {
                 .filter(|h| self.known.get(h).map(|k| k.0) == Some(number as u32))
                 .copied()
                 .collect();
+            // Every head of the document given: nothing of it is new (and the common case when two replicas are
+            // in step), without walking its change graph.
+            if !have.is_empty() && doc.get_heads().iter().all(|h| have.contains(h)) {
+                continue;
+            }
             out.extend(
                 doc.get_changes_meta(&have)
                     .into_iter()
@@ -503,6 +567,7 @@ impl Replica {
         self.doc_ids.push(doc.clone());
         self.doc_numbers.insert(doc.clone(), number);
         self.docs.push(Automerge::new());
+        self.heads_changed();
         number
     }
 
@@ -609,6 +674,7 @@ impl Replica {
             fact,
         };
         let actor = self.writing_actor(number, *author.as_bytes());
+        self.heads_changed();
         let doc = &mut self.docs[number as usize];
         doc.set_actor(actor.to_actor_id());
         let mut tx = doc.transaction();
@@ -761,6 +827,13 @@ impl Replica {
             .map_err(|e| Error::Conflict(format!("crafted change: {e}")))
     }
 
+    /// Shares signature results with the other replicas holding `cache`: a signature this process verified
+    /// already (same key, digest and signature bytes) is not verified again. For the simulator, whose nodes all
+    /// receive the same envelopes; a node does not call it.
+    pub fn share_signature_cache(&mut self, cache: Arc<SignatureCache>) {
+        self.signature_cache = Some(cache);
+    }
+
     /// Fault injection for the simulator's self-test: this replica stops checking signatures, so a scenario with a
     /// hostile peer must catch it through its invariants. Never called by the node.
     #[doc(hidden)]
@@ -782,6 +855,7 @@ impl Replica {
                 max_op: envelope.change.max_op(),
             },
         );
+        self.heads_changed();
         self.docs[number as usize].apply_changes([envelope.change.clone()])?;
         Ok(())
     }
@@ -801,7 +875,12 @@ impl Replica {
         let verified = if self.skip_signature_checks {
             fresh
         } else {
-            verify_signatures(&federation, fresh, &mut receipt)
+            verify_signatures(
+                &federation,
+                fresh,
+                self.signature_cache.as_deref(),
+                &mut receipt,
+            )
         };
         self.run(verified, true, &mut receipt)?;
         Ok(receipt)
@@ -1229,6 +1308,7 @@ impl Replica {
         }
         if number == COUNCIL {
             // Later council changes are authorized against council states that include this one: apply now.
+            self.heads_changed();
             self.docs[COUNCIL as usize].apply_changes([envelope.change.clone()])?;
         } else {
             self.deferred
@@ -1241,6 +1321,7 @@ impl Replica {
 
     fn flush_deferred(&mut self) -> Result<(), Error> {
         for (number, changes) in std::mem::take(&mut self.deferred) {
+            self.heads_changed();
             self.docs[number as usize].apply_changes(changes)?;
         }
         Ok(())
@@ -1301,6 +1382,7 @@ impl Replica {
             receipt.held.push(envelope.clone());
         }
         self.excluded.insert(hash, Held { envelope, reason });
+        self.heads_changed();
     }
 
     /// Parks an envelope until its prerequisites arrive, within the bounds: when they are exceeded, the oldest
@@ -1485,11 +1567,13 @@ impl Replica {
         for number in &affected {
             self.docs[*number as usize] = Automerge::new();
         }
+        self.heads_changed();
         self.known
             .retain(|_, (number, _)| !affected.contains(number));
         self.chains
             .retain(|(number, _), _| !affected.contains(number));
         let excluded = std::mem::take(&mut self.excluded);
+        self.heads_changed();
         self.excluded_per_author.clear();
         self.slots.retain(|_, h| self.pending.contains_key(h));
         held.extend(excluded.into_values().map(|h| h.envelope));
@@ -1703,6 +1787,7 @@ impl Replica {
             let number = replica.doc_number(&doc_id);
             replica.docs[number as usize] = doc;
         }
+        replica.heads_changed();
         replica.known = state.known;
         replica.chains = state
             .chains
@@ -1770,10 +1855,12 @@ fn unsigned_envelopes(doc: &Automerge) -> impl Iterator<Item = Envelope> {
         })
 }
 
-/// Verifies signatures in batches (in parallel across cores); bad ones become rejections.
+/// Verifies signatures in batches (in parallel across cores); bad ones become rejections. With a `cache`, results
+/// it holds for the exact (key, digest, signature) are used and the others are verified and stored.
 fn verify_signatures(
     federation: &FederationId,
     envelopes: Vec<Envelope>,
+    cache: Option<&SignatureCache>,
     receipt: &mut Receipt,
 ) -> Vec<Envelope> {
     let digests: Vec<[u8; 32]> = envelopes.iter().map(|e| e.digest(federation)).collect();
@@ -1787,15 +1874,26 @@ fn verify_signatures(
                 .or_insert_with(|| e.author().expect("screened by Replica::screen"))
         })
         .collect();
-    let items: Vec<(PublicKey, &[u8], [u8; 64])> = envelopes
+    let cache_key = |i: usize| (*authors[i].as_bytes(), digests[i], envelopes[i].signature);
+    let mut validity: Vec<Option<bool>> = match cache {
+        Some(cache) => {
+            let checked = cache.lock();
+            (0..envelopes.len())
+                .map(|i| checked.get(&cache_key(i)).copied())
+                .collect()
+        }
+        None => vec![None; envelopes.len()],
+    };
+    let unchecked: Vec<usize> = (0..envelopes.len())
+        .filter(|i| validity[*i].is_none())
+        .collect();
+    let items: Vec<(PublicKey, &[u8], [u8; 64])> = unchecked
         .iter()
-        .zip(&digests)
-        .zip(&authors)
-        .map(|((e, d), author)| (*author, d.as_slice(), e.signature))
+        .map(|i| (authors[*i], digests[*i].as_slice(), envelopes[*i].signature))
         .collect();
     // Most sync responses carry a batch or less: verify those on this thread, since spawning one (and asking the OS
     // how many cores there are) costs more than the batch itself.
-    let validity: Vec<bool> = if items.len() <= SIGNATURE_BATCH {
+    let verified: Vec<bool> = if items.len() <= SIGNATURE_BATCH {
         verify_chunk(&items)
     } else {
         let threads = std::thread::available_parallelism()
@@ -1813,9 +1911,23 @@ fn verify_signatures(
                 .collect()
         })
     };
+    if let Some(cache) = cache
+        && !unchecked.is_empty()
+    {
+        let mut checked = cache.lock();
+        if checked.len() + unchecked.len() > SIGNATURE_CACHE_ENTRIES {
+            checked.clear();
+        }
+        for (i, valid) in unchecked.iter().zip(&verified) {
+            checked.insert(cache_key(*i), *valid);
+        }
+    }
+    for (i, valid) in unchecked.into_iter().zip(verified) {
+        validity[i] = Some(valid);
+    }
     let mut good = Vec::with_capacity(envelopes.len());
     for ((envelope, author), valid) in envelopes.into_iter().zip(authors).zip(validity) {
-        if valid {
+        if valid == Some(true) {
             good.push(envelope);
         } else {
             let author = author.to_hex();

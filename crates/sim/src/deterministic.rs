@@ -4,13 +4,14 @@
 //! duplicate, reorder and partition filters, all driven by one seeded generator. Same seed, same report.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use identity::Keypair;
 use model::{DocId, Role};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use registry::sync::{self, Absorbed, Answer, Output, Policy, SyncMachine};
-use registry::{ChangeHash, Envelope, Op, Replica};
+use registry::{ChangeHash, Envelope, Op, Replica, SignatureCache};
 
 use crate::report::{Invariant, Phase, Report};
 use crate::scenario::{Action, Scenario};
@@ -134,6 +135,8 @@ struct Sim<'a> {
     last_disruption_ms: u64,
     counter: u64,
     policy: Policy,
+    /// Signature results shared by the simulated replicas (see [`registry::SignatureCache`]).
+    signatures: Arc<SignatureCache>,
 }
 
 /// The key of node `name` in a run with `seed` (real mode writes the same keys into its data dirs).
@@ -160,6 +163,9 @@ pub fn run(scenario: &Scenario, seed: u64, bug: InjectedBug, replay: String) -> 
 
 impl<'a> Sim<'a> {
     fn new(scenario: &'a Scenario, seed: u64) -> Self {
+        // Every node checks every signature itself, but a signature this process verified already is not checked
+        // again (same key, digest and signature bytes): verifying is a pure function of those.
+        let signatures = Arc::new(SignatureCache::new());
         let mut nodes: Vec<SimNode> = scenario
             .node_names()
             .into_iter()
@@ -169,7 +175,7 @@ impl<'a> Sim<'a> {
                 region,
                 role,
                 observer,
-                replica: Replica::new(),
+                replica: replica_sharing(&signatures),
                 stored: BTreeMap::new(),
                 machine: SyncMachine::new(policy(scenario)),
                 alive: true,
@@ -182,18 +188,17 @@ impl<'a> Sim<'a> {
             })
             .collect();
         let setup = found(&mut nodes);
+        // The nodes that took no part in the founding all start from the same state: one replica receives (checks
+        // and applies) the founding envelopes, and each of them starts from a copy of it.
+        let mut founded = replica_sharing(&signatures);
+        founded.adopt(setup.0).expect("a fresh replica adopts");
+        let founded_stored = start_from(&mut founded, &setup.1);
         for node in &mut nodes {
             if node.replica.federation().is_none() {
-                node.replica.adopt(setup.0).expect("a fresh replica adopts");
-            }
-            let receipt = node.replica.receive(setup.1.clone()).expect("federated");
-            for envelope in receipt.to_keep() {
-                node.stored.insert(envelope.hash(), envelope.clone());
-            }
-            for envelope in &setup.1 {
-                if node.replica.contains(&envelope.hash()) {
-                    node.stored.insert(envelope.hash(), envelope.clone());
-                }
+                node.replica = founded.clone();
+                node.stored = founded_stored.clone();
+            } else {
+                node.stored.extend(start_from(&mut node.replica, &setup.1));
             }
         }
         let network = &scenario.network;
@@ -228,6 +233,7 @@ impl<'a> Sim<'a> {
             last_disruption_ms: 0,
             counter: 0,
             policy: policy(scenario),
+            signatures,
         }
     }
 
@@ -235,7 +241,7 @@ impl<'a> Sim<'a> {
     /// every other node as a member it may push to.
     fn form_mesh(&mut self) {
         let n = self.nodes.len();
-        let everyone = std::sync::Arc::new((0..n).collect::<BTreeSet<usize>>());
+        let everyone = Arc::new((0..n).collect::<BTreeSet<usize>>());
         for i in 0..n {
             self.nodes[i].machine.share_members(everyone.clone(), i);
         }
@@ -448,7 +454,8 @@ impl<'a> Sim<'a> {
             Action::Restart { node } => {
                 if let Some(i) = self.index(node) {
                     let n = self.nodes.len();
-                    restart(&mut self.nodes[i], self.policy.clone(), n, i);
+                    let replica = replica_sharing(&self.signatures);
+                    restart(&mut self.nodes[i], replica, self.policy.clone(), n, i);
                     self.fill_mesh(i, true);
                     self.disrupted(format!("restart {node}"));
                 }
@@ -1031,11 +1038,32 @@ fn memo_heads(node: &mut SimNode) -> &[ChangeHash] {
     &node.heads_memo.as_ref().expect("just set").1
 }
 
-/// Reopens a node from what it persisted: a fresh replica fed its stored envelopes, as a restarted node loads its
-/// store, and a fresh sync machine with no connections.
-fn restart(node: &mut SimNode, policy: Policy, nodes: usize, me: usize) {
-    let federation = node.replica.federation();
+/// Feeds the founding envelopes to a federated replica; returns what its store keeps of them.
+fn start_from(replica: &mut Replica, setup: &[Envelope]) -> BTreeMap<ChangeHash, Envelope> {
+    let receipt = replica.receive(setup.to_vec()).expect("federated");
+    let mut stored: BTreeMap<ChangeHash, Envelope> = receipt
+        .to_keep()
+        .map(|envelope| (envelope.hash(), envelope.clone()))
+        .collect();
+    for envelope in setup {
+        if replica.contains(&envelope.hash()) {
+            stored.insert(envelope.hash(), envelope.clone());
+        }
+    }
+    stored
+}
+
+/// A fresh replica that shares the run's signature results.
+fn replica_sharing(signatures: &Arc<SignatureCache>) -> Replica {
     let mut replica = Replica::new();
+    replica.share_signature_cache(Arc::clone(signatures));
+    replica
+}
+
+/// Reopens a node from what it persisted: `replica` (fresh) fed its stored envelopes, as a restarted node loads its
+/// store, and a fresh sync machine with no connections.
+fn restart(node: &mut SimNode, mut replica: Replica, policy: Policy, nodes: usize, me: usize) {
+    let federation = node.replica.federation();
     if let Some(federation) = federation {
         let _ = replica.adopt(federation);
         let _ = replica.receive(node.stored.values().cloned().collect());
@@ -1043,7 +1071,7 @@ fn restart(node: &mut SimNode, policy: Policy, nodes: usize, me: usize) {
     node.replica = replica;
     node.machine = SyncMachine::new(policy);
     node.machine
-        .share_members(std::sync::Arc::new((0..nodes).collect()), me);
+        .share_members(Arc::new((0..nodes).collect()), me);
     node.alive = true;
     node.last_announce_ms = None;
     node.heads_memo = None;
