@@ -160,3 +160,32 @@ fn invalid_scenarios_name_the_problem() {
     let error = sim::Scenario::parse(text, "bad.toml").expect_err("unknown node");
     assert!(error.to_string().contains("nobody"), "{error}");
 }
+
+/// The acceptance bound: every shipped scenario converges, within three announce intervals of the scenario plus one
+/// second after its last write or disruption, in deterministic mode with its own seed.
+#[test]
+fn every_shipped_scenario_converges_within_three_intervals_and_a_second() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../simulations");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("simulations/ exists")
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            (path.extension()? == "toml").then(|| path.file_stem()?.to_str().map(str::to_owned))?
+        })
+        .collect();
+    names.sort();
+    assert!(names.len() >= 10, "shipped scenarios: {names:?}");
+    for name in names {
+        let (scenario, path) = scenario(&name);
+        let bound = 3 * scenario.network.announce_interval_ms + 1_000;
+        let report = sim::run_deterministic(&scenario, &path, None, sim::InjectedBug::None);
+        assert!(report.ok(), "{name} failed:\n{}", report.to_text());
+        let took = report
+            .convergence_ms
+            .unwrap_or_else(|| panic!("{name} never converged:\n{}", report.to_text()));
+        assert!(
+            report.converged && took <= bound,
+            "{name}: converged {took} ms after the last write or disruption, bound {bound} ms"
+        );
+    }
+}

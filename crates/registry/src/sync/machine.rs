@@ -275,6 +275,15 @@ impl<P: Ord + Clone> SyncMachine<P> {
         self.me = Some(me);
     }
 
+    /// Whether this node is connected to every other member (a small federation's full mesh).
+    fn meshed_with_every_member(&self) -> bool {
+        self.members.as_ref().is_some_and(|members| {
+            members
+                .iter()
+                .all(|m| self.me.as_ref() == Some(m) || self.connected.contains(m))
+        })
+    }
+
     fn is_member(&self, peer: &P) -> bool {
         self.members.as_ref().is_some_and(|m| m.contains(peer)) && self.me.as_ref() != Some(peer)
     }
@@ -617,7 +626,9 @@ impl<P: Ord + Clone> SyncMachine<P> {
         now_ms: u64,
     ) {
         self.judge(&from, absorbed);
-        if absorbed.accepted > 0 {
+        if absorbed.accepted > 0 && !self.meshed_with_every_member() {
+            // Relayed so that members out of the author's reach hear of it. Connected to every member, this node
+            // relays nothing: the authors push to everyone, and summaries repair the rest.
             self.changed(false, now_ms);
         }
         match answer {
