@@ -44,6 +44,8 @@ const MAX_PUSH_FLIGHTS: usize = 4096;
 pub const PUSH_WINDOW: usize = 2;
 /// Changes one peer's backlog holds; past this the oldest are dropped and the heads announced (the peer pulls).
 const MAX_BACKLOG: usize = 20_000;
+/// A push's wait for its acknowledgement doubles with each attempt, at most this many times.
+const MAX_PUSH_DOUBLINGS: u32 = 4;
 /// A push message carries about this many bytes of changes at most; a larger batch goes in several.
 const MAX_PUSH_BYTES: usize = 1 << 20;
 
@@ -678,6 +680,13 @@ impl<P: Ord + Clone> SyncMachine<P> {
         self.drain_backlog(&peer, now_ms);
     }
 
+    /// How long a push flight waits for its acknowledgement: the peer's RTO, doubled for every attempt so far (a
+    /// peer slow to take a large batch is not sent it again and again while it is still reading the first copy).
+    fn push_timeout_ms(&self, flight: &PushFlight<P>) -> u64 {
+        let doublings = (flight.attempts.saturating_sub(1)).min(MAX_PUSH_DOUBLINGS);
+        self.pulls.rto_ms(&flight.to) << doublings
+    }
+
     fn retry_push(&mut self, id: u64, now_ms: u64) {
         let Some(mut flight) = self.remove_flight(id) else {
             return;
@@ -689,6 +698,7 @@ impl<P: Ord + Clone> SyncMachine<P> {
             self.drain_backlog(&flight.to, now_ms);
             return;
         }
+        self.pulls.back_off(&flight.to);
         flight.attempts += 1;
         flight.sent_at_ms = now_ms;
         self.stats.push_retries += 1;
@@ -724,7 +734,7 @@ impl<P: Ord + Clone> SyncMachine<P> {
         let lost: Vec<u64> = self
             .flights
             .iter()
-            .filter(|(_, f)| now_ms.saturating_sub(f.sent_at_ms) > self.pulls.rto_ms(&f.to))
+            .filter(|(_, f)| now_ms.saturating_sub(f.sent_at_ms) > self.push_timeout_ms(f))
             .map(|(id, _)| *id)
             .collect();
         for id in lost {

@@ -657,7 +657,16 @@ impl<P: Ord + Clone> Syncer<P> {
             .map_or(INITIAL_RTO_MS, |s| s.round_trip.rto_ms())
     }
 
-    /// Takes a round-trip sample for `peer` (from a push's acknowledgement).
+    /// Backs `peer`'s retransmission timeout off (a push to it went unacknowledged).
+    pub fn back_off(&mut self, peer: &P) {
+        self.peers
+            .entry(peer.clone())
+            .or_default()
+            .round_trip
+            .back_off();
+    }
+
+    /// Feeds a round-trip sample for `peer` (a push acknowledged on its first attempt).
     pub fn sample_round_trip(&mut self, peer: &P, rtt_ms: u64) {
         self.peers
             .entry(peer.clone())
