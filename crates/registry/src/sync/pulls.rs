@@ -274,7 +274,9 @@ impl<P: Ord + Clone> Syncer<P> {
             return false;
         };
         self.peers.get(peer).is_some_and(|state| {
+            // An answer coded against the empty context is read whatever was asked: one that fails is malformed.
             fingerprint != context_fingerprint(&state.context)
+                && fingerprint != context_fingerprint(&[])
                 && state.sent_fingerprints.contains(&fingerprint)
         })
     }
@@ -389,12 +391,14 @@ impl<P: Ord + Clone> Syncer<P> {
         } else {
             request.context(&[])
         };
-        if state.sent_fingerprints.len() >= REMEMBERED_FINGERPRINTS {
-            state.sent_fingerprints.pop_front();
+        if !context.is_empty() {
+            if state.sent_fingerprints.len() >= REMEMBERED_FINGERPRINTS {
+                state.sent_fingerprints.pop_front();
+            }
+            state
+                .sent_fingerprints
+                .push_back(context_fingerprint(&context));
         }
-        state
-            .sent_fingerprints
-            .push_back(context_fingerprint(&context));
         let earlier = std::mem::replace(&mut state.context, context);
         if state.earlier_contexts.len() >= EARLIER_CONTEXTS {
             state.earlier_contexts.pop_front();
