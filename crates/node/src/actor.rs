@@ -268,6 +268,8 @@ impl Actor {
             announce_debounce_ms: config.announce_debounce_ms,
             relay_announce_debounce_ms: config.relay_announce_debounce_ms,
             rejections_per_penalty: config.rejections_per_penalty,
+            // libp2p's request-response fails a request on a closed connection or its own timeout.
+            transport_reports_loss: true,
             ..Policy::default()
         };
         Self {

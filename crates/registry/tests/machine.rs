@@ -48,6 +48,8 @@ struct Net {
     pulls: BTreeMap<(usize, usize), u64>,
     /// Heads announcements (not summaries) published, per node.
     announcements: BTreeMap<usize, u64>,
+    /// Messages the network lost: (from, to, payload).
+    lost: Vec<(usize, usize, Payload)>,
 }
 
 /// A learning written as a change.
@@ -62,6 +64,10 @@ impl Net {
             announce_interval_ms: INTERVAL_MS,
             ..Policy::default()
         };
+        Self::with_policy(pods, drop, seed, policy)
+    }
+
+    fn with_policy(pods: usize, drop: f64, seed: u64, policy: Policy) -> Self {
         let mut nodes: Vec<Node> = (0..=pods)
             .map(|i| Node {
                 key: Keypair::from_seed([i as u8 + 1; 32]),
@@ -125,11 +131,13 @@ impl Net {
             penalties: Vec::new(),
             pulls: BTreeMap::new(),
             announcements: BTreeMap::new(),
+            lost: Vec::new(),
         }
     }
 
     fn send(&mut self, from: usize, to: usize, payload: Payload) {
         if self.rng.random_bool(self.drop) {
+            self.lost.push((from, to, payload));
             return;
         }
         let at = self.now + self.rng.random_range(5..=40);
@@ -356,6 +364,44 @@ fn a_lost_push_is_sent_again_after_the_rto() {
         "{took} ms: a retry within an RTO, not a summary later"
     );
     assert!(net.nodes[1].machine.stats().push_retries >= 1);
+}
+
+#[test]
+fn over_a_transport_that_reports_loss_only_its_failures_are_retried() {
+    let policy = Policy {
+        announce_interval_ms: INTERVAL_MS,
+        transport_reports_loss: true,
+        ..Policy::default()
+    };
+    let mut net = Net::with_policy(2, 1.0, 7, policy);
+    net.write(1, "slow to arrive");
+    // Many RTOs pass without an acknowledgement: over such a transport the push is merely slow (a loaded peer
+    // still reading it), so it is not sent again and nothing is pulled.
+    for _ in 0..300 {
+        net.step();
+    }
+    assert_eq!(net.nodes[1].machine.stats().push_retries, 0);
+    assert!(net.pulls.is_empty(), "pulls sent: {:?}", net.pulls);
+    // The transport reports the pushes failed: they are sent again at once.
+    net.drop = 0.0;
+    let failed: Vec<(usize, u64)> = std::mem::take(&mut net.lost)
+        .into_iter()
+        .filter_map(|(from, to, payload)| match payload {
+            Payload::Push(_, id) if from == 1 => Some((to, id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 2, "one push to each other member");
+    let now = net.now;
+    for (to, id) in failed {
+        let node = &mut net.nodes[1];
+        node.machine
+            .on_failure(to, Outbound::Push, id, &node.replica, now);
+    }
+    net.carry_out(1);
+    let took = net.converge(1_000).expect("agrees");
+    assert!(took <= 100, "{took} ms: the retry goes out on the failure");
+    assert_eq!(net.nodes[1].machine.stats().push_retries, 2);
 }
 
 #[test]

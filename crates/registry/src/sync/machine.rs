@@ -17,7 +17,9 @@
 //!   while changes keep arriving, pushes are doing the work and a pull would fetch them twice), instead of waiting
 //!   for a second summary;
 //! - a pull whose answer does not come within the peer's RTO counts as lost: the RTO backs off and the pull is sent
-//!   again while the peer still has heads this node lacks; a late answer is still read;
+//!   again while the peer still has heads this node lacks; a late answer is still read. Over a transport that
+//!   reports lost requests itself ([`Policy::transport_reports_loss`]), pushes and pulls are sent again on its
+//!   failure reports only, not on the RTO timer;
 //! - a peer that sends malformed messages, changes refused for what they are (bad signature, malformed, wrong
 //!   federation: [`Policy::rejections_per_penalty`] of them), or that announces heads its answers do not bring
 //!   ([`UNSERVED_STRIKES`] times in a row) is penalized; the last is not pulled from again for
@@ -62,6 +64,12 @@ pub struct Policy {
     pub rejections_per_penalty: u64,
     /// Times a push is sent before it is given up (anti-entropy still brings its changes).
     pub push_attempts: u32,
+    /// Whether the transport itself reports every request that got no answer (libp2p's request-response does:
+    /// its streams retransmit what the network lost and fail a request on a closed connection or its own
+    /// timeout). Then pushes and pulls are sent again only when the transport reports a failure, never because
+    /// an answer is merely slower than the round trips so far: a loaded peer is not sent the same batch again
+    /// while it is still reading the first copy. A lossy datagram network (the simulator's) keeps timer retries.
+    pub transport_reports_loss: bool,
 }
 
 impl Default for Policy {
@@ -72,6 +80,7 @@ impl Default for Policy {
             relay_announce_debounce_ms: 500,
             rejections_per_penalty: 1,
             push_attempts: 8,
+            transport_reports_loss: false,
         }
     }
 }
@@ -661,6 +670,13 @@ impl<P: Ord + Clone> SyncMachine<P> {
     /// The request `id` to `peer` failed (connection closed, transport timeout, refused).
     pub fn on_failure(&mut self, peer: P, kind: Outbound, id: u64, replica: &Replica, now_ms: u64) {
         match kind {
+            Outbound::Pull if self.policy.transport_reports_loss => {
+                // What a timer would have noticed: pulled again (backed off) while the peer has heads this node
+                // lacks.
+                self.stats.pull_timeouts += 1;
+                self.pulls.timed_out(&peer);
+                self.followups(replica, now_ms);
+            }
             Outbound::Pull => {
                 self.pulls.on_failure(&peer);
                 self.followups(replica, now_ms);
@@ -728,17 +744,19 @@ impl<P: Ord + Clone> SyncMachine<P> {
     /// differ, announces.
     pub fn tick(&mut self, replica: &Replica, now_ms: u64) {
         self.flush(now_ms);
-        let timed_out = self.pulls.on_tick(now_ms);
-        self.stats.pull_timeouts += timed_out.len() as u64;
-        self.followups(replica, now_ms);
-        let lost: Vec<u64> = self
-            .flights
-            .iter()
-            .filter(|(_, f)| now_ms.saturating_sub(f.sent_at_ms) > self.push_timeout_ms(f))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in lost {
-            self.retry_push(id, now_ms);
+        if !self.policy.transport_reports_loss {
+            let timed_out = self.pulls.on_tick(now_ms);
+            self.stats.pull_timeouts += timed_out.len() as u64;
+            self.followups(replica, now_ms);
+            let lost: Vec<u64> = self
+                .flights
+                .iter()
+                .filter(|(_, f)| now_ms.saturating_sub(f.sent_at_ms) > self.push_timeout_ms(f))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in lost {
+                self.retry_push(id, now_ms);
+            }
         }
         self.distrusted.retain(|_, until| *until > now_ms);
         self.settle_suspects(replica, now_ms);

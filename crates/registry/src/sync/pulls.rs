@@ -597,6 +597,16 @@ impl<P: Ord + Clone> Syncer<P> {
         self.end_pull(peer);
     }
 
+    /// The pull from `peer` got no answer (its RTO passed, or the transport gave it up): the RTO backs off and the
+    /// peer is pulled again by [`Syncer::followups`] while it has heads this node lacks.
+    pub fn timed_out(&mut self, peer: &P) {
+        self.end_pull(peer);
+        if let Some(state) = self.peers.get_mut(peer) {
+            state.round_trip.back_off();
+        }
+        self.deferred.insert(peer.clone());
+    }
+
     /// Counts bytes exchanged with a peer.
     pub fn count_bytes(&mut self, peer: &P, bytes: usize) {
         if let Some(state) = self.peers.get_mut(peer) {
@@ -623,11 +633,7 @@ impl<P: Ord + Clone> Syncer<P> {
             .map(|(peer, _)| peer.clone())
             .collect();
         for peer in &timed_out {
-            self.end_pull(peer);
-            if let Some(state) = self.peers.get_mut(peer) {
-                state.round_trip.back_off();
-            }
-            self.deferred.insert(peer.clone());
+            self.timed_out(peer);
         }
         self.earliest_in_flight_ms = self
             .peers
