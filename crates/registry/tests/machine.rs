@@ -25,6 +25,8 @@ struct Node {
     machine: SyncMachine<usize>,
     /// Answers pulls with nothing and announces heads nobody has.
     liar: bool,
+    /// Takes pull requests and never answers them.
+    silent: bool,
 }
 
 enum Payload {
@@ -75,6 +77,7 @@ impl Net {
                 envelopes: HashMap::new(),
                 machine: SyncMachine::new(policy.clone()),
                 liar: false,
+                silent: false,
             })
             .collect();
         let mut setup = Vec::new();
@@ -208,6 +211,9 @@ impl Net {
             }
             Payload::Request(bytes) => {
                 let node = &mut self.nodes[to];
+                if node.silent {
+                    return;
+                }
                 let answer = if node.liar {
                     sync::Response::with_envelopes(Vec::new()).encode()
                 } else {
@@ -402,6 +408,69 @@ fn over_a_transport_that_reports_loss_only_its_failures_are_retried() {
     let took = net.converge(1_000).expect("agrees");
     assert!(took <= 100, "{took} ms: the retry goes out on the failure");
     assert_eq!(net.nodes[1].machine.stats().push_retries, 2);
+}
+
+#[test]
+fn over_a_transport_that_reports_loss_a_peer_that_never_answers_holds_nothing_back() {
+    let policy = Policy {
+        announce_interval_ms: INTERVAL_MS,
+        transport_reports_loss: true,
+        ..Policy::default()
+    };
+    let mut net = Net::with_policy(3, 0.0, 8, policy);
+    net.nodes[3].silent = true;
+    // Node 1 wrote a change that nodes 1 and 3 hold (its push to node 2 is still on its way).
+    let node = &mut net.nodes[1];
+    let envelope = node
+        .replica
+        .write(&node.key, &learning("held back"), 1_700_000_000_000)
+        .expect("write allowed");
+    node.envelopes.insert(envelope.hash(), envelope.clone());
+    net.absorb(3, vec![envelope.clone()]);
+    let announce = |net: &Net, i: usize| {
+        let replica = &net.nodes[i].replica;
+        let heads = replica.heads();
+        Announcement {
+            federation: replica.federation().expect("founded"),
+            digest: sync::heads_digest(&heads),
+            heads,
+            changes: replica.len() as u64,
+            summary: false,
+        }
+        .encode()
+    };
+    // The silent member announces first: node 2 pulls from it, and the request is never answered.
+    let bytes = announce(&net, 3);
+    net.send(3, 2, Payload::Announcement(bytes));
+    net.step();
+    net.step();
+    net.step();
+    net.step();
+    net.step();
+    assert_eq!(net.pulls.get(&(2, 3)), Some(&1));
+    // The author announces the same heads: the pull in flight claims them, so node 2 waits, but only one RTO.
+    let bytes = announce(&net, 1);
+    net.send(1, 2, Payload::Announcement(bytes));
+    let mut took = None;
+    for step in 0..300 {
+        net.step();
+        if net.nodes[2].replica.holds(&envelope.hash()) {
+            took = Some(step * TICK_MS);
+            break;
+        }
+    }
+    let took =
+        took.expect("the change arrives from the author while the silent peer holds its pull");
+    assert!(
+        took <= 1_500,
+        "{took} ms: one RTO, not the transport's timeout"
+    );
+    assert_eq!(
+        net.pulls.get(&(2, 3)),
+        Some(&1),
+        "the slow pull is not sent again"
+    );
+    assert!(net.penalties.is_empty(), "penalties: {:?}", net.penalties);
 }
 
 #[test]

@@ -19,7 +19,8 @@
 //! - a pull whose answer does not come within the peer's RTO counts as lost: the RTO backs off and the pull is sent
 //!   again while the peer still has heads this node lacks; a late answer is still read. Over a transport that
 //!   reports lost requests itself ([`Policy::transport_reports_loss`]), pushes and pulls are sent again on its
-//!   failure reports only, not on the RTO timer;
+//!   failure reports only, not on the RTO timer; a pull an RTO late only releases the heads it was to bring, so
+//!   that another peer that has them is pulled from;
 //! - a peer that sends malformed messages, changes refused for what they are (bad signature, malformed, wrong
 //!   federation: [`Policy::rejections_per_penalty`] of them), or that announces heads its answers do not bring
 //!   ([`UNSERVED_STRIKES`] times in a row) is penalized; the last is not pulled from again for
@@ -744,7 +745,11 @@ impl<P: Ord + Clone> SyncMachine<P> {
     /// differ, announces.
     pub fn tick(&mut self, replica: &Replica, now_ms: u64) {
         self.flush(now_ms);
-        if !self.policy.transport_reports_loss {
+        if self.policy.transport_reports_loss {
+            if self.pulls.release_slow(now_ms) > 0 {
+                self.followups(replica, now_ms);
+            }
+        } else {
             let timed_out = self.pulls.on_tick(now_ms);
             self.stats.pull_timeouts += timed_out.len() as u64;
             self.followups(replica, now_ms);

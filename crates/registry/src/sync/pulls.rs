@@ -643,6 +643,33 @@ impl<P: Ord + Clone> Syncer<P> {
         timed_out
     }
 
+    /// Over a transport that reports loss itself, a pull is not sent again because it is slow, but the heads it was
+    /// to bring are released once its answer is an RTO late, so that another peer that has them is pulled from: a
+    /// member that takes requests and never answers cannot hold a change back for the transport's whole timeout.
+    /// The pull stays in flight (its answer is still read). Returns how many pulls were released.
+    pub fn release_slow(&mut self, now_ms: u64) -> usize {
+        match self.earliest_in_flight_ms {
+            Some(earliest) if now_ms.saturating_sub(earliest) > super::pulls::MIN_RTO_MS => {}
+            _ => return 0,
+        }
+        let mut released = 0;
+        for (peer, state) in &mut self.peers {
+            let late = state
+                .in_flight_since_ms
+                .is_some_and(|since| now_ms.saturating_sub(since) > state.round_trip.rto_ms());
+            if !late || state.fetching.is_empty() {
+                continue;
+            }
+            for head in std::mem::take(&mut state.fetching) {
+                if self.fetching.get(&head) == Some(peer) {
+                    self.fetching.remove(&head);
+                }
+            }
+            released += 1;
+        }
+        released
+    }
+
     /// Peers whose answers left heads they named unserved this many times in a row.
     pub fn unserved(&self, peer: &P) -> u32 {
         self.peers.get(peer).map_or(0, |s| s.unserved)
