@@ -14,7 +14,8 @@ use registry::sync::{self, Absorbed, Answer, Output, Policy, SyncMachine};
 use registry::{ChangeHash, Envelope, Op, Replica, SignatureCache};
 
 use crate::report::{Invariant, Phase, Report};
-use crate::scenario::{Action, Scenario};
+use crate::scenario::{Action, Expect, Scenario};
+use crate::scheduled::Tried;
 use crate::workload::{self, Write};
 
 /// Fault injection for the simulator's self-test.
@@ -137,6 +138,10 @@ struct Sim<'a> {
     policy: Policy,
     /// Signature results shared by the simulated replicas (see [`registry::SignatureCache`]).
     signatures: Arc<SignatureCache>,
+    /// Scheduled starts with an expectation, and what came of them.
+    tried: Vec<Tried>,
+    /// Expected starts not started yet: (index into `tried`, node, the write, tried until this ms).
+    retrying: Vec<(usize, usize, Write, u64)>,
 }
 
 /// The key of node `name` in a run with `seed` (real mode writes the same keys into its data dirs).
@@ -234,6 +239,8 @@ impl<'a> Sim<'a> {
             counter: 0,
             policy: policy(scenario),
             signatures,
+            tried: Vec::new(),
+            retrying: Vec::new(),
         }
     }
 
@@ -295,6 +302,9 @@ impl<'a> Sim<'a> {
                 next_event += 1;
             }
             self.flap();
+            if !self.retrying.is_empty() {
+                self.retry_starts();
+            }
             if t < self.scenario.workload.stop_at_ms {
                 self.workload();
             }
@@ -391,6 +401,15 @@ impl<'a> Sim<'a> {
 
     fn apply(&mut self, action: &Action) {
         match action {
+            Action::Threshold { node, .. }
+            | Action::Allocate { node, .. }
+            | Action::Register { node, .. }
+            | Action::Decide { node, .. }
+            | Action::Start { node, .. } => {
+                if let Some(i) = self.index(node) {
+                    self.scheduled_write(i, action);
+                }
+            }
             Action::Partition { sides } => {
                 let sides: Vec<BTreeSet<usize>> = sides
                     .iter()
@@ -472,6 +491,75 @@ impl<'a> Sim<'a> {
                     self.disrupted(format!("hostile {node}"));
                 }
             }
+        }
+    }
+
+    /// A scheduled governance write on node `i`; a start with an expectation is recorded (and an expected start
+    /// tried again every tick until it starts or the scenario's bound passes).
+    fn scheduled_write(&mut self, i: usize, action: &Action) {
+        let by = self.nodes[i].key.public().to_hex();
+        let Some((_, write)) = action.scheduled_write(&by, self.now_ms as i64) else {
+            return;
+        };
+        let wrote = self.write_planned(i, &write);
+        let (Some(expect), Action::Start { experiment, .. }) = (action.expectation(), action)
+        else {
+            return;
+        };
+        self.tried.push(Tried {
+            node: self.nodes[i].name.clone(),
+            experiment: experiment.clone(),
+            at_ms: self.now_ms,
+            expect,
+            started_at_ms: wrote.then_some(self.now_ms),
+            refusal: (!wrote).then(|| self.refusal(i, experiment)),
+        });
+        if !wrote && expect == Expect::Started {
+            let until = self.now_ms + self.scenario.converge_within_ms;
+            self.retrying.push((self.tried.len() - 1, i, write, until));
+        }
+    }
+
+    /// Tries the expected starts again (the approval they wait for may have arrived).
+    fn retry_starts(&mut self) {
+        let now = self.now_ms;
+        for (tried, i, write, until) in std::mem::take(&mut self.retrying) {
+            if !self.nodes[i].alive || now > until {
+                continue;
+            }
+            let write = match write {
+                Write::StartExperiment { key, .. } => Write::StartExperiment {
+                    key,
+                    at_ms: now as i64,
+                },
+                other => other,
+            };
+            if self.write_planned(i, &write) {
+                self.tried[tried].started_at_ms = Some(now);
+                self.tried[tried].refusal = None;
+            } else {
+                if let Write::StartExperiment { key, .. } = &write {
+                    self.tried[tried].refusal = Some(self.refusal(i, key));
+                }
+                self.retrying.push((tried, i, write, until));
+            }
+        }
+    }
+
+    /// Why node `i`'s governance refuses to start `key` now.
+    fn refusal(&self, i: usize, key: &str) -> String {
+        match governance::try_start(&self.nodes[i].replica.view(), key, self.now_ms as i64) {
+            Ok(_) => "the write was refused".into(),
+            Err(refusal) => format!("{}: {}", refusal.reason, refusal.detail),
+        }
+    }
+
+    /// Writes a planned write on node `i` from its own view; whether a change was written.
+    fn write_planned(&mut self, i: usize, write: &Write) -> bool {
+        let node = &self.nodes[i];
+        match write.op(|| node.replica.view()) {
+            Some(op) => self.write(i, &op),
+            None => false,
         }
     }
 
@@ -589,7 +677,8 @@ impl<'a> Sim<'a> {
         planned.op(|| node.replica.view())
     }
 
-    fn write(&mut self, i: usize, op: &Op) {
+    /// Writes `op` as node `i`; whether it wrote a change it holds.
+    fn write(&mut self, i: usize, op: &Op) -> bool {
         let now = self.now_ms as i64;
         let node = &mut self.nodes[i];
         match node.replica.write(&node.key, op, now) {
@@ -597,6 +686,7 @@ impl<'a> Sim<'a> {
                 node.stored.insert(envelope.hash(), envelope.clone());
                 node.machine.written([envelope]);
                 node.writes += 1;
+                return true;
             }
             Err(registry::Error::NotAllowed { .. }) if node.revoked => {
                 // It saw its revocation and writes anyway (a misbehaving node): craft the change and serve it.
@@ -608,6 +698,7 @@ impl<'a> Sim<'a> {
             }
             Err(error) => tracing::debug!(node = %node.name, %error, "write refused"),
         }
+        false
     }
 
     /// A hostile node gossips every announce interval: garbage, or a head nobody has, so honest nodes pull from it
@@ -1002,6 +1093,7 @@ impl<'a> Sim<'a> {
             },
         });
         invariants.extend(governance_invariants(&honest));
+        invariants.extend(crate::scheduled::invariant(&self.tried));
         invariants.push(Invariant {
             name: "no node panics".into(),
             ok: true,

@@ -17,6 +17,7 @@ pub mod deterministic;
 pub mod real;
 pub mod report;
 pub mod scenario;
+pub mod scheduled;
 pub mod workload;
 
 pub use deterministic::InjectedBug;

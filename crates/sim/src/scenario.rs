@@ -2,10 +2,12 @@
 //! workload, a schedule of faults, and the bound within which honest nodes must converge. See
 //! `docs/simulation.md` for the format.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+
+use crate::workload::Write;
 
 /// A whole scenario.
 #[derive(Clone, Debug, Deserialize)]
@@ -186,6 +188,137 @@ pub enum Action {
         /// Any of [`crate::attack::ATTACKS`].
         attacks: Vec<String>,
     },
+    /// A council node sets the simulated quarter's high-impact threshold.
+    Threshold {
+        /// Council node name.
+        node: String,
+        /// Experiments costing more need the council's approval.
+        cost: f64,
+    },
+    /// A council node allocates a pod's budget for the simulated quarter.
+    Allocate {
+        /// Council node name.
+        node: String,
+        /// The pod (a region's pods share its name).
+        pod: String,
+        /// The amount.
+        amount: f64,
+    },
+    /// A pod node registers an experiment. Its key starts with [`crate::workload::SCRIPTED_PREFIX`]: the random
+    /// workload leaves it to the schedule.
+    Register {
+        /// Pod node name.
+        node: String,
+        /// Experiment key.
+        experiment: String,
+        /// Its cost.
+        cost: f64,
+    },
+    /// A council node approves (or rejects) an experiment.
+    Decide {
+        /// Council node name.
+        node: String,
+        /// Experiment key.
+        experiment: String,
+        /// Reject rather than approve.
+        #[serde(default)]
+        reject: bool,
+    },
+    /// A pod node tries to start an experiment; `expect` is checked by the invariant "scheduled starts go as
+    /// expected".
+    Start {
+        /// Pod node name.
+        node: String,
+        /// Experiment key.
+        experiment: String,
+        /// What must happen (nothing is checked when absent).
+        #[serde(default)]
+        expect: Option<Expect>,
+    },
+}
+
+/// What a scheduled start must do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expect {
+    /// Governance refuses it when it is tried (the approvals it needs have not reached the pod).
+    Refused,
+    /// It starts within the scenario's `converge_within_ms` of being tried (what it waited for arrived).
+    Started,
+}
+
+impl Action {
+    /// A scheduled governance write: the node that writes it and what it writes, its key being `by` (hex).
+    /// `None` for faults and other events.
+    pub fn scheduled_write(&self, by: &str, at_ms: i64) -> Option<(&str, Write)> {
+        let by = by.to_owned();
+        Some(match self {
+            Action::Threshold { node, cost } => (node, Write::Threshold { cost: *cost }),
+            Action::Allocate { node, pod, amount } => (
+                node,
+                Write::Allocate {
+                    pod: pod.clone(),
+                    amount: *amount,
+                    by,
+                },
+            ),
+            Action::Register {
+                node,
+                experiment,
+                cost,
+            } => (
+                node,
+                Write::Experiment {
+                    key: experiment.clone(),
+                    cost: *cost,
+                    metric: format!("{experiment}-metric"),
+                    at_ms,
+                },
+            ),
+            Action::Decide {
+                node,
+                experiment,
+                reject,
+            } => (
+                node,
+                Write::Decide {
+                    key: experiment.clone(),
+                    by,
+                    reject: *reject,
+                    at_ms,
+                },
+            ),
+            Action::Start {
+                node, experiment, ..
+            } => (
+                node,
+                Write::StartExperiment {
+                    key: experiment.clone(),
+                    at_ms,
+                },
+            ),
+            _ => return None,
+        })
+        .map(|(node, write)| (node.as_str(), write))
+    }
+
+    /// What a scheduled start must do, if anything.
+    pub fn expectation(&self) -> Option<Expect> {
+        match self {
+            Action::Start { expect, .. } => *expect,
+            _ => None,
+        }
+    }
+}
+
+impl Expect {
+    /// As written in a scenario.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Expect::Refused => "refused",
+            Expect::Started => "started",
+        }
+    }
 }
 
 /// Why a scenario cannot be used.
@@ -299,8 +432,23 @@ impl Scenario {
         if self.tick_ms == 0 || self.duration_ms == 0 {
             return Err("tick_ms and duration_ms must be positive".into());
         }
+        let roles: BTreeMap<String, model::Role> = self
+            .node_names()
+            .into_iter()
+            .map(|(name, _, role, _)| (name, role))
+            .collect();
         for (index, event) in self.schedule.iter().enumerate() {
             let known = |name: &String| names.contains(name) || regions.contains(name.as_str());
+            // A scheduled governance write needs a node of the role that may write it.
+            let role_of = |node: &String, role: model::Role| match roles.get(node) {
+                None => Ok(Some(node.clone())),
+                Some(r) if *r == role => Ok(None),
+                Some(r) => Err(format!(
+                    "schedule[{index}]: `{node}` is a {} node; this action needs a {} node",
+                    r.as_str(),
+                    role.as_str()
+                )),
+            };
             let bad = match &event.action {
                 Action::Partition { sides } => sides.iter().flatten().find(|n| !known(n)).cloned(),
                 Action::Crash { node } | Action::Restart { node } | Action::Revoke { node } => {
@@ -316,6 +464,21 @@ impl Scenario {
                     (!names.contains(node)).then(|| node.clone())
                 }
                 Action::Heal | Action::Links { .. } | Action::Flap { .. } => None,
+                Action::Threshold { node, .. }
+                | Action::Allocate { node, .. }
+                | Action::Decide { node, .. } => role_of(node, model::Role::Council)?,
+                Action::Register {
+                    node, experiment, ..
+                } => {
+                    if !experiment.starts_with(crate::workload::SCRIPTED_PREFIX) {
+                        return Err(format!(
+                            "schedule[{index}]: experiment `{experiment}` must start with `{}` (the random workload leaves those to the schedule)",
+                            crate::workload::SCRIPTED_PREFIX
+                        ));
+                    }
+                    role_of(node, model::Role::Pod)?
+                }
+                Action::Start { node, .. } => role_of(node, model::Role::Pod)?,
             };
             if let Some(name) = bad {
                 return Err(format!(

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 /// The quarter every simulated objective, threshold and key result belongs to.
 const QUARTER: &str = "2026Q4";
+/// Experiments whose key starts with this are the schedule's: the random workload neither votes on nor starts them,
+/// so a scripted approval, rejection or start is the only one they get.
+pub const SCRIPTED_PREFIX: &str = "scripted-";
 
 /// One planned write.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -73,6 +76,34 @@ pub enum Write {
         by: String,
         /// Reject rather than approve.
         reject: bool,
+        /// When.
+        at_ms: i64,
+    },
+    /// A council member allocates a pod's budget for the simulated quarter (a scheduled write).
+    Allocate {
+        /// The pod.
+        pod: String,
+        /// The amount.
+        amount: f64,
+        /// The council member's public key (hex).
+        by: String,
+    },
+    /// A council member decides on one experiment (a scheduled write; nothing when the experiment is not known
+    /// here yet).
+    Decide {
+        /// The experiment.
+        key: String,
+        /// The voter's public key (hex).
+        by: String,
+        /// Reject rather than approve.
+        reject: bool,
+        /// When.
+        at_ms: i64,
+    },
+    /// A pod starts one experiment if governance lets it start now (a scheduled write; nothing otherwise).
+    StartExperiment {
+        /// The experiment.
+        key: String,
         /// When.
         at_ms: i64,
     },
@@ -199,7 +230,11 @@ impl Write {
                 let key = view
                     .experiments
                     .values()
-                    .filter(|e| e.pod == *pod && e.status == model::ExperimentStatus::Draft)
+                    .filter(|e| {
+                        e.pod == *pod
+                            && e.status == model::ExperimentStatus::Draft
+                            && !e.key.starts_with(SCRIPTED_PREFIX)
+                    })
                     .find(|e| governance::try_start(&view, &e.key, *at_ms).is_ok())?
                     .key
                     .clone();
@@ -213,7 +248,8 @@ impl Write {
                 let view = view();
                 let governance = governance::Governance::derive(&view);
                 let waiting = governance.queue().into_iter().find(|s| {
-                    !s.approval.approvals.iter().any(|v| v.by == *by)
+                    !s.key.starts_with(SCRIPTED_PREFIX)
+                        && !s.approval.approvals.iter().any(|v| v.by == *by)
                         && !s.approval.ignored.iter().any(|(v, _)| v.by == *by)
                 })?;
                 Op::Decide(model::Approval {
@@ -227,6 +263,41 @@ impl Write {
                     by: by.clone(),
                     at_ms: *at_ms,
                 })
+            }
+            Write::Allocate { pod, amount, by } => Op::AllocateBudget(model::Budget {
+                pod: pod.clone(),
+                quarter: QUARTER.into(),
+                allocated: *amount,
+                by: by.clone(),
+            }),
+            Write::Decide {
+                key,
+                by,
+                reject,
+                at_ms,
+            } => {
+                if !view().experiments.contains_key(key) {
+                    return None;
+                }
+                Op::Decide(model::Approval {
+                    experiment: key.clone(),
+                    decision: if *reject {
+                        model::Decision::Rejected
+                    } else {
+                        model::Decision::Approved
+                    },
+                    reason: "scheduled".into(),
+                    by: by.clone(),
+                    at_ms: *at_ms,
+                })
+            }
+            Write::StartExperiment { key, at_ms } => {
+                governance::try_start(&view(), key, *at_ms).ok()?;
+                Op::SetExperimentStatus {
+                    key: key.clone(),
+                    status: model::ExperimentStatus::Running,
+                    at_ms: *at_ms,
+                }
             }
             Write::Revoke {
                 public_key,

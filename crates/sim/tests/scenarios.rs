@@ -28,6 +28,45 @@ fn regional_split_holds() {
     assert_holds("regional-split");
 }
 
+/// The approval given in EMEA during the split does not let the APAC pod start until the heal brings it; given
+/// before the split, it does (and the schedule's expectations then fail, as they must).
+#[test]
+fn an_approval_from_across_the_partition_binds_only_once_it_arrives() {
+    let (scenario, path) = scenario("regional-split");
+    let report = sim::run_deterministic(&scenario, &path, None, sim::InjectedBug::None);
+    let scheduled = report
+        .invariants
+        .iter()
+        .find(|i| i.name == "scheduled starts go as expected")
+        .expect("regional-split schedules starts");
+    assert!(scheduled.ok, "{}", scheduled.detail);
+    assert!(
+        scheduled.detail.contains("needs_approval"),
+        "refused for the missing approval: {}",
+        scheduled.detail
+    );
+    let text = std::fs::read_to_string(&path).expect("readable");
+    let early = text.replace(
+        "at_ms = 30000\naction = \"decide\"",
+        "at_ms = 15000\naction = \"decide\"",
+    );
+    assert_ne!(early, text, "the decision is scheduled at 30 s");
+    let scenario = sim::Scenario::parse(&early, "early.toml").expect("valid");
+    let report = sim::run_deterministic(&scenario, "early.toml", None, sim::InjectedBug::None);
+    let scheduled = report
+        .invariants
+        .iter()
+        .find(|i| i.name == "scheduled starts go as expected")
+        .expect("scheduled");
+    assert!(!scheduled.ok, "{}", scheduled.detail);
+    assert!(
+        scheduled.detail.contains("started (expected refused)"),
+        "{}",
+        scheduled.detail
+    );
+    assert!(!report.ok());
+}
+
 #[test]
 fn flapping_links_hold() {
     assert_holds("flapping-links");
@@ -159,6 +198,24 @@ fn invalid_scenarios_name_the_problem() {
     let text = "name = \"x\"\nduration_ms = 1000\nconverge_within_ms = 100\n[[region]]\nname = \"emea\"\ncouncil = 1\n[[schedule]]\nat_ms = 10\naction = \"crash\"\nnode = \"nobody\"\n";
     let error = sim::Scenario::parse(text, "bad.toml").expect_err("unknown node");
     assert!(error.to_string().contains("nobody"), "{error}");
+    let base = "name = \"x\"\nduration_ms = 1000\nconverge_within_ms = 100\n[[region]]\nname = \"emea\"\ncouncil = 1\npods = 1\n[[schedule]]\nat_ms = 10\n";
+    let text = format!(
+        "{base}action = \"register\"\nnode = \"emea-pod-1\"\nexperiment = \"big-bet\"\ncost = 1.0\n"
+    );
+    let error = sim::Scenario::parse(&text, "bad.toml").expect_err("unscripted key");
+    assert!(error.to_string().contains("scripted-"), "{error}");
+    let text =
+        format!("{base}action = \"decide\"\nnode = \"emea-pod-1\"\nexperiment = \"scripted-x\"\n");
+    let error = sim::Scenario::parse(&text, "bad.toml").expect_err("a pod decides");
+    assert!(
+        error.to_string().contains("needs a council node"),
+        "{error}"
+    );
+    let text = format!(
+        "{base}action = \"start\"\nnode = \"emea-pod-1\"\nexperiment = \"scripted-x\"\nexpect = \"maybe\"\n"
+    );
+    let error = sim::Scenario::parse(&text, "bad.toml").expect_err("unknown expectation");
+    assert!(error.to_string().contains("maybe"), "{error}");
 }
 
 /// The acceptance bound: every shipped scenario converges, within three announce intervals of the scenario plus one

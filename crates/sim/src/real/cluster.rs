@@ -102,6 +102,20 @@ impl Daemon {
             .map_err(|_| "the node's writer has stopped".to_owned())
     }
 
+    /// Writes `planned` now, after the writes queued before it: the change written, `None` when there was nothing
+    /// to write or the node refused.
+    pub(crate) fn write_now(&self, planned: &Write) -> Result<Option<ChangeHash>, String> {
+        let _ = self.flush().recv();
+        Ok(match write(&self.remote, planned)? {
+            Written::Change(hash) => Some(hash),
+            Written::Nothing => None,
+            Written::Refused(reason) => {
+                tracing::debug!(%reason, "scheduled write refused");
+                None
+            }
+        })
+    }
+
     /// Asks the writer to report when the writes queued so far are done; wait on the answer with
     /// [`std::sync::mpsc::Receiver::recv`].
     pub(crate) fn flush(&self) -> std::sync::mpsc::Receiver<()> {

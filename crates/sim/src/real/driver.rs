@@ -12,7 +12,8 @@ use super::cluster::{self, Cluster, Daemon, Probe, Writes};
 use super::hostile::{self, Hostile};
 use super::{RealError, scaled, unix_ms, verdict};
 use crate::report::{Phase, Report};
-use crate::scenario::{Action, Scenario};
+use crate::scenario::{Action, Expect, Scenario};
+use crate::scheduled::Tried;
 use crate::workload::{self, Write};
 
 /// How often the driver reads every node's heads and counters.
@@ -125,6 +126,8 @@ pub(super) struct Driver<'a> {
     notes: Vec<String>,
     problems: Vec<String>,
     lag_ms: u64,
+    /// Scheduled starts with an expectation, and what came of them.
+    tried: Vec<Tried>,
 }
 
 impl<'a> Driver<'a> {
@@ -179,6 +182,7 @@ impl<'a> Driver<'a> {
             notes,
             problems: Vec::new(),
             lag_ms: 0,
+            tried: Vec::new(),
         }
     }
 
@@ -210,7 +214,7 @@ impl<'a> Driver<'a> {
         while t <= self.scenario.duration_ms {
             self.wait_for(t);
             while next_event < schedule.len() && schedule[next_event].at_ms <= t {
-                self.apply(&schedule[next_event].action);
+                self.apply(&schedule[next_event].action, schedule[next_event].at_ms);
                 next_event += 1;
             }
             self.flap(t);
@@ -307,8 +311,17 @@ impl<'a> Driver<'a> {
         });
     }
 
-    fn apply(&mut self, action: &Action) {
+    fn apply(&mut self, action: &Action, at_ms: u64) {
         match action {
+            Action::Threshold { node, .. }
+            | Action::Allocate { node, .. }
+            | Action::Register { node, .. }
+            | Action::Decide { node, .. }
+            | Action::Start { node, .. } => {
+                if let Some(i) = self.index(node) {
+                    self.scheduled_write(i, action, at_ms);
+                }
+            }
             Action::Partition { sides } => {
                 let groups: Vec<BTreeSet<usize>> = sides
                     .iter()
@@ -552,6 +565,59 @@ impl<'a> Driver<'a> {
             }
             Err(error) => self.problems.push(error.to_string()),
         }
+    }
+
+    /// A scheduled governance write on node `i`, written at once (after its queued writes) so that its outcome is
+    /// known: an expected start is tried again until it starts or the scenario's bound (scaled) has passed.
+    fn scheduled_write(&mut self, i: usize, action: &Action, at_ms: u64) {
+        let by = self.cluster.members[i].key.public().to_hex();
+        let name = self.cluster.members[i].name.clone();
+        let Some((_, mut write)) = action.scheduled_write(&by, unix_ms()) else {
+            return;
+        };
+        let first = Instant::now();
+        let until =
+            first + Duration::from_millis(scaled(self.scenario.converge_within_ms, self.scale));
+        let expect = action.expectation();
+        let started = loop {
+            let Some(daemon) = self.nodes[i].daemon() else {
+                self.notes.push(format!(
+                    "{name}: a scheduled write at {at_ms} ms found the node down"
+                ));
+                break false;
+            };
+            match daemon.write_now(&write) {
+                Ok(Some(hash)) => {
+                    self.nodes[i].writes.written.push(hash);
+                    break true;
+                }
+                Ok(None) if expect == Some(Expect::Started) && Instant::now() < until => {
+                    std::thread::sleep(OBSERVE_INTERVAL.min(Duration::from_millis(50)));
+                    if let Write::StartExperiment { at_ms, .. } = &mut write {
+                        *at_ms = unix_ms();
+                    }
+                }
+                Ok(None) => break false,
+                Err(error) => {
+                    self.problems.push(format!(
+                        "{name}: a scheduled write did not reach the node: {error}"
+                    ));
+                    break false;
+                }
+            }
+        };
+        let (Some(expect), Action::Start { experiment, .. }) = (expect, action) else {
+            return;
+        };
+        let waited = first.elapsed().as_millis() as f64 / self.scale;
+        self.tried.push(Tried {
+            node: name,
+            experiment: experiment.clone(),
+            at_ms,
+            expect,
+            started_at_ms: started.then_some(at_ms + waited as u64),
+            refusal: None,
+        });
     }
 
     fn revoke(&mut self, target: usize) {
@@ -803,7 +869,8 @@ impl<'a> Driver<'a> {
             bound_text: format!("{} ms x {}", self.scenario.converge_within_ms, self.scale),
             problems: self.problems.clone(),
         };
-        let invariants = verdict::invariants(&evidence);
+        let mut invariants = verdict::invariants(&evidence);
+        invariants.extend(crate::scheduled::invariant(&self.tried));
         let converged = evidence.convergence_ms.is_some() && evidence.stores_agree();
         let changes = (0..self.nodes.len())
             .find(|i| evidence.alive[*i] && self.nodes[*i].honest())
