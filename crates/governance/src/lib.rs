@@ -509,6 +509,16 @@ impl Governance {
 /// experiment's state as running and its pod's budget row after the spend; `Err` what refuses it (the rule and the
 /// numbers, and the budget row the start would draw on).
 pub fn try_start(view: &RegistryView, key: &str, at_ms: i64) -> Result<Started, StartRefusal> {
+    try_start_with(view, &Governance::derive(view), key, at_ms)
+}
+
+/// [`try_start`] with the governance of `view` already derived (a node keeps it per registry state).
+pub fn try_start_with(
+    view: &RegistryView,
+    current: &Governance,
+    key: &str,
+    at_ms: i64,
+) -> Result<Started, StartRefusal> {
     if !view.experiments.contains_key(key) {
         return Err(StartRefusal {
             reason: "unknown_experiment",
@@ -517,7 +527,6 @@ pub fn try_start(view: &RegistryView, key: &str, at_ms: i64) -> Result<Started, 
             budget: None,
         });
     }
-    let current = Governance::derive(view);
     let state = &current.experiments[key];
     let refuse = |reason: &'static str, detail: String| StartRefusal {
         reason,

@@ -112,6 +112,17 @@ pub struct Node {
     unflushed: bool,
     /// Own changes written again after a removal took out the originals, not yet shared.
     reissued: Vec<registry::Envelope>,
+    /// The typed registry and its governance as of one set of heads (see [`Node::governance`]).
+    derived: std::sync::Mutex<Derived>,
+}
+
+/// The view and governance computed for one set of heads. Equal heads mean equal accepted and excluded changes, so
+/// equal documents and facts: the view, and governance (a function of the view), are the same.
+#[derive(Default)]
+struct Derived {
+    heads: Vec<ChangeHash>,
+    view: Option<std::sync::Arc<RegistryView>>,
+    governance: Option<std::sync::Arc<governance::Governance>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -160,6 +171,7 @@ impl Node {
             replica,
             unflushed: false,
             reissued: Vec::new(),
+            derived: std::sync::Mutex::default(),
         })
     }
 
@@ -191,7 +203,53 @@ impl Node {
 
     /// The typed registry.
     pub fn view(&self) -> RegistryView {
-        self.replica.view()
+        (*self.shared_view()).clone()
+    }
+
+    /// The typed registry, built once per set of heads and shared.
+    pub fn shared_view(&self) -> std::sync::Arc<RegistryView> {
+        let mut derived = self.derived();
+        if let Some(view) = &derived.view {
+            return view.clone();
+        }
+        let view = std::sync::Arc::new(self.replica.view());
+        derived.view = Some(view.clone());
+        view
+    }
+
+    /// Governance as the registry decides it (`governance::Governance::derive`), computed once per set of heads:
+    /// listing, showing and starting experiments on an unchanged registry do not derive it again.
+    pub fn governance(&self) -> std::sync::Arc<governance::Governance> {
+        if let Some(governance) = &self.derived().governance {
+            return governance.clone();
+        }
+        let view = self.shared_view();
+        let governance = std::sync::Arc::new(governance::Governance::derive(&view));
+        let mut derived = self.derived();
+        if derived
+            .view
+            .as_ref()
+            .is_some_and(|v| std::sync::Arc::ptr_eq(v, &view))
+        {
+            derived.governance = Some(governance.clone());
+        }
+        governance
+    }
+
+    /// The memo, emptied when the heads moved since it was filled.
+    fn derived(&self) -> std::sync::MutexGuard<'_, Derived> {
+        let mut derived = self
+            .derived
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let heads = self.replica.heads();
+        if derived.heads != heads {
+            *derived = Derived {
+                heads,
+                ..Derived::default()
+            };
+        }
+        derived
     }
 
     /// The typed view of the council document alone (members and roles live there).
@@ -427,5 +485,41 @@ impl Node {
             .filter(|t| !t.trim().is_empty())
             .map(|t| registry::parse_hash(t).map_err(Error::from))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn governance_is_derived_once_per_set_of_heads() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut node = Node::open(dir.path()).expect("opens");
+        node.create_federation("acme", 1_700_000_000_000)
+            .expect("founded");
+        let first = node.governance();
+        assert!(
+            Arc::ptr_eq(&first, &node.governance()),
+            "an unchanged registry is not derived again"
+        );
+        assert!(Arc::ptr_eq(&node.shared_view(), &node.shared_view()));
+        node.write(
+            &Op::SetThreshold {
+                quarter: "2026Q4".into(),
+                cost: 5_000.0,
+            },
+            1_700_000_000_001,
+        )
+        .expect("the founder is on the council");
+        let after = node.governance();
+        assert!(!Arc::ptr_eq(&first, &after), "a write moves the heads");
+        assert_eq!(
+            node.shared_view().high_impact_thresholds.get("2026Q4"),
+            Some(&5_000.0)
+        );
+        assert_eq!(*after, governance::Governance::derive(&node.view()));
     }
 }

@@ -278,7 +278,7 @@ pub fn analyze(context: &Context, node: &mut Node, args: AnalyzeArgs) -> anyhow:
 pub fn conclude(context: &Context, node: &mut Node, args: ConcludeArgs) -> anyhow::Result<u8> {
     // Only an experiment whose start stands concludes: a draft never ran, a blocked start spent nothing.
     let key = &args.analysis.experiment;
-    let governance = governance::Governance::derive(&node.view());
+    let governance = node.governance();
     if let Some(state) = governance.experiments.get(key)
         && !matches!(
             state.stage,

@@ -243,8 +243,8 @@ pub fn experiment(
             let outcome = node
                 .write(&Op::NewExperiment(experiment.clone()), now_ms())
                 .map_err(map_write)?;
-            let view = node.view();
-            let governance = Governance::derive(&view);
+            let view = node.shared_view();
+            let governance = node.governance();
             let mut value = state_json(&view, &governance, &experiment.key);
             value["change"] = outcome.change.clone().into();
             value["heads"] = serde_json::to_value(&outcome.heads)?;
@@ -277,8 +277,8 @@ pub fn experiment(
                     STAGES.join(", ")
                 )));
             }
-            let view = node.view();
-            let governance = Governance::derive(&view);
+            let view = node.shared_view();
+            let governance = node.governance();
             let rows: Vec<serde_json::Value> = view
                 .experiments
                 .values()
@@ -352,11 +352,11 @@ pub fn experiment(
             Ok(exit::OK)
         }
         ExperimentCommand::Show { key } => {
-            let view = node.view();
+            let view = node.shared_view();
             if !view.experiments.contains_key(&key) {
                 return Err(input_error(format!("KEY: no experiment `{key}`")));
             }
-            let governance = Governance::derive(&view);
+            let governance = node.governance();
             let value = state_json(&view, &governance, &key);
             context.print(&value, |v| {
                 outln!(
@@ -507,9 +507,9 @@ fn print_table<const N: usize>(context: &Context, header: [&str; N], rows: &[[St
 /// `experiment start`: refused (exit 1, with the reason and what is missing) unless governance admits it.
 fn start(context: &Context, node: &mut Node, key: String) -> anyhow::Result<u8> {
     let experiment = own_experiment(node, &key)?;
-    let view = node.view();
+    let view = node.shared_view();
     let now = now_ms();
-    match governance::try_start(&view, &key, now) {
+    match governance::try_start_with(&view, &node.governance(), &key, now) {
         Ok(governance::Started { state, budget }) => {
             let outcome = node
                 .write(
@@ -705,8 +705,8 @@ fn decision(
 
 /// `council queue`: a JSON list of `{experiment, pod, reasons, waiting_since}`, oldest first.
 fn queue(context: &Context, node: &Node) -> anyhow::Result<u8> {
-    let view = node.view();
-    let governance = Governance::derive(&view);
+    let view = node.shared_view();
+    let governance = node.governance();
     let rows: Vec<serde_json::Value> = governance
         .queue()
         .into_iter()
@@ -813,7 +813,7 @@ pub fn budget(context: &Context, node: &mut Node, command: BudgetCommand) -> any
             };
             // An allocation may not take back funds already spent: every start that stands now must still stand.
             let view = node.view();
-            let before = Governance::derive(&view);
+            let before = node.governance();
             let mut trial = view.clone();
             trial
                 .budgets
@@ -839,8 +839,7 @@ pub fn budget(context: &Context, node: &mut Node, command: BudgetCommand) -> any
             context.print_write(&outcome, "budget allocated")
         }
         BudgetCommand::List => {
-            let view = node.view();
-            let governance = Governance::derive(&view);
+            let governance = node.governance();
             let rows = &governance.budgets;
             context.print(&serde_json::json!({ "budgets": rows }), |_| {
                 let money = |x: f64| format!("{x:.2}");
@@ -912,8 +911,7 @@ pub fn learnings(
             context.print_write(&outcome, "learning shared")
         }
         LearningsCommand::Overdue => {
-            let view = node.view();
-            let governance = Governance::derive(&view);
+            let governance = node.governance();
             let now = now_ms();
             let rows: Vec<serde_json::Value> = governance
                 .overdue(now)
