@@ -28,19 +28,7 @@ struct Stream {
 }
 
 fn schema(event: &str, properties: &[&str]) -> EventSchema {
-    EventSchema {
-        event: event.into(),
-        version: 1,
-        properties: properties
-            .iter()
-            .map(|p| p.parse().expect("valid"))
-            .collect(),
-        legal_basis: String::new(),
-        retention_days: 0,
-        status: StandardStatus::Approved,
-        proposed_by: String::new(),
-        approved_by: None,
-    }
+    EventSchema::approved(event, properties).expect("valid")
 }
 
 fn metric(key: &str, kind: MetricKind, capping: Option<f64>) -> MetricDefinition {

@@ -134,19 +134,7 @@ mod tests {
     fn view() -> RegistryView {
         let mut view = RegistryView::default();
         for (event, properties) in SCHEMAS {
-            let schema = EventSchema {
-                event: event.into(),
-                version: 1,
-                properties: properties
-                    .iter()
-                    .map(|p| p.parse().expect("valid"))
-                    .collect(),
-                legal_basis: String::new(),
-                retention_days: 0,
-                status: StandardStatus::Approved,
-                proposed_by: String::new(),
-                approved_by: None,
-            };
+            let schema = EventSchema::approved(event, properties).expect("valid");
             view.schemas.insert(schema.key(), schema);
         }
         let metric = MetricDefinition {

@@ -166,19 +166,7 @@ mod tests {
             ("Page Viewed", vec![]),
             ("Order Completed", vec!["revenue:number"]),
         ] {
-            let schema = EventSchema {
-                event: event.into(),
-                version: 1,
-                properties: properties
-                    .iter()
-                    .map(|p| p.parse().expect("valid"))
-                    .collect(),
-                legal_basis: String::new(),
-                retention_days: 0,
-                status: StandardStatus::Approved,
-                proposed_by: String::new(),
-                approved_by: None,
-            };
+            let schema = EventSchema::approved(event, &properties).expect("valid");
             view.schemas.insert(schema.key(), schema);
         }
         let metrics = [

@@ -280,6 +280,24 @@ pub struct EventSchema {
 }
 
 impl EventSchema {
+    /// Version 1 of `event`, approved, with `properties` written as `name:type[:required][:pii]` (the CLI's
+    /// `--property` form), no legal basis and no retention limit: what fixtures and benchmarks start from.
+    pub fn approved(event: &str, properties: &[&str]) -> Result<Self, Error> {
+        Ok(Self {
+            event: event.into(),
+            version: 1,
+            properties: properties
+                .iter()
+                .map(|p| p.parse())
+                .collect::<Result<_, _>>()?,
+            legal_basis: String::new(),
+            retention_days: 0,
+            status: StandardStatus::Approved,
+            proposed_by: String::new(),
+            approved_by: None,
+        })
+    }
+
     /// The key of this schema version in the registry: `event@version`.
     pub fn key(&self) -> String {
         format!("{}@{}", self.event, self.version)

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use analysis::generate::{self, SCHEMAS};
 use analysis::track::{Schemas, check_line};
-use model::{EventSchema, StandardStatus};
+use model::EventSchema;
 use node::Node;
 use registry::Op;
 
@@ -39,17 +39,8 @@ fn approve_schemas(node: &mut Node) {
         .expect("a federation");
     for (event, properties) in SCHEMAS {
         let schema = EventSchema {
-            event: event.into(),
-            version: 1,
-            properties: properties
-                .iter()
-                .map(|p| p.parse().expect("valid"))
-                .collect(),
-            legal_basis: String::new(),
-            retention_days: 0,
-            status: StandardStatus::Approved,
             proposed_by: "bench".into(),
-            approved_by: None,
+            ..EventSchema::approved(event, properties).expect("valid")
         };
         node.write(&Op::ApproveSchema(schema), now_ms())
             .expect("the founder approves");
