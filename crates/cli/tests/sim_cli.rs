@@ -1,7 +1,8 @@
 //! `growthmesh sim` through the binary: the interface acceptance checks use (one JSON document on stdout, exit 0 when
 //! every invariant holds, 1 when one fails, 2 for a scenario that cannot be run), and real mode with real daemons on
 //! 127.0.0.1: a small split-heal-crash-restart scenario holds, the partition visibly stops sync while it lasts, and a
-//! split that never heals fails its convergence invariant.
+//! split that never heals fails its convergence invariant; in `regional-split`, a start waits for the approval given
+//! on the other side of the split.
 
 mod support;
 
@@ -205,4 +206,29 @@ fn an_invalid_scenario_exits_2_naming_the_line() {
     assert!(output.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("line 2"), "{stderr}");
+}
+
+/// Real nodes over libp2p: the council approves an APAC pod's high-impact experiment in EMEA while the regions are
+/// split; the pod's start is refused (the approval cannot reach it), and goes through once the heal brings it.
+#[test]
+fn real_nodes_refuse_a_start_until_the_approval_from_across_the_split_arrives() {
+    let path = simulation("regional-split");
+    let path = path.to_str().expect("utf-8 path");
+    let output = sim(&[path, "--mode", "real", "--time-scale", "0.2", "--json"]);
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON document ({e}):\n{}\nstderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert_eq!(report["mode"], "real");
+    let scheduled = invariant(&report, "scheduled starts go as expected");
+    assert_eq!(scheduled["ok"], true, "{report:#}");
+    let detail = scheduled["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("at 40000 ms: refused (expected refused)"),
+        "{detail}"
+    );
+    assert!(detail.contains("(expected started)"), "{detail}");
 }
