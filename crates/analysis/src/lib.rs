@@ -25,6 +25,7 @@ pub mod plan;
 pub mod report;
 pub use model::time;
 pub mod track;
+pub mod verify;
 
 pub use join::Analysis;
 pub use plan::{MetricPlan, Plan};

@@ -181,7 +181,7 @@ pub struct Report {
     pub verdict: Verdict,
 }
 
-fn finite(x: f64) -> f64 {
+pub(crate) fn finite(x: f64) -> f64 {
     if x.is_finite() { x } else { 0.0 }
 }
 
@@ -206,7 +206,15 @@ pub fn build(
         .collect::<Result<Vec<_>, _>>()?;
     let srm = srm_p_value < options.srm_threshold;
     let verdicts: Vec<VariantVerdict> = (1..plan.variants.len())
-        .map(|v| variant_verdict(plan, &metrics, v - 1, srm, users.iter().sum::<u64>() == 0))
+        .map(|v| {
+            variant_verdict(
+                &plan.variants,
+                &metrics,
+                v - 1,
+                srm,
+                users.iter().sum::<u64>() == 0,
+            )
+        })
         .collect();
     let verdict = verdicts
         .iter()
@@ -230,14 +238,14 @@ pub fn build(
     })
 }
 
-fn variant_verdict(
-    plan: &Plan,
+pub(crate) fn variant_verdict(
+    variants: &[String],
     metrics: &[MetricReport],
     lift_index: usize,
     srm: bool,
     empty: bool,
 ) -> VariantVerdict {
-    let variant = plan.variants[lift_index + 1].clone();
+    let variant = variants[lift_index + 1].clone();
     let (verdict, reason) = if empty {
         (Verdict::NoData, "no exposures".to_owned())
     } else if srm {
@@ -304,7 +312,8 @@ fn metric_report(
     let lifts = (1..statistics.len())
         .map(|v| {
             lift(
-                metric,
+                &metric.key,
+                metric.direction,
                 &plan.variants[v],
                 &statistics[0],
                 &statistics[v],
@@ -332,7 +341,7 @@ fn pre_varies(sums: &[Sums]) -> bool {
     n > 1 && squares - sum * sum / n as f64 > 1e-12 * squares.abs()
 }
 
-fn moments(binomial: bool, n: u64, sum: f64, sum_squares: f64) -> Moments {
+pub(crate) fn moments(binomial: bool, n: u64, sum: f64, sum_squares: f64) -> Moments {
     if binomial {
         Moments::Proportion(ProportionStatistic { n, sum })
     } else {
@@ -392,15 +401,16 @@ fn variant_statistics(
     }
 }
 
-fn lift(
-    metric: &MetricPlan,
+pub(crate) fn lift(
+    metric: &str,
+    direction: Direction,
     variant: &str,
     control: &Statistic,
     treatment: &Statistic,
     options: &Options,
 ) -> Result<LiftReport, Error> {
     let stats_error = |source| Error::Stats {
-        metric: metric.key.clone(),
+        metric: metric.to_owned(),
         source,
     };
     let config = |difference| frequentist::Config {
@@ -412,7 +422,7 @@ fn lift(
         .map_err(stats_error)?;
     let absolute = frequentist::two_sided_ttest(control, treatment, &config(Difference::Absolute))
         .map_err(stats_error)?;
-    let inverse = metric.direction == Direction::Lower;
+    let inverse = direction == Direction::Lower;
     let bayes = bayesian::effect_test(
         control,
         treatment,
@@ -468,20 +478,7 @@ impl Report {
                     .iter()
                     .map(|v| sanitized(&v.statistics))
                     .collect(),
-                lifts: m
-                    .lifts
-                    .iter()
-                    .map(|l| LiftSummary {
-                        variant: l.variant.clone(),
-                        relative_lift: l.relative_lift,
-                        relative_ci: l.relative_ci,
-                        absolute_lift: l.absolute_lift,
-                        absolute_ci: l.absolute_ci,
-                        p_value: l.p_value,
-                        chance_to_win: l.chance_to_win,
-                        expected_loss: l.expected_loss,
-                    })
-                    .collect(),
+                lifts: m.lifts.iter().map(LiftSummary::from).collect(),
             })
             .collect();
         ResultSummary {
@@ -493,9 +490,25 @@ impl Report {
                 .unwrap_or_default(),
             users: self.users.clone(),
             srm_p_value: self.srm_p_value,
+            alpha: self.alpha,
             metrics,
             concluded_by: by.to_owned(),
             concluded_at_ms: at_ms,
+        }
+    }
+}
+
+impl From<&LiftReport> for LiftSummary {
+    fn from(l: &LiftReport) -> Self {
+        LiftSummary {
+            variant: l.variant.clone(),
+            relative_lift: l.relative_lift,
+            relative_ci: l.relative_ci,
+            absolute_lift: l.absolute_lift,
+            absolute_ci: l.absolute_ci,
+            p_value: l.p_value,
+            chance_to_win: l.chance_to_win,
+            expected_loss: l.expected_loss,
         }
     }
 }

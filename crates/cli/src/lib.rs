@@ -66,6 +66,9 @@ pub enum Command {
     /// Shared learnings.
     #[command(subcommand)]
     Learnings(commands::experiment::LearningsCommand),
+    /// Signed experiment results: recompute and check them.
+    #[command(subcommand)]
+    Result(commands::result::ResultCommand),
     /// Offline bundles, the typed registry and its heads.
     #[command(subcommand)]
     Registry(commands::registry::RegistryCommand),
@@ -224,6 +227,7 @@ fn dispatch(
         Command::Budget(command) => experiment::budget(context, node, command),
         Command::Learnings(command) => experiment::learnings(context, node, command),
         Command::Registry(command) => registry::run(context, node, command),
+        Command::Result(command) => result::run(context, node, command),
         Command::Status => network::status(context, node),
         Command::Peers => network::peers(context),
         Command::Invite(args) => network::invite(context, node, args),

@@ -395,6 +395,20 @@ fn analysis_detects_a_lift_and_the_conclusion_replicates() {
     assert_eq!(control["variant"], "control");
     assert!(control["n"].as_u64().expect("n") > 1000, "{control}");
     assert!(control["sum_squares"].is_number() && control["pre_sum"].is_number());
+
+    // The council, which never held a raw event, recomputes the CUPED-adjusted result from the signed statistics.
+    let verified = council.json(&["result", "verify", "checkout"]);
+    assert_eq!(verified["experiment"], "checkout");
+    assert_eq!(verified["matches"], true, "{verified:#}");
+    assert_eq!(verified["stored"], verified["recomputed"], "{verified:#}");
+    assert_eq!(verified["recomputed"]["metrics"][0]["cuped"], true);
+    assert_eq!(verified["recomputed"]["verdict"], "ship");
+    let text = council.run(&["result", "verify", "checkout"], None);
+    assert!(text.status.success());
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("matches its recomputation"), "{text}");
+    let (_, stderr) = council.json_status(&["result", "verify", "nope"], 2, None);
+    assert!(stderr.contains("no experiment `nope`"), "{stderr}");
 }
 
 #[test]

@@ -56,6 +56,66 @@ fn frequentist_compare_matches_gbstats() {
     assert!(r.get("error").is_none());
 }
 
+/// CUPED and ratio inputs, in the shape a stored result carries them, give gbstats 0.8.0's numbers (cases from
+/// `crates/stats/fixtures/reference.json`).
+#[test]
+fn cuped_and_ratio_compares_match_gbstats() {
+    // RegressionAdjustedStatistic in both arms, two-sided t-test, relative.
+    let r = json_of(&[
+        "stats",
+        "compare",
+        "--control",
+        "30740,1088489.3214861287,43840956.12212531",
+        "--control-pre",
+        "1088489.3214861287,41768389.21270708,38521346.50135393",
+        "--treatment",
+        "116,3861.3092464764622,148352.9025454143",
+        "--treatment-pre",
+        "4107.506873532561,195928.2666563395,136562.19842277587",
+        "--json",
+    ]);
+    assert_close(&r["expected"], -0.0599384577156806);
+    assert_close(&r["ci"][0], -0.12823436141404115);
+    assert_close(&r["ci"][1], 0.008357445982679942);
+    assert_close(&r["uplift"]["stddev"], 0.03448156951532934);
+    assert_close(&r["p_value"], 0.08481879835906181);
+    // RatioStatistic in both arms, absolute.
+    let r = json_of(&[
+        "stats",
+        "compare",
+        "--absolute",
+        "--control",
+        "9568,171417.446702292,3862575.7416301877",
+        "--control-denominator",
+        "43146.36173808697,277137.1298349852,914443.9301254054",
+        "--treatment",
+        "181545,3249654.58441383,74145188.92886527",
+        "--treatment-denominator",
+        "509416.37485176895,1818816.8625407815,8455152.154092602",
+        "--json",
+    ]);
+    assert_close(&r["expected"], 2.406242477042717);
+    assert_close(&r["ci"][0], 2.355247828285901);
+    assert_close(&r["ci"][1], 2.457237125799533);
+    assert_close(&r["uplift"]["stddev"], 0.026016192041299135);
+    // A covariate for one arm only is refused, naming the flag it needs.
+    let output = growthmesh(&[
+        "stats",
+        "compare",
+        "--control",
+        "10,5,30",
+        "--control-pre",
+        "5,30,20",
+        "--treatment",
+        "10,6,40",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--treatment-pre"),
+        "{output:?}"
+    );
+}
+
 #[test]
 fn bayesian_compare_matches_gbstats() {
     let r = json_of(&[

@@ -1137,6 +1137,7 @@ pub(crate) mod tests {
                 verdict: "ship".into(),
                 users: vec![1000, 1000],
                 srm_p_value: 0.5,
+                alpha: model::DEFAULT_ALPHA,
                 metrics: vec![model::MetricSummary {
                     metric: "revenue".into(),
                     kind: "mean".into(),

@@ -21,7 +21,9 @@ mod view;
 
 pub use doc::{DocId, Role};
 pub use records::*;
-pub use result::{LiftSummary, MetricSummary, ResultDecision, ResultSummary, VariantStatistics};
+pub use result::{
+    DEFAULT_ALPHA, LiftSummary, MetricSummary, ResultDecision, ResultSummary, VariantStatistics,
+};
 pub use view::{Federation, RegistryView};
 
 /// Errors of validating domain values.

@@ -120,6 +120,13 @@ pub struct MetricSummary {
     pub lifts: Vec<LiftSummary>,
 }
 
+/// The significance level of an analysis that did not record one.
+pub const DEFAULT_ALPHA: f64 = 0.05;
+
+fn default_alpha() -> f64 {
+    DEFAULT_ALPHA
+}
+
 /// The signed summary a pod writes when it concludes an experiment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResultSummary {
@@ -136,6 +143,9 @@ pub struct ResultSummary {
     /// Sample-ratio-mismatch chi-square p-value.
     #[serde(default)]
     pub srm_p_value: f64,
+    /// The significance level the analysis used (results stored before it was recorded used the default, 0.05).
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
     /// Per metric statistics and tests.
     #[serde(default)]
     pub metrics: Vec<MetricSummary>,

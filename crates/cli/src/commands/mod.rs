@@ -9,6 +9,7 @@ pub mod federation;
 pub mod network;
 pub mod okr;
 pub mod registry;
+pub mod result;
 pub mod schema;
 pub mod sim;
 pub mod stats;

@@ -46,6 +46,42 @@ pub struct CompareArgs {
     /// Arms are conversions: SUM successes among N units.
     #[arg(long)]
     binomial: bool,
+    /// CUPED: the control's pre-exposure covariate, as a stored result's `pre_sum`, `pre_sum_squares` and
+    /// `post_pre_sum` (needs --treatment-pre).
+    #[arg(
+        long,
+        value_name = "PRE_SUM,PRE_SUM_SQUARES,POST_PRE_SUM",
+        allow_hyphen_values = true,
+        requires = "treatment_pre"
+    )]
+    control_pre: Option<String>,
+    /// CUPED: the treatment's covariate, same format as --control-pre.
+    #[arg(
+        long,
+        value_name = "PRE_SUM,PRE_SUM_SQUARES,POST_PRE_SUM",
+        allow_hyphen_values = true,
+        requires = "control_pre"
+    )]
+    treatment_pre: Option<String>,
+    /// Ratio metric: the control's denominator, as a stored result's `denominator_sum`,
+    /// `denominator_sum_squares` and `numerator_denominator_sum` (--control is then the numerator; needs
+    /// --treatment-denominator).
+    #[arg(
+        long,
+        value_name = "DEN_SUM,DEN_SUM_SQUARES,NUM_DEN_SUM",
+        allow_hyphen_values = true,
+        requires = "treatment_denominator",
+        conflicts_with_all = ["binomial", "control_pre"]
+    )]
+    control_denominator: Option<String>,
+    /// Ratio metric: the treatment's denominator, same format as --control-denominator.
+    #[arg(
+        long,
+        value_name = "DEN_SUM,DEN_SUM_SQUARES,NUM_DEN_SUM",
+        allow_hyphen_values = true,
+        requires = "control_denominator"
+    )]
+    treatment_denominator: Option<String>,
     /// Lift relative to the control mean (the default, as in gbstats).
     #[arg(long, conflicts_with = "absolute")]
     relative: bool,
@@ -233,6 +269,63 @@ fn arm(flag: &str, value: &str, binomial: bool) -> anyhow::Result<Statistic> {
     ))
 }
 
+/// An optional flag's value with the flag's name, for errors.
+fn flagged<'a>(flag: &'a str, value: &'a Option<String>) -> Option<(&'a str, &'a str)> {
+    value.as_deref().map(|v| (flag, v))
+}
+
+/// One arm with its optional CUPED covariate (`pre`) or ratio denominator, as the sufficient statistics a stored
+/// result carries (`analysis::verify::statistic` reads them the same way).
+fn full_arm(
+    (flag, value): (&str, &str),
+    pre: Option<(&str, &str)>,
+    denominator: Option<(&str, &str)>,
+    binomial: bool,
+) -> anyhow::Result<Statistic> {
+    let base = arm(flag, value, binomial)?;
+    let (n, post) = match base {
+        Statistic::Proportion(p) => (p.n, stats::statistic::Moments::Proportion(p)),
+        Statistic::Mean(m) => (m.n, stats::statistic::Moments::Mean(m)),
+        other => return Ok(other),
+    };
+    let triple = |(flag, value): (&str, &str), names: &[&str]| numbers(flag, value, names);
+    if let Some(denominator) = denominator {
+        let d = triple(denominator, &["DEN_SUM", "DEN_SUM_SQUARES", "NUM_DEN_SUM"])?;
+        return Ok(Statistic::Ratio(stats::statistic::RatioStatistic {
+            n,
+            numerator: post,
+            denominator: stats::statistic::Moments::Mean(SampleMeanStatistic {
+                n,
+                sum: d[0],
+                sum_squares: d[1],
+            }),
+            sum_of_products: d[2],
+        }));
+    }
+    if let Some(pre) = pre {
+        let p = triple(pre, &["PRE_SUM", "PRE_SUM_SQUARES", "POST_PRE_SUM"])?;
+        let covariate = if binomial {
+            stats::statistic::Moments::Proportion(ProportionStatistic { n, sum: p[0] })
+        } else {
+            stats::statistic::Moments::Mean(SampleMeanStatistic {
+                n,
+                sum: p[0],
+                sum_squares: p[1],
+            })
+        };
+        return Ok(Statistic::RegressionAdjusted(
+            stats::statistic::RegressionAdjustedStatistic {
+                n,
+                post,
+                pre: covariate,
+                sum_of_products: p[2],
+                theta: 0.0,
+            },
+        ));
+    }
+    Ok(base)
+}
+
 /// Checks a probability flag such as `--alpha`.
 fn probability(flag: &str, value: f64) -> anyhow::Result<f64> {
     if value > 0.0 && value < 1.0 {
@@ -245,8 +338,18 @@ fn probability(flag: &str, value: f64) -> anyhow::Result<f64> {
 }
 
 fn compare(args: &CompareArgs) -> anyhow::Result<(Value, String)> {
-    let control = arm("--control", &args.control, args.binomial)?;
-    let treatment = arm("--treatment", &args.treatment, args.binomial)?;
+    let control = full_arm(
+        ("--control", &args.control),
+        flagged("--control-pre", &args.control_pre),
+        flagged("--control-denominator", &args.control_denominator),
+        args.binomial,
+    )?;
+    let treatment = full_arm(
+        ("--treatment", &args.treatment),
+        flagged("--treatment-pre", &args.treatment_pre),
+        flagged("--treatment-denominator", &args.treatment_denominator),
+        args.binomial,
+    )?;
     let alpha = probability("--alpha", args.alpha)?;
     let difference = if args.absolute {
         Difference::Absolute
