@@ -167,6 +167,37 @@ pub fn verify(summary: &ResultSummary, weights: &[f64]) -> Result<Verification, 
     })
 }
 
+/// One metric's relative lift of the first treatment against the control in a stored result, and its standard
+/// error, recomputed from the stored statistics (what a meta-analysis pools). `None` when the result has no such
+/// metric or the engine declines to test it (too few users, a zero control mean).
+pub fn effect(summary: &ResultSummary, metric: &str) -> Result<Option<(f64, f64)>, Error> {
+    let Some(m) = summary.metrics.iter().find(|m| m.metric == metric) else {
+        return Ok(None);
+    };
+    let (Some(control), Some(treatment)) = (m.variants.first(), m.variants.get(1)) else {
+        return Ok(None);
+    };
+    let config = stats::frequentist::Config {
+        alpha: summary.alpha,
+        difference: stats::Difference::Relative,
+        test_value: 0.0,
+    };
+    let result = stats::frequentist::two_sided_ttest(
+        &statistic(&m.kind, control),
+        &statistic(&m.kind, treatment),
+        &config,
+    )
+    .map_err(|source| Error::Stats {
+        metric: metric.to_owned(),
+        source,
+    })?;
+    let usable = result.error.is_none()
+        && result.expected.is_finite()
+        && result.uplift.stddev.is_finite()
+        && result.uplift.stddev > 0.0;
+    Ok(usable.then_some((result.expected, result.uplift.stddev)))
+}
+
 fn verdict_code(verdict: Verdict) -> String {
     serde_json::to_value(verdict)
         .ok()

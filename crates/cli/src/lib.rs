@@ -104,7 +104,7 @@ pub fn main() -> ExitCode {
     let json = cli.json;
     let data_dir = cli.data_dir.clone().unwrap_or_else(node::default_data_dir);
     let result = match cli.command {
-        Command::Stats(command) => commands::stats::run(command, json),
+        Command::Stats(command) if !command.needs_registry() => commands::stats::run(command, json),
         Command::Assign(args) => commands::events::assign(args, json, &data_dir),
         Command::GenerateEvents(args) => commands::events::generate(args, json),
         Command::Demo(args) => commands::demo::run(args, json),
@@ -183,8 +183,10 @@ pub fn exec_in_node(
         network: Some(network.clone()),
     };
     let result = match cli.command {
-        Command::Stats(_)
-        | Command::Assign(_)
+        Command::Stats(command) if !command.needs_registry() => {
+            Err(exit::input_error("this command does not run inside a node"))
+        }
+        Command::Assign(_)
         | Command::Demo(_)
         | Command::Node(_)
         | Command::Sim(_)
@@ -235,8 +237,8 @@ fn dispatch(
         Command::Ingest(args) => events::ingest(context, node, args),
         Command::Quarantine(command) => events::quarantine(context, node, command),
         Command::Analyze(args) => events::analyze(context, node, args),
-        Command::Stats(_)
-        | Command::Assign(_)
+        Command::Stats(command) => stats::in_registry(context, node, command),
+        Command::Assign(_)
         | Command::Demo(_)
         | Command::Node(_)
         | Command::Sim(_)

@@ -316,6 +316,10 @@ fn gzip_files_and_stdin_are_ingested() {
 }
 
 fn generate(pod: &Node, name: &str, lift: &str, seed: &str) -> PathBuf {
+    generate_for(pod, "checkout", name, lift, seed)
+}
+
+fn generate_for(pod: &Node, experiment: &str, name: &str, lift: &str, seed: &str) -> PathBuf {
     let out = pod.file(name);
     let output = binary()
         .args([
@@ -327,7 +331,7 @@ fn generate(pod: &Node, name: &str, lift: &str, seed: &str) -> PathBuf {
             "--seed",
             seed,
             "--experiment",
-            "checkout",
+            experiment,
             "--weights",
             "0.4,0.6",
             "--lift",
@@ -465,4 +469,101 @@ fn assign_uses_the_registered_weights() {
         })
         .count();
     assert!((45..=75).contains(&treated), "{treated}");
+}
+
+/// Two pods ran the same hypothesis: the council pools their signed results (fixed and random effects, I², the
+/// prediction interval) and flags that it works in one pod and not in the other.
+#[test]
+fn the_council_pools_the_pods_results_on_one_hypothesis_and_flags_heterogeneity() {
+    let (council, emea) = federation(&["Order Completed", "Page Viewed"]);
+    emea.json(&["ingest", path(&generate(&emea, "emea.jsonl", "0.5", "21"))]);
+    emea.json(&["experiment", "start", "checkout"]);
+    emea.json(&["experiment", "conclude", "checkout"]);
+    council.import(&emea.export("emea-result.gmb"));
+
+    let apac = Node::init("Apac");
+    council.json(&[
+        "member",
+        "add",
+        &apac.public_key,
+        "--role",
+        "pod",
+        "--name",
+        "Apac",
+        "--pod",
+        "apac",
+    ]);
+    apac.import(&council.export("apac-founding.gmb"));
+    apac.json(&[
+        "experiment",
+        "new",
+        "--key",
+        "checkout-apac",
+        "--hypothesis",
+        "if the checkout is shorter then more people order because there is less friction",
+        "--primary-metric",
+        "conversion",
+        "--weights",
+        "0.4,0.6",
+    ]);
+    let file = generate_for(&apac, "checkout-apac", "apac.jsonl", "0", "22");
+    apac.json(&["ingest", path(&file)]);
+    apac.json(&["experiment", "start", "checkout-apac"]);
+    apac.json(&["experiment", "conclude", "checkout-apac"]);
+    council.import(&apac.export("apac-result.gmb"));
+
+    let pooled = council.json(&["stats", "meta", "--from-registry", "checkout"]);
+    assert_eq!(pooled["metric"], "conversion", "{pooled:#}");
+    let rows = pooled["experiments"].as_array().expect("experiments");
+    let keys: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r["experiment"].as_str())
+        .collect();
+    assert_eq!(keys, ["checkout", "checkout-apac"], "{pooled:#}");
+    for field in ["fixed", "random"] {
+        assert!(pooled[field]["effect"].is_number(), "{pooled:#}");
+    }
+    assert!(pooled["random"]["tau2"].as_f64().expect("tau2") > 0.0);
+    assert!(pooled["i2"].as_f64().expect("i2") > 0.5, "{pooled:#}");
+    assert_eq!(pooled["heterogeneous"], true);
+    assert_eq!(
+        pooled["summary"], "heterogeneous: works in emea, not in apac",
+        "{pooled:#}"
+    );
+    let interval = &pooled["prediction_interval"];
+    assert!(interval[0].as_f64() < pooled["random"]["ci"][0].as_f64());
+    // The pooled numbers are those of `stats meta` on the same effects.
+    let effects: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{},{}", r["estimate"], r["se"]))
+        .collect();
+    let mut args = vec!["stats", "meta"];
+    for effect in &effects {
+        args.extend(["--effect", effect]);
+    }
+    let by_hand = council.json(&args);
+    assert_eq!(by_hand["random"], pooled["random"]);
+    assert_eq!(by_hand["i2"], pooled["i2"]);
+    // The hypothesis in words finds the same experiments.
+    let by_words = council.json(&[
+        "stats",
+        "meta",
+        "--from-registry",
+        "a shorter checkout makes more people order: less friction",
+    ]);
+    assert_eq!(by_words["experiments"].as_array().map(Vec::len), Some(2));
+    let (_, stderr) = council.json_status(
+        &[
+            "stats",
+            "meta",
+            "--from-registry",
+            "dark mode raises retention",
+        ],
+        2,
+        None,
+    );
+    assert!(
+        stderr.contains("no concluded experiment tested"),
+        "{stderr}"
+    );
 }

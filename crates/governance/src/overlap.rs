@@ -82,7 +82,8 @@ fn stem(word: &str) -> String {
         .unwrap_or_else(|| word.to_owned())
 }
 
-fn hypothesis_text(e: &Experiment) -> String {
+/// The words of an experiment's hypothesis that the similarity measure reads: the change, what follows and why.
+pub fn hypothesis_text(e: &Experiment) -> String {
     format!(
         "{} {} {}",
         e.hypothesis.change, e.hypothesis.then, e.hypothesis.because
@@ -219,6 +220,25 @@ impl<'a> OverlapIndex<'a> {
             }
         }
         vector
+    }
+
+    /// The indexed experiments whose hypothesis says what `text` says (TF-IDF cosine at or above
+    /// [`SIMILAR_HYPOTHESIS`]), most similar first (then by key), with the similarity.
+    pub fn similar_to(&self, text: &str) -> Vec<(&'a Experiment, f64)> {
+        let ids = terms(text)
+            .into_iter()
+            .filter_map(|(term, count)| Some((*self.term_ids.get(&term)?, count)))
+            .collect();
+        let vector = self.vector(ids);
+        let mut similar: Vec<(&'a Experiment, f64)> = self
+            .vectors
+            .iter()
+            .zip(&self.experiments)
+            .map(|(v, e)| (*e, cosine(&vector, v)))
+            .filter(|(_, similarity)| *similarity >= SIMILAR_HYPOTHESIS)
+            .collect();
+        similar.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.key.cmp(&b.0.key)));
+        similar
     }
 
     /// The indexed experiments of other pods that `candidate` overlaps, sorted by key. `candidate` need not be

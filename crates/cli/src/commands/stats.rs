@@ -114,13 +114,29 @@ pub struct MetaArgs {
     #[arg(
         long = "effect",
         value_name = "EST,SE",
-        required = true,
+        required_unless_present = "from_registry",
         allow_hyphen_values = true
     )]
     effects: Vec<String>,
+    /// Pool the signed results in this node's registry of the concluded experiments that tested this hypothesis:
+    /// an experiment key (that experiment and those whose hypotheses say the same), or the hypothesis in words.
+    /// Each result's relative lift of its first treatment on the primary metric, recomputed from its statistics.
+    #[arg(long, value_name = "HYPOTHESIS_OR_KEY", conflicts_with = "effects")]
+    from_registry: Option<String>,
+    /// With --from-registry: the metric to pool (default: the key's primary metric, or the one the matching
+    /// experiments share).
+    #[arg(long, requires = "from_registry")]
+    metric: Option<String>,
     /// One minus the confidence level of the normal intervals.
     #[arg(long, default_value_t = 0.05)]
     alpha: f64,
+}
+
+impl StatsCommand {
+    /// Whether the command reads a node's registry (and so runs where the store is, or inside the running node).
+    pub fn needs_registry(&self) -> bool {
+        matches!(self, StatsCommand::Meta(args) if args.from_registry.is_some())
+    }
 }
 
 /// What is known before an experiment runs.
@@ -506,6 +522,11 @@ fn finite_number(flag: &str, field: &str) -> anyhow::Result<f64> {
 
 fn meta_analysis(args: &MetaArgs) -> anyhow::Result<(Value, String)> {
     let alpha = probability("--alpha", args.alpha)?;
+    if args.from_registry.is_some() {
+        return Err(exit::input_error(
+            "--from-registry reads a node's registry; run it with a data dir",
+        ));
+    }
     let effects = args
         .effects
         .iter()
@@ -525,6 +546,15 @@ fn meta_analysis(args: &MetaArgs) -> anyhow::Result<(Value, String)> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let r = meta::combine(&effects, alpha)
         .map_err(|error| exit::input_error(format!("--effect: {error}")))?;
+    Ok(meta_output(&r, alpha))
+}
+
+/// `stats meta`'s fields for a pooled analysis, and its text. The prediction interval is where a new pod's effect
+/// is expected to fall (`random ± z·sqrt(τ² + se²)`, as metafor's `predict` with normal intervals).
+fn meta_output(r: &meta::MetaAnalysis, alpha: f64) -> (Value, String) {
+    let z = stats::distribution::normal::ppf(1.0 - alpha / 2.0);
+    let spread = (r.tau2 + r.random.se.powi(2)).sqrt();
+    let prediction = [r.random.effect - z * spread, r.random.effect + z * spread];
     let pooled = |p: &meta::Pooled| json!({ "effect": number(p.effect), "se": number(p.se), "ci": [number(p.ci[0]), number(p.ci[1])] });
     let mut random = pooled(&r.random);
     random["tau2"] = number(r.tau2);
@@ -534,9 +564,10 @@ fn meta_analysis(args: &MetaArgs) -> anyhow::Result<(Value, String)> {
         "q": number(r.q),
         "q_p_value": number(r.q_p_value),
         "i2": number(r.i2),
+        "prediction_interval": [number(prediction[0]), number(prediction[1])],
     });
     let text = format!(
-        "fixed effect:  {:.6} (se {:.6}, CI [{:.6}, {:.6}])\nrandom effect: {:.6} (se {:.6}, CI [{:.6}, {:.6}], tau² {:.6})\nQ = {:.4} (p = {:.4}), I² = {:.1}%",
+        "fixed effect:  {:.6} (se {:.6}, CI [{:.6}, {:.6}])\nrandom effect: {:.6} (se {:.6}, CI [{:.6}, {:.6}], tau² {:.6})\nQ = {:.4} (p = {:.4}), I² = {:.1}%; a new pod's effect: [{:.6}, {:.6}]",
         r.fixed.effect,
         r.fixed.se,
         r.fixed.ci[0],
@@ -548,9 +579,187 @@ fn meta_analysis(args: &MetaArgs) -> anyhow::Result<(Value, String)> {
         r.tau2,
         r.q,
         r.q_p_value,
-        100.0 * r.i2
+        100.0 * r.i2,
+        prediction[0],
+        prediction[1]
     );
-    Ok((output, text))
+    (output, text)
+}
+
+/// Heterogeneity worth a council's attention: Cochran's Q significant at 10% (the usual threshold for its low
+/// power) or over half the variation between pods (I² > 50%).
+const HETEROGENEITY_Q_P: f64 = 0.1;
+const HETEROGENEITY_I2: f64 = 0.5;
+
+/// A stats command that reads the registry (see [`StatsCommand::needs_registry`]), against an open node.
+pub fn in_registry(
+    context: &crate::context::Context,
+    node: &node::Node,
+    command: StatsCommand,
+) -> anyhow::Result<u8> {
+    match command {
+        StatsCommand::Meta(args) if args.from_registry.is_some() => {
+            meta_from_registry(context, node, &args)
+        }
+        _ => Err(exit::input_error(
+            "this stats command reads no registry; it runs without a data dir",
+        )),
+    }
+}
+
+/// `stats meta --from-registry`: pools the signed results of the concluded experiments that tested one hypothesis.
+fn meta_from_registry(
+    context: &crate::context::Context,
+    node: &node::Node,
+    args: &MetaArgs,
+) -> anyhow::Result<u8> {
+    let alpha = probability("--alpha", args.alpha)?;
+    let wanted = args.from_registry.as_deref().unwrap_or_default();
+    let view = node.shared_view();
+    let concluded: Vec<&model::Experiment> = view
+        .experiments
+        .values()
+        .filter(|e| view.results.contains_key(&e.key))
+        .collect();
+    let index = governance::overlap::OverlapIndex::new(concluded.iter().copied());
+    let anchor = view.experiments.get(wanted);
+    let text = anchor.map_or_else(|| wanted.to_owned(), governance::overlap::hypothesis_text);
+    let mut matched: Vec<(&model::Experiment, f64)> = index.similar_to(&text);
+    if let Some(anchor) = anchor
+        && view.results.contains_key(&anchor.key)
+        && !matched.iter().any(|(e, _)| e.key == anchor.key)
+    {
+        matched.insert(0, (anchor, 1.0));
+    }
+    let metric = match (&args.metric, anchor.and_then(|a| a.primary_metric.clone())) {
+        (Some(metric), _) => metric.clone(),
+        (None, Some(metric)) => metric,
+        (None, None) => {
+            let metrics: std::collections::BTreeSet<&str> = matched
+                .iter()
+                .filter_map(|(e, _)| e.primary_metric.as_deref())
+                .collect();
+            match metrics.len() {
+                1 => metrics.into_iter().next().unwrap_or_default().to_owned(),
+                0 => {
+                    return Err(exit::input_error(format!(
+                        "--from-registry: no concluded experiment tested `{wanted}` (no stored result's hypothesis is similar enough, cosine >= {})",
+                        governance::overlap::SIMILAR_HYPOTHESIS
+                    )));
+                }
+                _ => {
+                    return Err(exit::input_error(format!(
+                        "--from-registry: the matching experiments measure different primary metrics ({}); choose one with --metric",
+                        metrics.into_iter().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+            }
+        }
+    };
+    let mut pooled = Vec::new();
+    let mut left_out = Vec::new();
+    for (experiment, similarity) in &matched {
+        let summary = &view.results[&experiment.key];
+        match analysis::verify::effect(summary, &metric) {
+            Ok(Some((estimate, se))) => pooled.push((experiment, *similarity, estimate, se)),
+            Ok(None) => left_out.push(json!({
+                "experiment": experiment.key,
+                "pod": experiment.pod,
+                "why": format!("its result has no testable `{metric}`"),
+            })),
+            Err(error) => left_out.push(json!({
+                "experiment": experiment.key,
+                "pod": experiment.pod,
+                "why": error.to_string(),
+            })),
+        }
+    }
+    if pooled.is_empty() {
+        return Err(exit::input_error(format!(
+            "--from-registry: no concluded experiment that tested `{wanted}` has a testable result on `{metric}`"
+        )));
+    }
+    let effects: Vec<meta::Effect> = pooled
+        .iter()
+        .map(|(_, _, estimate, se)| meta::Effect {
+            estimate: *estimate,
+            standard_error: *se,
+        })
+        .collect();
+    let r = meta::combine(&effects, alpha)
+        .map_err(|error| exit::input_error(format!("--from-registry: {error}")))?;
+    let (mut output, mut text) = meta_output(&r, alpha);
+    let z = stats::distribution::normal::ppf(1.0 - alpha / 2.0);
+    let rows: Vec<Value> = pooled
+        .iter()
+        .map(|(e, similarity, estimate, se)| {
+            let ci = [estimate - z * se, estimate + z * se];
+            json!({
+                "experiment": e.key,
+                "pod": e.pod,
+                "region": e.audience.region,
+                "similarity": number(*similarity),
+                "estimate": number(*estimate),
+                "se": number(*se),
+                "ci": [number(ci[0]), number(ci[1])],
+                "significant": ci[0] > 0.0 || ci[1] < 0.0,
+            })
+        })
+        .collect();
+    let heterogeneous =
+        pooled.len() > 1 && (r.q_p_value < HETEROGENEITY_Q_P || r.i2 > HETEROGENEITY_I2);
+    let (works, not): (Vec<&Value>, Vec<&Value>) = rows
+        .iter()
+        .partition(|r| r["significant"] == true && r["estimate"].as_f64().unwrap_or(0.0) > 0.0);
+    let (works, not): (Vec<String>, Vec<String>) = (
+        works.into_iter().map(place).collect(),
+        not.into_iter().map(place).collect(),
+    );
+    let summary = if !heterogeneous {
+        format!(
+            "consistent across {} experiment(s): pooled relative lift {:+.2}%",
+            pooled.len(),
+            100.0 * r.random.effect
+        )
+    } else if !works.is_empty() && !not.is_empty() {
+        format!(
+            "heterogeneous: works in {}, not in {}",
+            works.join(", "),
+            not.join(", ")
+        )
+    } else {
+        "heterogeneous: the pods' lifts differ more than chance explains".to_owned()
+    };
+    if let Value::Object(map) = &mut output {
+        map.insert("metric".into(), json!(metric));
+        map.insert("experiments".into(), json!(rows));
+        map.insert("left_out".into(), json!(left_out));
+        map.insert("heterogeneous".into(), json!(heterogeneous));
+        map.insert("summary".into(), json!(summary));
+    }
+    text = format!(
+        "{} experiment(s) on `{metric}`: {}\n{text}\n{summary}",
+        pooled.len(),
+        pooled
+            .iter()
+            .map(|(e, _, estimate, _)| format!("{} ({}) {:+.2}%", e.key, e.pod, 100.0 * estimate))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    context.print(&output, |_| {
+        outln!(context, "{text}");
+    })?;
+    Ok(exit::OK)
+}
+
+/// Where an experiment ran, for people: its audience's region, else its pod.
+fn place(row: &Value) -> String {
+    row["region"]
+        .as_str()
+        .filter(|r| !r.is_empty())
+        .or_else(|| row["pod"].as_str())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn design(args: &DesignArgs) -> anyhow::Result<power::Design> {
