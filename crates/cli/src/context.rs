@@ -91,6 +91,18 @@ impl Context {
         Ok(())
     }
 
+    /// A refusal: `value` (a JSON object with an `error` and a `reason`) as JSON, or `error: ...` for people, and
+    /// the status that says the command was refused.
+    pub fn refuse(&self, value: &serde_json::Value) -> anyhow::Result<u8> {
+        self.print(value, |v| {
+            self.write_line(&format!(
+                "error: {}",
+                v["error"].as_str().unwrap_or_default()
+            ));
+        })?;
+        Ok(crate::exit::FAILURE)
+    }
+
     /// Prints `value` as one JSON document with sorted keys.
     pub fn print_json<T: Serialize>(&self, value: &T) -> anyhow::Result<()> {
         let value = serde_json::to_value(value).context("serializing output")?;

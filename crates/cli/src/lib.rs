@@ -66,6 +66,8 @@ pub enum Command {
     /// Shared learnings.
     #[command(subcommand)]
     Learnings(commands::experiment::LearningsCommand),
+    /// Scorecards in three tiers: the company (from the pods' signed snapshots), a pod, an experiment.
+    Scorecard(commands::scorecard::ScorecardArgs),
     /// Signed experiment results: recompute and check them.
     #[command(subcommand)]
     Result(commands::result::ResultCommand),
@@ -110,6 +112,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => commands::demo::run(args, json),
         Command::Node(args) => commands::network::run_node(data_dir, args),
         Command::Sim(args) => commands::sim::run(args, json),
+        Command::Scorecard(args) if args.watch => watch_scorecard(data_dir, json, &args),
         command => with_node(context::Context::terminal(data_dir, json), command),
     };
     match result {
@@ -139,6 +142,29 @@ fn with_node(context: context::Context, command: Command) -> anyhow::Result<u8> 
         }
         Err(error) => Err(anyhow::Error::new(error)
             .context(format!("opening data dir {}", context.data_dir.display()))),
+    }
+}
+
+/// `scorecard --watch`: redraws in place (the screen cleared first) every [`commands::scorecard::WATCH_INTERVAL`],
+/// each time from the node's current board (a running node's, through its API), until interrupted.
+fn watch_scorecard(
+    data_dir: std::path::PathBuf,
+    json: bool,
+    args: &commands::scorecard::ScorecardArgs,
+) -> anyhow::Result<u8> {
+    loop {
+        if !json {
+            // Clear the screen and go home, as `watch` does.
+            print!("\x1b[2J\x1b[H");
+        }
+        let status = with_node(
+            context::Context::terminal(data_dir.clone(), json),
+            Command::Scorecard(args.clone()),
+        )?;
+        if status != exit::OK {
+            return Ok(status);
+        }
+        std::thread::sleep(commands::scorecard::WATCH_INTERVAL);
     }
 }
 
@@ -230,6 +256,7 @@ fn dispatch(
         Command::Learnings(command) => experiment::learnings(context, node, command),
         Command::Registry(command) => registry::run(context, node, command),
         Command::Result(command) => result::run(context, node, command),
+        Command::Scorecard(args) => scorecard::run(context, node, args),
         Command::Status => network::status(context, node),
         Command::Peers => network::peers(context),
         Command::Invite(args) => network::invite(context, node, args),

@@ -204,6 +204,9 @@ struct Metrics {
     round_trips: u64,
     requests_served: u64,
     penalties: u64,
+    /// Scorecard snapshots kept from peers, and refused by reason.
+    scorecards_accepted: u64,
+    scorecards_refused: BTreeMap<&'static str, u64>,
 }
 
 /// The actor's state.
@@ -240,6 +243,10 @@ pub struct Actor {
     nat: net::NatStatus,
     /// When this pod's key results were last measured and published (0: not yet, so the first tick does it).
     last_kr_refresh_ms: u64,
+    /// When this pod's scorecard was last computed.
+    last_scorecard_check_ms: u64,
+    /// This pod's last published scorecard (without its date, to tell a change), its bytes and when.
+    last_scorecard: Option<(scorecard::Snapshot, Vec<u8>, u64)>,
 }
 
 /// Now, in Unix milliseconds: the node's one clock.
@@ -302,6 +309,8 @@ impl Actor {
             metrics: Metrics::default(),
             nat: net::NatStatus::default(),
             last_kr_refresh_ms: 0,
+            last_scorecard_check_ms: 0,
+            last_scorecard: None,
         }
     }
 
@@ -393,7 +402,21 @@ impl Actor {
                 bytes,
                 ..
             } => self.on_announcement(origin, &bytes),
-            Event::Gossip { .. } | Event::PeerSubscribed { .. } => {}
+            Event::Gossip {
+                topic: Topic::Scorecards,
+                bytes,
+                ..
+            } => self.on_scorecard(&bytes),
+            Event::PeerSubscribed {
+                topic: Topic::Scorecards,
+                ..
+            } => {
+                // A new subscriber (a council node that just connected) gets this pod's scorecard now.
+                if let Some((_, bytes, _)) = &self.last_scorecard {
+                    self.publish_on(Topic::Scorecards, bytes.clone());
+                }
+            }
+            Event::PeerSubscribed { .. } => {}
             Event::PeerConnected { peer } => {
                 tracing::info!(%peer, "peer connected");
                 self.connected.insert(peer);
@@ -719,6 +742,55 @@ impl Actor {
             self.last_kr_refresh_ms = now;
             self.refresh_key_results(now);
         }
+        let interval = self.config.scorecard_interval_ms;
+        if interval > 0 && now.saturating_sub(self.last_scorecard_check_ms) >= interval {
+            self.last_scorecard_check_ms = now;
+            self.publish_scorecard(now);
+        }
+    }
+
+    /// Computes this pod's scorecard and publishes it when its numbers changed since the last one, or when the
+    /// last one is a heartbeat old (a node that is not a pod's publishes nothing).
+    fn publish_scorecard(&mut self, now: u64) {
+        let Some(snapshot) = self.node.own_scorecard(now as i64) else {
+            return;
+        };
+        let undated = scorecard::Snapshot {
+            as_of_ms: 0,
+            ..snapshot.clone()
+        };
+        if let Some((last, _, at)) = &self.last_scorecard
+            && *last == undated
+            && now.saturating_sub(*at) < crate::config::SCORECARD_HEARTBEAT_MS
+        {
+            return;
+        }
+        match self.node.sign_scorecard(&snapshot, now as i64) {
+            Ok(bytes) => {
+                self.publish_on(Topic::Scorecards, bytes.clone());
+                self.last_scorecard = Some((undated, bytes, now));
+            }
+            Err(error) => tracing::warn!(%error, "this pod's scorecard was not kept"),
+        }
+    }
+
+    /// A scorecard snapshot gossiped by a member: kept when valid and newer, else counted by reason.
+    fn on_scorecard(&mut self, bytes: &[u8]) {
+        match self.node.offer_scorecard(bytes, now_ms() as i64) {
+            Ok(pod) => {
+                tracing::debug!(%pod, "scorecard kept");
+                self.metrics.scorecards_accepted += 1;
+            }
+            Err(crate::scorecards::OfferError::Refused(refusal)) => {
+                tracing::debug!(%refusal, "scorecard refused");
+                *self
+                    .metrics
+                    .scorecards_refused
+                    .entry(refusal.code())
+                    .or_default() += 1;
+            }
+            Err(error) => tracing::warn!(%error, "a valid scorecard was not persisted"),
+        }
     }
 
     /// Measures this pod's key results and queues the values that changed for the next push, as a CLI write is.
@@ -824,10 +896,14 @@ impl Actor {
     fn publish(&mut self, bytes: Vec<u8>) {
         self.metrics.bytes_out += bytes.len() as u64;
         self.metrics.bytes_out_by_kind.announcements += bytes.len() as u64;
+        self.publish_on(Topic::Heads, bytes);
+    }
+
+    fn publish_on(&self, topic: Topic, bytes: Vec<u8>) {
         let client = self.client.clone();
         self.runtime.spawn(async move {
-            if let Err(error) = client.publish(Topic::Heads, bytes).await {
-                tracing::debug!(%error, "announcement not published");
+            if let Err(error) = client.publish(topic, bytes).await {
+                tracing::debug!(%error, %topic, "not published");
             }
         });
     }
@@ -1169,6 +1245,17 @@ impl Actor {
             "Penalties given to peers.",
             self.metrics.penalties,
         );
+        line(
+            "growthmesh_scorecards_accepted_total",
+            "Scorecard snapshots kept from peers.",
+            self.metrics.scorecards_accepted,
+        );
+        out.push_str("# HELP growthmesh_scorecards_refused_total Scorecard snapshots refused, by reason.\n# TYPE growthmesh_scorecards_refused_total counter\n");
+        for (reason, count) in &self.metrics.scorecards_refused {
+            out.push_str(&format!(
+                "growthmesh_scorecards_refused_total{{reason=\"{reason}\"}} {count}\n"
+            ));
+        }
         out.push_str("# HELP growthmesh_rejected_changes_total Changes from peers rejected, by reason.\n# TYPE growthmesh_rejected_changes_total counter\n");
         for (reason, count) in &self.metrics.rejections {
             out.push_str(&format!(

@@ -33,9 +33,15 @@ pub struct Config {
     /// A pod's node measures its key results from its own events and publishes changed values this often, the
     /// first time at start; 0 turns it off (`okr kr refresh` still works).
     pub kr_refresh_interval_ms: u64,
+    /// A pod's node computes its scorecard this often and publishes it when its numbers changed (and at least
+    /// every [`SCORECARD_HEARTBEAT_MS`], so subscribers see how fresh it is); 0 turns publishing off.
+    pub scorecard_interval_ms: u64,
     /// Transport limits.
     pub limits: net::Limits,
 }
+
+/// A pod republishes an unchanged scorecard this often.
+pub const SCORECARD_HEARTBEAT_MS: u64 = 60_000;
 
 impl Default for Config {
     fn default() -> Self {
@@ -54,6 +60,7 @@ impl Default for Config {
             tick_ms: 100,
             rejections_per_penalty: 1,
             kr_refresh_interval_ms: 60 * 60 * 1000,
+            scorecard_interval_ms: 10_000,
             limits: net::Limits::default(),
         }
     }

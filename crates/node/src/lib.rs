@@ -29,6 +29,7 @@ pub mod invite;
 pub mod nat;
 pub mod okr;
 pub mod remote;
+pub mod scorecards;
 
 use std::path::{Path, PathBuf};
 
@@ -114,6 +115,8 @@ pub struct Node {
     reissued: Vec<registry::Envelope>,
     /// The typed registry and its governance as of one set of heads (see [`Node::governance`]).
     derived: std::sync::Mutex<Derived>,
+    /// The pods' scorecard snapshots accepted, loaded from the store on first use.
+    board: Option<scorecard::Board>,
 }
 
 /// The view and governance computed for one set of heads. Equal heads mean equal accepted and excluded changes, so
@@ -172,6 +175,7 @@ impl Node {
             unflushed: false,
             reissued: Vec::new(),
             derived: std::sync::Mutex::default(),
+            board: None,
         })
     }
 

@@ -376,6 +376,19 @@ impl Board {
         &self.pods
     }
 
+    /// The snapshots held whose publisher is still a live member of the pod in `view`: a revocation that arrives
+    /// after a snapshot takes it out of every view built from the board.
+    pub fn standing<'a>(&'a self, view: &'a RegistryView) -> impl Iterator<Item = &'a Held> + 'a {
+        self.pods.values().filter(move |held| {
+            view.members.get(&held.publisher).is_some_and(|m| {
+                !m.revoked
+                    && !view.revocations.contains_key(&held.publisher)
+                    && m.role == Role::Pod
+                    && m.scope.as_deref() == Some(held.snapshot.pod.as_str())
+            })
+        })
+    }
+
     /// Snapshots refused, by reason code.
     pub fn refused(&self) -> &BTreeMap<&'static str, u64> {
         &self.refused

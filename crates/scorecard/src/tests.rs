@@ -171,11 +171,19 @@ fn every_rule_refuses_with_its_reason_and_keeps_what_was_held() {
 }
 
 #[test]
-fn a_revocation_keeps_a_publishers_old_snapshot_from_being_restored() {
+fn a_revocation_takes_a_publishers_snapshot_out_and_keeps_it_from_being_restored() {
     let mut f = fixture();
     let bytes = sign(&snapshot(NOW), &f.pod);
+    let mut board = Board::new();
+    board.offer(&bytes, &f.view, NOW).expect("valid");
+    assert_eq!(board.standing(&f.view).count(), 1);
     let key = f.pod.public().to_hex();
     f.view.members.get_mut(&key).expect("member").revoked = true;
+    assert_eq!(
+        board.standing(&f.view).count(),
+        0,
+        "revoked after it was held"
+    );
     assert!(!Board::new().restore(&bytes, &f.view, NOW));
 }
 

@@ -74,6 +74,8 @@ pub struct Store {
     meta: sled::Tree,
     quarantine: sled::Tree,
     own_ops: sled::Tree,
+    /// pod -> the newest valid scorecard snapshot held for it, as published (see the `scorecard` crate).
+    scorecards: sled::Tree,
     /// Entries in `rejected` (an upper bound: overwrites count twice), kept to bound the tree.
     rejected_count: std::sync::atomic::AtomicUsize,
 }
@@ -144,6 +146,7 @@ impl Store {
             meta: tree("meta")?,
             quarantine: tree("quarantine")?,
             own_ops: tree("own_ops")?,
+            scorecards: tree("scorecards")?,
             db,
             path,
         })
@@ -258,6 +261,21 @@ impl Store {
             self.sled(self.own_ops.get(change.0))?
         };
         Ok(value.map(|v| v.to_vec()))
+    }
+
+    /// Keeps `bytes`, the newest valid scorecard snapshot of `pod` (replacing the one held).
+    pub fn put_scorecard(&self, pod: &str, bytes: &[u8]) -> Result<(), Error> {
+        self.sled(self.scorecards.insert(pod.as_bytes(), bytes))?;
+        Ok(())
+    }
+
+    /// The scorecard snapshots kept, as published.
+    pub fn scorecards(&self) -> Result<Vec<Vec<u8>>, Error> {
+        self.scorecards
+            .iter()
+            .values()
+            .map(|v| self.sled(v).map(|v| v.to_vec()))
+            .collect()
     }
 
     /// Entries quarantined when the store was opened.

@@ -555,14 +555,7 @@ fn start(context: &Context, node: &mut Node, key: String) -> anyhow::Result<u8> 
                 "cost": experiment.cost,
                 "budget": refusal.budget,
             });
-            context.print(&value, |v| {
-                outln!(
-                    context,
-                    "error: {}",
-                    v["error"].as_str().unwrap_or_default()
-                );
-            })?;
-            Ok(exit::FAILURE)
+            context.refuse(&value)
         }
     }
 }

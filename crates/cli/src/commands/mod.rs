@@ -11,5 +11,6 @@ pub mod okr;
 pub mod registry;
 pub mod result;
 pub mod schema;
+pub mod scorecard;
 pub mod sim;
 pub mod stats;
