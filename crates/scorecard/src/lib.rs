@@ -80,7 +80,16 @@ pub struct Dashboard {
     /// The pod's autonomy pulse as NPS (-100 to 100), when its members answered one.
     #[serde(default)]
     pub unit_nps: Option<f64>,
+    /// Mean progress of the pod's key results per funnel stage (`activation`, `retention`, `revenue`), a key
+    /// result counting towards the stage of the experiments that test its metric: what the company's growth health
+    /// score combines.
+    #[serde(default)]
+    pub stage_progress: BTreeMap<String, f64>,
 }
+
+/// The funnel stages the growth health score combines, with their weights (see [`health_score`]).
+pub const HEALTH_WEIGHTS: [(&str, f64); 3] =
+    [("activation", 0.4), ("retention", 0.3), ("revenue", 0.3)];
 
 /// A pod's signed tier-2 scorecard.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -106,7 +115,8 @@ impl Snapshot {
         self.metrics.iter().flat_map(Metric::numbers).chain(
             [d.cycle_time_days, d.dependency_ratio, d.revenue, d.unit_nps]
                 .into_iter()
-                .flatten(),
+                .flatten()
+                .chain(d.stage_progress.values().copied()),
         )
     }
 }
@@ -262,6 +272,16 @@ pub fn open(bytes: &[u8]) -> Result<(Snapshot, PublicKey), Refusal> {
     }
     if snapshot.numbers().any(|x| !x.is_finite()) {
         return Err(Refusal::NotFinite);
+    }
+    if let Some(stage) = snapshot
+        .dashboard
+        .stage_progress
+        .keys()
+        .find(|k| !HEALTH_WEIGHTS.iter().any(|(s, _)| s == k))
+    {
+        return Err(Refusal::Malformed(format!(
+            "stage_progress names `{stage}`; only activation, retention and revenue are published"
+        )));
     }
     Ok((snapshot, key))
 }
@@ -419,14 +439,27 @@ pub fn pod_snapshot(
 ) -> Snapshot {
     let label = quarter.to_string();
     let tree = model::okr::tree::tree(view, Some(quarter), now_ms);
-    let progress = mean(
-        tree.objectives
-            .iter()
-            .flat_map(|o| &o.key_results)
-            .chain(&tree.unlinked_key_results)
-            .filter(|kr| kr.pod == pod)
-            .filter_map(|kr| kr.progress),
-    );
+    let key_results: Vec<&model::okr::tree::KeyResultNode> = tree
+        .objectives
+        .iter()
+        .flat_map(|o| &o.key_results)
+        .chain(&tree.unlinked_key_results)
+        .filter(|kr| kr.pod == pod)
+        .collect();
+    let progress = mean(key_results.iter().filter_map(|kr| kr.progress));
+    let mut by_stage: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for kr in &key_results {
+        if let (Some(progress), Some(stage)) = (kr.progress, stage_of(view, &kr.metric)) {
+            by_stage
+                .entry(stage)
+                .or_default()
+                .push(progress.clamp(0.0, 1.0));
+        }
+    }
+    let stage_progress = by_stage
+        .into_iter()
+        .filter_map(|(stage, values)| Some((stage, mean(values)?)))
+        .collect();
     let mine: Vec<&model::Experiment> = view
         .experiments
         .values()
@@ -492,12 +525,56 @@ pub fn pod_snapshot(
             revenue: (!revenue.is_empty()).then(|| revenue.iter().sum()),
             compliance_incidents: incidents,
             unit_nps: None,
+            stage_progress,
         },
     }
 }
 
+/// The funnel stage a metric measures: the most common stage of the experiments whose primary metric it is (ties
+/// to the earlier stage), if that is one the health score combines.
+fn stage_of(view: &RegistryView, metric: &str) -> Option<String> {
+    // By the stage's place in the funnel, so that ties go to the earlier stage.
+    let mut counts: BTreeMap<usize, (model::FunnelStage, usize)> = BTreeMap::new();
+    for e in view.experiments.values() {
+        if e.primary_metric.as_deref() == Some(metric) {
+            counts
+                .entry(e.funnel_stage as usize)
+                .or_insert((e.funnel_stage, 0))
+                .1 += 1;
+        }
+    }
+    let most = counts.values().map(|(_, n)| *n).max()?;
+    let (stage, _) = counts.into_values().find(|(_, n)| *n == most)?;
+    let name = serde_json::to_value(stage).ok()?.as_str()?.to_owned();
+    HEALTH_WEIGHTS
+        .iter()
+        .any(|(s, _)| *s == name)
+        .then_some(name)
+}
+
+/// The growth health score, 0 to 100: `100 × Σ w·p / Σ w` over the stages of [`HEALTH_WEIGHTS`] that some pod
+/// reports, `p` being the mean over pods of their key results' progress in that stage (each pod's capped to [0, 1]) and
+/// `w` its weight (activation 0.4, retention 0.3, revenue 0.3). `None` when no pod reports any stage.
+pub fn health_score<'a>(snapshots: impl IntoIterator<Item = &'a Snapshot>) -> Option<f64> {
+    let snapshots: Vec<&Snapshot> = snapshots.into_iter().collect();
+    let (weighted, weights) = HEALTH_WEIGHTS
+        .iter()
+        .filter_map(|(stage, weight)| {
+            // Each pod's value capped first: no pod can pull the score past what full progress gives.
+            let p = mean(snapshots.iter().filter_map(|s| {
+                s.dashboard
+                    .stage_progress
+                    .get(*stage)
+                    .map(|p| p.clamp(0.0, 1.0))
+            }))?;
+            Some((weight * p, *weight))
+        })
+        .fold((0.0, 0.0), |(a, b), (x, w)| (a + x, b + w));
+    (weights > 0.0).then(|| 100.0 * weighted / weights)
+}
+
 /// Tier 1 of the company for `quarter`, from the pods' snapshots of that quarter and the registry: `north_star`
-/// (the first objective's North Star, its current value and target), `kr_progress` (mean over the pods),
+/// (the first objective's North Star, its current value and target), `health_score` ([`health_score`]),
 /// `dependency_ratio` (mean over the pods), `revenue_per_pod` (total incremental revenue over the pods reporting),
 /// `compliance_incidents` (total).
 pub fn company<'a>(
@@ -513,12 +590,6 @@ pub fn company<'a>(
         .collect();
     let tree = model::okr::tree::tree(view, Some(quarter), now_ms);
     let north_star = tree.objectives.iter().find_map(|o| o.north_star.as_ref());
-    let metric_of = |s: &Snapshot, name: &str| {
-        s.metrics
-            .iter()
-            .find(|m| m.name == name)
-            .and_then(|m| m.value)
-    };
     let revenue: f64 = snapshots.iter().filter_map(|s| s.dashboard.revenue).sum();
     vec![
         Metric {
@@ -526,11 +597,8 @@ pub fn company<'a>(
             ..Metric::new("north_star", north_star.and_then(|n| n.current))
         },
         Metric {
-            target: Some(1.0),
-            ..Metric::new(
-                "kr_progress",
-                mean(snapshots.iter().filter_map(|s| metric_of(s, "kr_progress"))),
-            )
+            target: Some(100.0),
+            ..Metric::new("health_score", health_score(snapshots.iter().copied()))
         },
         Metric::new(
             "dependency_ratio",

@@ -149,6 +149,19 @@ fn every_rule_refuses_with_its_reason_and_keeps_what_was_held() {
         (sign(&six, &f.pod), "too_many_metrics"),
         (infinite, "malformed"),
         (
+            sign(
+                &Snapshot {
+                    dashboard: Dashboard {
+                        stage_progress: [("user-u1".to_owned(), 1.0)].into(),
+                        ..Dashboard::default()
+                    },
+                    ..snapshot(NOW + 10)
+                },
+                &f.pod,
+            ),
+            "malformed",
+        ),
+        (
             sign(&snapshot(NOW + MAX_CLOCK_SKEW_MS + 1), &f.pod),
             "from_the_future",
         ),
@@ -193,12 +206,15 @@ fn tier_one_aggregates_the_pods_of_the_quarter_in_at_most_five_metrics() {
     let mut emea = snapshot(NOW);
     emea.dashboard.revenue = Some(1_000.0);
     emea.dashboard.dependency_ratio = Some(0.5);
+    emea.dashboard.stage_progress =
+        [("activation".to_owned(), 0.5), ("revenue".to_owned(), 1.0)].into();
     let apac = Snapshot {
         pod: "apac".into(),
         dashboard: Dashboard {
             revenue: Some(3_000.0),
             dependency_ratio: Some(0.0),
             compliance_incidents: 1,
+            stage_progress: [("activation".to_owned(), 1.5)].into(),
             ..Dashboard::default()
         },
         ..snapshot(NOW)
@@ -216,6 +232,13 @@ fn tier_one_aggregates_the_pods_of_the_quarter_in_at_most_five_metrics() {
     assert_eq!(value("dependency_ratio"), Some(0.25));
     assert_eq!(value("compliance_incidents"), Some(3.0));
     assert_eq!(value("north_star"), None, "no objective names one");
+    // Activation: mean of 0.5 and 1.5 capped to 1, so 0.75, weight 0.4; retention: nobody reports; revenue: 1.0,
+    // weight 0.3. 100 x (0.4 x 0.75 + 0.3 x 1.0) / 0.7.
+    let health = value("health_score").expect("two stages reported");
+    assert!(
+        (health - 100.0 * (0.4 * 0.75 + 0.3) / 0.7).abs() < 1e-9,
+        "{health}"
+    );
 }
 
 #[test]
