@@ -522,7 +522,7 @@ pub fn pod_snapshot(
         dashboard: Dashboard {
             cycle_time_days: cycle,
             dependency_ratio: dependency,
-            revenue: (!revenue.is_empty()).then(|| revenue.iter().sum()),
+            revenue: (!revenue.is_empty()).then(|| revenue.iter().fold(0.0, |a, b| a + b)),
             compliance_incidents: incidents,
             unit_nps: None,
             stage_progress,
@@ -590,7 +590,10 @@ pub fn company<'a>(
         .collect();
     let tree = model::okr::tree::tree(view, Some(quarter), now_ms);
     let north_star = tree.objectives.iter().find_map(|o| o.north_star.as_ref());
-    let revenue: f64 = snapshots.iter().filter_map(|s| s.dashboard.revenue).sum();
+    let revenue: Vec<f64> = snapshots
+        .iter()
+        .filter_map(|s| s.dashboard.revenue)
+        .collect();
     vec![
         Metric {
             target: north_star.and_then(|n| n.target),
@@ -608,9 +611,11 @@ pub fn company<'a>(
                     .filter_map(|s| s.dashboard.dependency_ratio),
             ),
         ),
+        // Over every pod reporting; null until some pod has concluded revenue.
         Metric::new(
             "revenue_per_pod",
-            (!snapshots.is_empty()).then(|| revenue / snapshots.len() as f64),
+            (!revenue.is_empty())
+                .then(|| revenue.iter().fold(0.0, |a, b| a + b) / snapshots.len() as f64),
         ),
         Metric::new(
             "compliance_incidents",
@@ -618,7 +623,7 @@ pub fn company<'a>(
                 snapshots
                     .iter()
                     .map(|s| s.dashboard.compliance_incidents as f64)
-                    .sum(),
+                    .fold(0.0, |a, b| a + b),
             ),
         ),
     ]

@@ -123,6 +123,7 @@ pub fn run(root: &Path, keep_running: bool, say: &dyn Fn(String)) -> anyhow::Res
     council_decides(&nodes, say)?;
     let converged = wait_converged(&nodes).is_ok();
     report(&nodes, say)?;
+    scorecards(&nodes, say)?;
     if keep_running && converged {
         say("nodes keep running; press Ctrl-C to stop".into());
         runtime.block_on(async {
@@ -514,6 +515,66 @@ fn council_decides(nodes: &[DemoNode], say: &dyn Fn(String)) -> anyhow::Result<(
             ));
         }
     }
+    Ok(())
+}
+
+/// The council's live tier-1 scorecard, built from the snapshots the pods' nodes signed and published on their own,
+/// and what the partner may see of it.
+fn scorecards(nodes: &[DemoNode], say: &dyn Fn(String)) -> anyhow::Result<()> {
+    let pods = ["emea", "apac", "amer"];
+    let council = &nodes[0];
+    let mut tier = serde_json::Value::Null;
+    wait_until(
+        || {
+            tier = council.json(&["scorecard", "--tier", "1"])?;
+            let reporting: Vec<&str> = tier["pods"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["pod"].as_str())
+                .collect();
+            Ok(pods.iter().all(|p| reporting.contains(p)))
+        },
+        "every pod's scorecard to reach the council",
+    )?;
+    let show = |v: &serde_json::Value| {
+        v.as_f64()
+            .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"))
+    };
+    let metrics: Vec<String> = tier["metrics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            format!(
+                "{} {}",
+                m["name"].as_str().unwrap_or_default(),
+                show(&m["value"])
+            )
+        })
+        .collect();
+    say(format!(
+        "council's live tier-1 scorecard ({}), from the pods' signed snapshots: {}",
+        tier["quarter"].as_str().unwrap_or_default(),
+        metrics.join(", ")
+    ));
+    for pod in tier["pods"].as_array().into_iter().flatten() {
+        say(format!(
+            "   {:<6} snapshot as of {} ({} s old)",
+            pod["pod"].as_str().unwrap_or_default(),
+            pod["as_of"].as_str().unwrap_or_default(),
+            pod["age_s"]
+        ));
+    }
+    let partner = &nodes[4];
+    let partner_tier = partner.json(&["scorecard", "--tier", "1"])?;
+    let refused = partner.run(&["scorecard", "--tier", "2", "--pod", "emea", "--json"], 1)?;
+    let refused: serde_json::Value = serde_json::from_str(&refused)?;
+    say(format!(
+        "partner sees tier 1 ({} metrics); tier 2 of a pod is refused: {}",
+        partner_tier["metrics"].as_array().map_or(0, Vec::len),
+        refused["error"].as_str().unwrap_or_default()
+    ));
     Ok(())
 }
 
