@@ -940,6 +940,7 @@ impl Replica {
                 &federation,
                 fresh,
                 self.signature_cache.as_deref(),
+                &self.author_cache,
                 &mut receipt,
             )
         };
@@ -1942,17 +1943,23 @@ fn verify_signatures(
     federation: &FederationId,
     envelopes: Vec<Envelope>,
     cache: Option<&SignatureCache>,
+    known_authors: &HashMap<[u8; 32], PublicKey>,
     receipt: &mut Receipt,
 ) -> Vec<Envelope> {
     let digests: Vec<[u8; 32]> = envelopes.iter().map(|e| e.digest(federation)).collect();
-    // Few authors sign many envelopes: read (decompress) each author's key once per call.
+    // Few authors sign many envelopes: read (decompress) each author's key once per call, unless the replica
+    // remembers it (screening just looked every author up).
     let mut keys: HashMap<[u8; 32], PublicKey> = HashMap::new();
     let authors: Vec<PublicKey> = envelopes
         .iter()
         .map(|e| {
-            *keys
-                .entry(e.actor().key)
-                .or_insert_with(|| e.author().expect("screened by Replica::screen"))
+            let key = e.actor().key;
+            match known_authors.get(&key) {
+                Some(author) => *author,
+                None => *keys
+                    .entry(key)
+                    .or_insert_with(|| e.author().expect("screened by Replica::screen")),
+            }
         })
         .collect();
     let cache_key = |i: usize| (*authors[i].as_bytes(), digests[i], envelopes[i].signature);
