@@ -1,9 +1,10 @@
 //! Documents and memberships by heads, shared by replicas that run in one process and receive the same changes
 //! (the simulator's nodes): a replica whose document reaches heads another replica's document reached already takes
-//! that document instead of applying the changes again, and membership as of council heads another replica
-//! computed is not hydrated again. A node does not install one.
+//! that document instead of applying the changes again, membership as of council heads another replica computed is
+//! not hydrated again, and the changes of a document that are not under given heads are listed once. A node does
+//! not install one.
 //!
-//! Both are sound because the heads of a document name its whole history (every change names its dependencies by
+//! All are sound because the heads of a document name its whole history (every change names its dependencies by
 //! hash), and a document, like the membership read from it at some heads, is a function of its history alone.
 
 use std::collections::HashMap;
@@ -17,6 +18,11 @@ use crate::acceptance::Membership;
 const DOCUMENT_ENTRIES: usize = 1 << 16;
 /// Memberships a [`DocumentCache`] keeps; when full it starts over.
 const MEMBERSHIP_ENTRIES: usize = 1 << 14;
+/// Change lists a [`DocumentCache`] keeps; when full it starts over.
+const CHANGE_LIST_ENTRIES: usize = 1 << 16;
+
+/// Changes of a document with their dependencies, each after its dependencies.
+pub(crate) type ChangeList = Arc<Vec<(ChangeHash, Vec<ChangeHash>)>>;
 
 /// Documents by their heads and memberships by the council heads they are read at (see the module docs).
 #[derive(Debug, Default)]
@@ -30,6 +36,8 @@ struct Kept {
     documents: HashMap<Vec<ChangeHash>, Arc<Automerge>>,
     /// By sorted council heads; `void` is left empty (it depends on the facts a replica holds, not on the heads).
     memberships: HashMap<Vec<ChangeHash>, Arc<Membership>>,
+    /// By the document's sorted heads and the sorted heads given: its changes not under those.
+    changes_since: HashMap<(Vec<ChangeHash>, Vec<ChangeHash>), ChangeList>,
 }
 
 impl DocumentCache {
@@ -73,6 +81,31 @@ impl DocumentCache {
             kept.memberships.clear();
         }
         kept.memberships.insert(heads, Arc::clone(membership));
+    }
+
+    /// The changes of the document at `heads` not under `given` (both sorted), if a replica kept them.
+    pub(crate) fn changes_since(
+        &self,
+        heads: &[ChangeHash],
+        given: &[ChangeHash],
+    ) -> Option<ChangeList> {
+        let key = (heads.to_vec(), given.to_vec());
+        self.lock().changes_since.get(&key).cloned()
+    }
+
+    /// Keeps the changes of the document at `heads` not under `given` (both sorted).
+    pub(crate) fn keep_changes_since(
+        &self,
+        heads: Vec<ChangeHash>,
+        given: Vec<ChangeHash>,
+        changes: &ChangeList,
+    ) {
+        let mut kept = self.lock();
+        if kept.changes_since.len() >= CHANGE_LIST_ENTRIES {
+            kept.changes_since.clear();
+        }
+        kept.changes_since
+            .insert((heads, given), Arc::clone(changes));
     }
 
     fn lock(&self) -> MutexGuard<'_, Kept> {

@@ -516,11 +516,21 @@ impl Replica {
             if !have.is_empty() && doc.get_heads().iter().all(|h| have.contains(h)) {
                 continue;
             }
-            out.extend(
-                doc.get_changes_meta(&have)
-                    .into_iter()
-                    .map(|m| (m.hash, m.deps)),
-            );
+            let Some(cache) = self.document_cache.as_deref() else {
+                out.extend(changes_not_under(doc, &have));
+                continue;
+            };
+            // Another replica listed them already if its document had the same heads and was given the same.
+            let (heads, mut given) = (sorted_heads(doc), have);
+            given.sort();
+            match cache.changes_since(&heads, &given) {
+                Some(changes) => out.extend(changes.iter().cloned()),
+                None => {
+                    let changes = Arc::new(changes_not_under(doc, &given));
+                    out.extend(changes.iter().cloned());
+                    cache.keep_changes_since(heads, given, &changes);
+                }
+            }
         }
         out
     }
@@ -1930,6 +1940,15 @@ fn heads_after(doc: &Automerge, changes: &[Change]) -> Vec<ChangeHash> {
     heads.sort();
     heads.dedup();
     heads
+}
+
+/// The changes of `doc` that are not ancestors of `have` (its own changes among the heads given), with their
+/// dependencies, each after its dependencies.
+fn changes_not_under(doc: &Automerge, have: &[ChangeHash]) -> Vec<(ChangeHash, Vec<ChangeHash>)> {
+    doc.get_changes_meta(have)
+        .into_iter()
+        .map(|m| (m.hash, m.deps))
+        .collect()
 }
 
 /// The heads of `doc`, sorted.

@@ -412,6 +412,20 @@ fn run_case(seats: Vec<Seat>, informed: Vec<bool>, steps: Vec<Step>) {
             serde_json::to_string(&b.replica.view()).expect("views serialize"),
             "participant {index}"
         );
+        // Listed from the shared cache or not, the changes not under given heads are the same.
+        let heads = a.replica.heads();
+        for given in [&[][..], &heads[..heads.len().min(1)]] {
+            let listed = |replica: &Replica| {
+                let mut changes = replica.changes_since(given);
+                changes.sort();
+                changes
+            };
+            assert_eq!(
+                listed(&a.replica),
+                listed(&b.replica),
+                "participant {index}"
+            );
+        }
     }
 }
 
