@@ -11,6 +11,7 @@
 //! - `removal.rs`: the facts that decide what else is accepted: effective revocations (strong removal) and void
 //!   admissions (one ticket, one key).
 //! - `state.rs`: [`ReplicaState`], snapshots of a replica.
+//! - `document_cache.rs`: [`DocumentCache`], documents and memberships by heads, shared by the simulator's replicas.
 //! - `ops.rs`: [`Op`], the typed writes, and where each one lands.
 //! - `view.rs`: the typed [`model::RegistryView`] read from the documents.
 //! - `sync.rs`: sans-IO replication: announcements, pull requests with a Bloom filter, responses; [`sync::Syncer`].
@@ -24,6 +25,7 @@ mod acceptance;
 pub mod bloom;
 pub mod bundle;
 pub mod codec;
+mod document_cache;
 pub mod envelope;
 mod ops;
 mod removal;
@@ -38,6 +40,7 @@ use std::str::FromStr;
 
 pub use acceptance::{Membership, Reason};
 pub use automerge::ChangeHash;
+pub use document_cache::DocumentCache;
 pub use envelope::{Context, DecodeError, Envelope, Fact};
 pub use ops::Op;
 pub use replica::{

@@ -25,6 +25,7 @@ use identity::{Keypair, PublicKey};
 use model::{DocId, RegistryView};
 
 use crate::acceptance::{Membership, Reason};
+use crate::document_cache::DocumentCache;
 use crate::envelope::{Context, Envelope, Fact};
 use crate::ops::Op;
 use crate::removal::{self, Facts};
@@ -194,7 +195,8 @@ pub struct Replica {
     federation: Option<FederationId>,
     doc_ids: Vec<DocId>,
     doc_numbers: HashMap<DocId, u32>,
-    docs: Vec<Automerge>,
+    /// Shared with other replicas (and the [`DocumentCache`], if one is installed) until one of them changes it.
+    docs: Vec<Arc<Automerge>>,
     /// Accepted changes: their document and highest op counter.
     known: HashMap<ChangeHash, (u32, u64)>,
     /// Last accepted change per (document, actor): accepted chains are contiguous from 1.
@@ -228,6 +230,8 @@ pub struct Replica {
     author_cache: HashMap<[u8; 32], PublicKey>,
     /// Signature results shared with other replicas in this process (the simulator's), if installed.
     signature_cache: Option<Arc<SignatureCache>>,
+    /// Documents and memberships shared with other replicas in this process (the simulator's), if installed.
+    document_cache: Option<Arc<DocumentCache>>,
     /// [`Replica::heads`] as computed since the documents or the excluded set last changed (every change to
     /// either clears it): the sync machine asks for the heads every tick and for every message.
     heads_memo: OnceLock<Vec<ChangeHash>>,
@@ -283,6 +287,7 @@ impl Replica {
             membership_cache: HashMap::new(),
             author_cache: HashMap::new(),
             signature_cache: None,
+            document_cache: None,
             heads_memo: OnceLock::new(),
             skip_signature_checks: false,
         };
@@ -407,7 +412,7 @@ impl Replica {
             .doc_ids
             .iter()
             .cloned()
-            .zip(self.docs.iter().cloned())
+            .zip(self.docs.iter().map(|d| Automerge::clone(d)))
             .filter(|(_, d)| !d.get_heads().is_empty())
             .collect();
         let mut view = view::build(self.federation, &docs);
@@ -418,10 +423,12 @@ impl Replica {
     /// The typed view of the council document alone (members, roles, objectives, approvals, budgets): what a
     /// node needs to gate connections, at the cost of one document rather than the whole registry.
     pub fn council_view(&self) -> RegistryView {
-        let docs: BTreeMap<DocId, Automerge> =
-            std::iter::once((DocId::Council, self.docs[COUNCIL as usize].clone()))
-                .filter(|(_, d)| !d.get_heads().is_empty())
-                .collect();
+        let docs: BTreeMap<DocId, Automerge> = std::iter::once((
+            DocId::Council,
+            Automerge::clone(&self.docs[COUNCIL as usize]),
+        ))
+        .filter(|(_, d)| !d.get_heads().is_empty())
+        .collect();
         let mut view = view::build(self.federation, &docs);
         self.overlay(&mut view);
         view
@@ -509,11 +516,21 @@ impl Replica {
             if !have.is_empty() && doc.get_heads().iter().all(|h| have.contains(h)) {
                 continue;
             }
-            out.extend(
-                doc.get_changes_meta(&have)
-                    .into_iter()
-                    .map(|m| (m.hash, m.deps)),
-            );
+            let Some(cache) = self.document_cache.as_deref() else {
+                out.extend(changes_not_under(doc, &have));
+                continue;
+            };
+            // Another replica listed them already if its document had the same heads and was given the same.
+            let (heads, mut given) = (sorted_heads(doc), have);
+            given.sort();
+            match cache.changes_since(&heads, &given) {
+                Some(changes) => out.extend(changes.iter().cloned()),
+                None => {
+                    let changes = Arc::new(changes_not_under(doc, &given));
+                    out.extend(changes.iter().cloned());
+                    cache.keep_changes_since(heads, given, &changes);
+                }
+            }
         }
         out
     }
@@ -566,7 +583,7 @@ impl Replica {
         let number = self.docs.len() as u32;
         self.doc_ids.push(doc.clone());
         self.doc_numbers.insert(doc.clone(), number);
-        self.docs.push(Automerge::new());
+        self.docs.push(Arc::new(Automerge::new()));
         self.heads_changed();
         number
     }
@@ -592,19 +609,62 @@ impl Replica {
         if let Some(cached) = self.membership_cache.get(&key) {
             return Arc::clone(cached);
         }
-        let council = &self.docs[COUNCIL as usize];
-        let mut membership = if key.is_empty() {
-            Membership::default()
+        let base = self.membership_read_at(&key);
+        let membership = if self.facts.void.is_empty() {
+            base
         } else {
-            view::membership(&view::root(council, Some(&key)))
+            let mut membership = Membership::clone(&base);
+            membership.void = self.facts.void.clone();
+            Arc::new(membership)
         };
-        membership.void = self.facts.void.clone();
-        let membership = Arc::new(membership);
         if self.membership_cache.len() >= MEMBERSHIP_CACHE_ENTRIES {
             self.membership_cache.clear();
         }
         self.membership_cache.insert(key, Arc::clone(&membership));
         membership
+    }
+
+    /// Membership as read from the council document at `heads` (sorted), without the facts: from the shared cache
+    /// when another replica read it already.
+    fn membership_read_at(&self, heads: &[ChangeHash]) -> Arc<Membership> {
+        if heads.is_empty() {
+            return Arc::new(Membership::default());
+        }
+        let cache = self.document_cache.as_deref();
+        if let Some(membership) = cache.and_then(|c| c.membership(heads)) {
+            return membership;
+        }
+        let council = &self.docs[COUNCIL as usize];
+        let membership = Arc::new(view::membership(&view::root(council, Some(heads))));
+        if let Some(cache) = cache {
+            cache.keep_membership(heads.to_vec(), &membership);
+        }
+        membership
+    }
+
+    /// Applies accepted `changes` (each after its dependencies, which are in the document or among them) to
+    /// document `number`. With a [`DocumentCache`], a document another replica brought to the same heads is taken
+    /// instead (the heads name the same history, so the same document).
+    fn apply_accepted(&mut self, number: u32, changes: Vec<Change>) -> Result<(), Error> {
+        self.heads_changed();
+        let doc = &mut self.docs[number as usize];
+        let Some(cache) = self.document_cache.as_deref() else {
+            Arc::make_mut(doc).apply_changes(changes)?;
+            return Ok(());
+        };
+        let heads = heads_after(doc, &changes);
+        if let Some(shared) = cache.document(&heads) {
+            *doc = shared;
+            return Ok(());
+        }
+        Arc::make_mut(doc).apply_changes(changes)?;
+        debug_assert_eq!(
+            sorted_heads(doc),
+            heads,
+            "heads_after agrees with automerge"
+        );
+        cache.keep_document(heads, doc);
+        Ok(())
     }
 
     /// The actor this replica's key writes `doc` as: the current epoch, or a new one when a change of the current
@@ -675,7 +735,7 @@ impl Replica {
         };
         let actor = self.writing_actor(number, *author.as_bytes());
         self.heads_changed();
-        let doc = &mut self.docs[number as usize];
+        let doc = Arc::make_mut(&mut self.docs[number as usize]);
         doc.set_actor(actor.to_actor_id());
         let mut tx = doc.transaction();
         op.apply(&mut tx, &target.key)?;
@@ -694,6 +754,11 @@ impl Replica {
             .get_last_local_change()
             .expect("a change was just committed by this actor");
         let hash = change.hash();
+        if let Some(cache) = &self.document_cache {
+            // The replicas that receive this change reach these heads next.
+            let doc = &self.docs[number as usize];
+            cache.keep_document(sorted_heads(doc), doc);
+        }
         if genesis {
             self.federation = Some(FederationId(hash.0));
         }
@@ -788,7 +853,7 @@ impl Replica {
         let current = self
             .doc_numbers
             .get(doc)
-            .map(|n| self.docs[*n as usize].clone())
+            .map(|n| Automerge::clone(&self.docs[*n as usize]))
             .unwrap_or_default();
         let mut copy = match doc_heads {
             Some(heads) => current.fork_at(heads)?,
@@ -834,6 +899,12 @@ impl Replica {
         self.signature_cache = Some(cache);
     }
 
+    /// Shares documents and memberships with the other replicas holding `cache` (see [`DocumentCache`]). For the
+    /// simulator, whose nodes all apply the same changes; a node does not call it.
+    pub fn share_document_cache(&mut self, cache: Arc<DocumentCache>) {
+        self.document_cache = Some(cache);
+    }
+
     /// Fault injection for the simulator's self-test: this replica stops checking signatures, so a scenario with a
     /// hostile peer must catch it through its invariants. Never called by the node.
     #[doc(hidden)]
@@ -856,7 +927,7 @@ impl Replica {
             },
         );
         self.heads_changed();
-        self.docs[number as usize].apply_changes([envelope.change.clone()])?;
+        Arc::make_mut(&mut self.docs[number as usize]).apply_changes([envelope.change.clone()])?;
         Ok(())
     }
 
@@ -879,6 +950,7 @@ impl Replica {
                 &federation,
                 fresh,
                 self.signature_cache.as_deref(),
+                &self.author_cache,
                 &mut receipt,
             )
         };
@@ -1308,8 +1380,7 @@ impl Replica {
         }
         if number == COUNCIL {
             // Later council changes are authorized against council states that include this one: apply now.
-            self.heads_changed();
-            self.docs[COUNCIL as usize].apply_changes([envelope.change.clone()])?;
+            self.apply_accepted(COUNCIL, vec![envelope.change.clone()])?;
         } else {
             self.deferred
                 .entry(number)
@@ -1321,8 +1392,7 @@ impl Replica {
 
     fn flush_deferred(&mut self) -> Result<(), Error> {
         for (number, changes) in std::mem::take(&mut self.deferred) {
-            self.heads_changed();
-            self.docs[number as usize].apply_changes(changes)?;
+            self.apply_accepted(number, changes)?;
         }
         Ok(())
     }
@@ -1565,7 +1635,7 @@ impl Replica {
             .collect();
         let mut held: Vec<Envelope> = self.accepted_envelopes_of(&affected);
         for number in &affected {
-            self.docs[*number as usize] = Automerge::new();
+            self.docs[*number as usize] = Arc::new(Automerge::new());
         }
         self.heads_changed();
         self.known
@@ -1785,7 +1855,7 @@ impl Replica {
         replica.federation = state.federation;
         for (doc_id, doc) in state.docs {
             let number = replica.doc_number(&doc_id);
-            replica.docs[number as usize] = doc;
+            replica.docs[number as usize] = Arc::new(doc);
         }
         replica.heads_changed();
         replica.known = state.known;
@@ -1822,7 +1892,7 @@ pub struct Craft {
 pub(crate) struct StateParts<'a> {
     pub federation: Option<FederationId>,
     pub doc_ids: &'a [DocId],
-    pub docs: &'a [Automerge],
+    pub docs: &'a [Arc<Automerge>],
     pub known: &'a HashMap<ChangeHash, (u32, u64)>,
     pub chains: BTreeMap<(u32, Actor), (u64, u64)>,
     pub excluded: Vec<&'a Envelope>,
@@ -1857,21 +1927,58 @@ fn unsigned_envelopes(doc: &Automerge) -> impl Iterator<Item = Envelope> {
 
 /// Verifies signatures in batches (in parallel across cores); bad ones become rejections. With a `cache`, results
 /// it holds for the exact (key, digest, signature) are used and the others are verified and stored.
+/// The heads of `doc` once `changes` are applied (each of their dependencies is in `doc` or among them): the
+/// document's heads and the changes, less every change one of them depends on; sorted.
+fn heads_after(doc: &Automerge, changes: &[Change]) -> Vec<ChangeHash> {
+    let deps: HashSet<&ChangeHash> = changes.iter().flat_map(Change::deps).collect();
+    let mut heads: Vec<ChangeHash> = doc
+        .get_heads()
+        .into_iter()
+        .chain(changes.iter().map(Change::hash))
+        .filter(|h| !deps.contains(h))
+        .collect();
+    heads.sort();
+    heads.dedup();
+    heads
+}
+
+/// The changes of `doc` that are not ancestors of `have` (its own changes among the heads given), with their
+/// dependencies, each after its dependencies.
+fn changes_not_under(doc: &Automerge, have: &[ChangeHash]) -> Vec<(ChangeHash, Vec<ChangeHash>)> {
+    doc.get_changes_meta(have)
+        .into_iter()
+        .map(|m| (m.hash, m.deps))
+        .collect()
+}
+
+/// The heads of `doc`, sorted.
+fn sorted_heads(doc: &Automerge) -> Vec<ChangeHash> {
+    let mut heads = doc.get_heads();
+    heads.sort();
+    heads
+}
+
 fn verify_signatures(
     federation: &FederationId,
     envelopes: Vec<Envelope>,
     cache: Option<&SignatureCache>,
+    known_authors: &HashMap<[u8; 32], PublicKey>,
     receipt: &mut Receipt,
 ) -> Vec<Envelope> {
     let digests: Vec<[u8; 32]> = envelopes.iter().map(|e| e.digest(federation)).collect();
-    // Few authors sign many envelopes: read (decompress) each author's key once per call.
+    // Few authors sign many envelopes: read (decompress) each author's key once per call, unless the replica
+    // remembers it (screening just looked every author up).
     let mut keys: HashMap<[u8; 32], PublicKey> = HashMap::new();
     let authors: Vec<PublicKey> = envelopes
         .iter()
         .map(|e| {
-            *keys
-                .entry(e.actor().key)
-                .or_insert_with(|| e.author().expect("screened by Replica::screen"))
+            let key = e.actor().key;
+            match known_authors.get(&key) {
+                Some(author) => *author,
+                None => *keys
+                    .entry(key)
+                    .or_insert_with(|| e.author().expect("screened by Replica::screen")),
+            }
         })
         .collect();
     let cache_key = |i: usize| (*authors[i].as_bytes(), digests[i], envelopes[i].signature);

@@ -1,16 +1,18 @@
 //! Any delivery order converges: replicas with different roles write concurrently (including conflicting edits of
 //! one record by two members of the same pod), swap partial, shuffled and duplicated bundles between writes, and
-//! after a full exchange hold identical heads and print identical registry views.
+//! after a full exchange hold identical heads and print identical registry views. Replicas that share a
+//! [`DocumentCache`] (as the simulator's do) end exactly as replicas on their own.
 
 mod support;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use identity::Keypair;
 use model::{Approval, Budget, Decision, DocId, ExperimentStatus, Revocation, Role};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-use registry::{ChangeHash, Envelope, Error, FederationId, Op, Reason, Replica};
+use registry::{ChangeHash, DocumentCache, Envelope, Error, FederationId, Op, Reason, Replica};
 
 use support::{
     experiment, key_result, keypair, learning, member, objective, schema, through_bundle,
@@ -88,10 +90,17 @@ struct Run {
 
 impl Run {
     /// Participant 0 founds the federation and admits the others; `informed[i]` says whether participant `i` gets
-    /// the founding bundle before anything else happens.
-    fn found(seats: &[Seat], informed: &[bool]) -> Self {
+    /// the founding bundle before anything else happens. With `documents`, every replica shares that cache.
+    fn found(seats: &[Seat], informed: &[bool], documents: Option<&Arc<DocumentCache>>) -> Self {
         let keys: Vec<Keypair> = (0..seats.len()).map(|i| keypair(i as u8)).collect();
-        let mut founder = Replica::new();
+        let fresh = || {
+            let mut replica = Replica::new();
+            if let Some(cache) = documents {
+                replica.share_document_cache(Arc::clone(cache));
+            }
+            replica
+        };
+        let mut founder = fresh();
         let mut founding = vec![
             founder
                 .write(
@@ -126,7 +135,7 @@ impl Run {
                     held: founding.clone(),
                 }
             } else {
-                let mut replica = Replica::new();
+                let mut replica = fresh();
                 replica.adopt(federation).expect("a new replica adopts");
                 Participant {
                     seat: *seat,
@@ -387,12 +396,52 @@ fn assert_converged(run: &Run) {
 }
 
 fn run_case(seats: Vec<Seat>, informed: Vec<bool>, steps: Vec<Step>) {
-    let mut run = Run::found(&seats, &informed);
-    for step in &steps {
+    let alone = run_steps(&seats, &informed, &steps, None);
+    let cache = Arc::new(DocumentCache::new());
+    let sharing = run_steps(&seats, &informed, &steps, Some(&cache));
+    // Taking a document another replica built at the same heads changes nothing: same heads, same view, everywhere.
+    for (index, (a, b)) in alone
+        .participants
+        .iter()
+        .zip(&sharing.participants)
+        .enumerate()
+    {
+        assert_eq!(a.replica.heads(), b.replica.heads(), "participant {index}");
+        assert_eq!(
+            serde_json::to_string(&a.replica.view()).expect("views serialize"),
+            serde_json::to_string(&b.replica.view()).expect("views serialize"),
+            "participant {index}"
+        );
+        // Listed from the shared cache or not, the changes not under given heads are the same.
+        let heads = a.replica.heads();
+        for given in [&[][..], &heads[..heads.len().min(1)]] {
+            let listed = |replica: &Replica| {
+                let mut changes = replica.changes_since(given);
+                changes.sort();
+                changes
+            };
+            assert_eq!(
+                listed(&a.replica),
+                listed(&b.replica),
+                "participant {index}"
+            );
+        }
+    }
+}
+
+fn run_steps(
+    seats: &[Seat],
+    informed: &[bool],
+    steps: &[Step],
+    documents: Option<&Arc<DocumentCache>>,
+) -> Run {
+    let mut run = Run::found(seats, informed, documents);
+    for step in steps {
         run.step(step);
     }
     run.full_exchange();
     assert_converged(&run);
+    run
 }
 
 /// Participant 0 founds, 1 and 2 share pod `alpha`; the others take any seat.
@@ -433,7 +482,7 @@ fn concurrent_edits_of_one_key_result_and_a_racing_revocation_converge() {
         Seat::Steward,
         Seat::Partner("acme"),
     ];
-    let mut run = Run::found(&seats, &[true; 5]);
+    let mut run = Run::found(&seats, &[true; 5], None);
     let write = |replica: usize, choice: u8, slot: u8| Step::Write {
         replica,
         choice,

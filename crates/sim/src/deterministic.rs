@@ -11,7 +11,7 @@ use model::{DocId, Role};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use registry::sync::{self, Absorbed, Answer, Output, Policy, SyncMachine};
-use registry::{ChangeHash, Envelope, Op, Replica, SignatureCache};
+use registry::{ChangeHash, DocumentCache, Envelope, Op, Replica, SignatureCache};
 
 use crate::report::{Invariant, Phase, Report};
 use crate::scenario::{Action, Expect, Scenario};
@@ -136,12 +136,22 @@ struct Sim<'a> {
     last_disruption_ms: u64,
     counter: u64,
     policy: Policy,
-    /// Signature results shared by the simulated replicas (see [`registry::SignatureCache`]).
-    signatures: Arc<SignatureCache>,
+    /// Signature results, documents and memberships shared by the simulated replicas.
+    shared: Shared,
     /// Scheduled starts with an expectation, and what came of them.
     tried: Vec<Tried>,
     /// Expected starts not started yet: (index into `tried`, node, the write, tried until this ms).
     retrying: Vec<(usize, usize, Write, u64)>,
+}
+
+/// What the simulated replicas share: every node still checks every signature and decides every change itself, but
+/// a signature this process verified already is not verified again ([`SignatureCache`]: same key, digest and
+/// signature bytes), and a document another node brought to the same heads is not built again
+/// ([`DocumentCache`]: the heads name the history).
+#[derive(Clone, Default)]
+struct Shared {
+    signatures: Arc<SignatureCache>,
+    documents: Arc<DocumentCache>,
 }
 
 /// The key of node `name` in a run with `seed` (real mode writes the same keys into its data dirs).
@@ -168,9 +178,7 @@ pub fn run(scenario: &Scenario, seed: u64, bug: InjectedBug, replay: String) -> 
 
 impl<'a> Sim<'a> {
     fn new(scenario: &'a Scenario, seed: u64) -> Self {
-        // Every node checks every signature itself, but a signature this process verified already is not checked
-        // again (same key, digest and signature bytes): verifying is a pure function of those.
-        let signatures = Arc::new(SignatureCache::new());
+        let shared = Shared::default();
         let mut nodes: Vec<SimNode> = scenario
             .node_names()
             .into_iter()
@@ -180,7 +188,7 @@ impl<'a> Sim<'a> {
                 region,
                 role,
                 observer,
-                replica: replica_sharing(&signatures),
+                replica: replica_sharing(&shared),
                 stored: BTreeMap::new(),
                 machine: SyncMachine::new(policy(scenario)),
                 alive: true,
@@ -195,7 +203,7 @@ impl<'a> Sim<'a> {
         let setup = found(&mut nodes);
         // The nodes that took no part in the founding all start from the same state: one replica receives (checks
         // and applies) the founding envelopes, and each of them starts from a copy of it.
-        let mut founded = replica_sharing(&signatures);
+        let mut founded = replica_sharing(&shared);
         founded.adopt(setup.0).expect("a fresh replica adopts");
         let founded_stored = start_from(&mut founded, &setup.1);
         for node in &mut nodes {
@@ -238,7 +246,7 @@ impl<'a> Sim<'a> {
             last_disruption_ms: 0,
             counter: 0,
             policy: policy(scenario),
-            signatures,
+            shared,
             tried: Vec::new(),
             retrying: Vec::new(),
         }
@@ -473,7 +481,7 @@ impl<'a> Sim<'a> {
             Action::Restart { node } => {
                 if let Some(i) = self.index(node) {
                     let n = self.nodes.len();
-                    let replica = replica_sharing(&self.signatures);
+                    let replica = replica_sharing(&self.shared);
                     restart(&mut self.nodes[i], replica, self.policy.clone(), n, i);
                     self.fill_mesh(i, true);
                     self.disrupted(format!("restart {node}"));
@@ -1145,10 +1153,11 @@ fn start_from(replica: &mut Replica, setup: &[Envelope]) -> BTreeMap<ChangeHash,
     stored
 }
 
-/// A fresh replica that shares the run's signature results.
-fn replica_sharing(signatures: &Arc<SignatureCache>) -> Replica {
+/// A fresh replica that shares the run's signature results and documents.
+fn replica_sharing(shared: &Shared) -> Replica {
     let mut replica = Replica::new();
-    replica.share_signature_cache(Arc::clone(signatures));
+    replica.share_signature_cache(Arc::clone(&shared.signatures));
+    replica.share_document_cache(Arc::clone(&shared.documents));
     replica
 }
 

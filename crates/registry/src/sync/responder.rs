@@ -104,17 +104,31 @@ impl Responder {
 pub trait EnvelopeSource {
     /// The envelope of an accepted change.
     fn envelope(&self, hash: &ChangeHash) -> Option<Envelope>;
+
+    /// The auth heads of an accepted change's envelope: all a responder reads of a change its peer may hold
+    /// already. A source that holds envelopes in memory answers without copying the envelope.
+    fn auth_heads(&self, hash: &ChangeHash) -> Option<Vec<ChangeHash>> {
+        self.envelope(hash).map(|envelope| envelope.auth_heads)
+    }
 }
 
 impl EnvelopeSource for std::collections::HashMap<ChangeHash, Envelope> {
     fn envelope(&self, hash: &ChangeHash) -> Option<Envelope> {
         self.get(hash).cloned()
     }
+
+    fn auth_heads(&self, hash: &ChangeHash) -> Option<Vec<ChangeHash>> {
+        self.get(hash).map(|envelope| envelope.auth_heads.clone())
+    }
 }
 
 impl EnvelopeSource for BTreeMap<ChangeHash, Envelope> {
     fn envelope(&self, hash: &ChangeHash) -> Option<Envelope> {
         self.get(hash).cloned()
+    }
+
+    fn auth_heads(&self, hash: &ChangeHash) -> Option<Vec<ChangeHash>> {
+        self.get(hash).map(|envelope| envelope.auth_heads.clone())
     }
 }
 
@@ -334,7 +348,6 @@ impl Replica {
                         .map(|e| (*h, e.change.deps().to_vec()))
                 }),
         );
-        let mut loaded: HashMap<ChangeHash, Envelope> = HashMap::new();
         let selected: Option<HashSet<ChangeHash>> = if pull.want.is_empty() {
             None
         } else {
@@ -352,9 +365,8 @@ impl Replica {
                     continue;
                 }
                 stack.extend(deps[&hash].iter().filter(|d| deps.contains_key(d)));
-                if let Some(envelope) = source.envelope(&hash) {
-                    stack.extend(envelope.auth_heads.iter().filter(|a| deps.contains_key(a)));
-                    loaded.insert(hash, envelope);
+                if let Some(auth_heads) = source.auth_heads(&hash) {
+                    stack.extend(auth_heads.into_iter().filter(|a| deps.contains_key(a)));
                 }
             }
             Some(selected)
@@ -374,14 +386,19 @@ impl Replica {
             if maybe_held && !sending_council {
                 continue;
             }
-            let Some(envelope) = loaded.remove(&hash).or_else(|| source.envelope(&hash)) else {
+            // A peer cannot hold a change whose auth heads it lacks, whatever its filter says (read before the
+            // envelope is loaded: most changes the filter names stay behind).
+            if maybe_held
+                && source
+                    .auth_heads(&hash)
+                    .is_some_and(|heads| !heads.iter().any(|a| sending.contains(a)))
+            {
+                continue;
+            }
+            let Some(envelope) = source.envelope(&hash) else {
                 tracing::warn!(change = %hash, "accepted change has no stored envelope");
                 continue;
             };
-            // A peer cannot hold a change whose auth heads it lacks, whatever its filter says.
-            if maybe_held && !envelope.auth_heads.iter().any(|a| sending.contains(a)) {
-                continue;
-            }
             let size = envelope.change.raw_bytes().len() + 80;
             if envelopes.len() >= MAX_RESPONSE_ENVELOPES || bytes + size > MAX_RESPONSE_BYTES {
                 more = true;
