@@ -1,5 +1,6 @@
 //! Scorecards between real nodes on loopback: a pod's node publishes its signed snapshot on its own, the council
-//! keeps it and aggregates tier 1 from it, and a partner sees tier 1 only.
+//! keeps it and aggregates tier 1 from it, a partner sees tier 1 only, and a pod that went offline is shown with the
+//! age of its last snapshot until its node returns with new numbers.
 
 mod support;
 
@@ -28,7 +29,7 @@ fn wait_for_pod(node: &Node, pod: &str) -> Value {
 #[test]
 fn a_pods_snapshot_reaches_the_council_and_a_partner_sees_tier_one_only() {
     let (council, _council_node) = found("Council");
-    let (emea, _emea_node) = invite_and_join(&council, "pod", "emea");
+    let (emea, emea_node) = invite_and_join(&council, "pod", "emea");
     let (partner, _partner_node) = invite_and_join(&council, "partner", "Agency");
     let pod = emea.json(&["status"])["pod"]
         .as_str()
@@ -82,4 +83,41 @@ fn a_pods_snapshot_reaches_the_council_and_a_partner_sees_tier_one_only() {
             .as_str()
             .is_some_and(|e| e.contains("partner"))
     );
+
+    // The pod's node stops: the council still shows its last snapshot, with its age.
+    let before = council.json(&["scorecard", "--tier", "2", "--pod", &pod]);
+    emea_node.stop();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let stale = council.json(&["scorecard", "--tier", "2", "--pod", &pod]);
+    assert_eq!(stale["as_of"], before["as_of"], "{stale:#}");
+    assert!(stale["age_s"].as_i64().expect("age") >= 2, "{stale:#}");
+    // Offline, the pod registers an experiment; back online, its node publishes the new numbers.
+    emea.json(&[
+        "experiment",
+        "new",
+        "--key",
+        "shorter-signup",
+        "--hypothesis",
+        "if the signup form is shorter then more people sign up because it takes less time",
+    ]);
+    let _emea_node = emea.start(&[]);
+    let started = Instant::now();
+    loop {
+        let fresh = council.json(&["scorecard", "--tier", "2", "--pod", &pod]);
+        let experiments = fresh["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["name"] == "experiments")
+            .and_then(|m| m["value"].as_f64());
+        if experiments == Some(1.0) && fresh["as_of"] != before["as_of"] {
+            assert!(fresh["age_s"].as_i64().expect("age") < 30, "{fresh:#}");
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the pod's new scorecard did not reach the council within {WAIT:?}; last:\n{fresh:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
 }
