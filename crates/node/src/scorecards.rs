@@ -81,3 +81,76 @@ pub enum OfferError {
     #[error(transparent)]
     Store(Box<Error>),
 }
+
+#[cfg(test)]
+mod tests {
+    use identity::Keypair;
+    use model::Role;
+    use registry::Op;
+
+    use crate::Node;
+
+    const NOW: i64 = 1_790_000_000_000;
+
+    /// A council node (this one) that admitted the pod `emea`, whose key is returned.
+    fn council_with_pod(dir: &std::path::Path) -> (Node, Keypair) {
+        let mut node = Node::open(dir).expect("opens");
+        node.create_federation("Acme", NOW).expect("founded");
+        let pod = Keypair::from_seed([7; 32]);
+        let member: model::Member = serde_json::from_value(serde_json::json!({
+            "public_key": pod.public().to_hex(), "name": "emea", "role": Role::Pod, "scope": "emea",
+            "admitted_by": node.keypair().public().to_hex(), "admitted_at_ms": NOW, "revoked": false,
+        }))
+        .expect("a member");
+        node.write(&Op::AddMember(member), NOW)
+            .expect("the council admits");
+        (node, pod)
+    }
+
+    fn snapshot(node: &Node, as_of_ms: i64, experiments: f64) -> scorecard::Snapshot {
+        scorecard::Snapshot {
+            federation: node.view().federation.expect("founded").id,
+            pod: "emea".into(),
+            quarter: "2026Q4".into(),
+            as_of_ms,
+            metrics: vec![scorecard::Metric {
+                name: "experiments".into(),
+                value: Some(experiments),
+                target: None,
+                interval: None,
+                chance_to_win: None,
+            }],
+            dashboard: scorecard::Dashboard::default(),
+        }
+    }
+
+    #[test]
+    fn kept_snapshots_survive_a_restart_and_refused_ones_are_never_stored() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (mut node, pod) = council_with_pod(dir.path());
+        let old = scorecard::sign(&snapshot(&node, NOW - 1_000, 1.0), &pod);
+        let new = scorecard::sign(&snapshot(&node, NOW, 2.0), &pod);
+        assert_eq!(node.offer_scorecard(&new, NOW).expect("kept"), "emea");
+        // Replayed, and an older one arriving late: refused, the newer one stays.
+        for bytes in [&new, &old] {
+            let error = node.offer_scorecard(bytes, NOW).expect_err("stale");
+            assert!(matches!(
+                error,
+                super::OfferError::Refused(scorecard::Refusal::Stale { .. })
+            ));
+        }
+        // Forged: the council's key signing the pod's numbers.
+        let forged = scorecard::sign(&snapshot(&node, NOW + 1, 9.0), node.keypair());
+        assert!(node.offer_scorecard(&forged, NOW).is_err());
+        drop(node);
+
+        let mut reopened = Node::open(dir.path()).expect("reopens");
+        let board = reopened.scorecards(NOW);
+        let held = &board.pods()["emea"];
+        assert_eq!(
+            held.bytes, new,
+            "the newest valid snapshot, and only it, was kept"
+        );
+        assert_eq!(held.snapshot.metrics[0].value, Some(2.0));
+    }
+}
