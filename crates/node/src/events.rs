@@ -123,6 +123,11 @@ impl Node {
         Ok(self.store.events()?.quarantined()?)
     }
 
+    /// How many lines are quarantined (what a scorecard reports as compliance incidents).
+    pub fn quarantined_count(&self) -> Result<usize, Error> {
+        Ok(self.store.events()?.quarantined_count())
+    }
+
     /// Checks every quarantined line again (after a schema was approved): accepted ones are stored and leave the
     /// quarantine; the others stay, with their reason brought up to date.
     pub fn retry_quarantine(&self, now_ms: i64) -> Result<IngestReport, Error> {

@@ -46,7 +46,7 @@ impl Node {
     pub fn own_scorecard(&mut self, now_ms: i64) -> Option<scorecard::Snapshot> {
         let pod = self.own_pod()?;
         let quarter: Quarter = model::time::quarter_of_ms(now_ms).parse().ok()?;
-        let incidents = self.quarantined().map_or(0, |q| q.len() as u64);
+        let incidents = self.quarantined_count().map_or(0, |n| n as u64);
         let view = self.shared_view();
         let governance = self.governance();
         Some(scorecard::pod_snapshot(

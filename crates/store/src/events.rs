@@ -295,6 +295,11 @@ impl Events {
         Ok(entries)
     }
 
+    /// How many lines are quarantined (nothing decoded).
+    pub fn quarantined_count(&self) -> usize {
+        self.quarantine.len()
+    }
+
     /// Removes lines from the quarantine.
     pub fn release(&self, keys: &[[u8; 16]]) -> Result<(), Error> {
         let mut batch = sled::Batch::default();
