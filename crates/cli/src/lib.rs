@@ -68,6 +68,9 @@ pub enum Command {
     Learnings(commands::experiment::LearningsCommand),
     /// Scorecards in three tiers: the company (from the pods' signed snapshots), a pod, an experiment.
     Scorecard(commands::scorecard::ScorecardArgs),
+    /// The autonomy pulse a pod's members answer (its NPS is on the pod's scorecard).
+    #[command(subcommand)]
+    Pulse(commands::scorecard::PulseCommand),
     /// Signed experiment results: recompute and check them.
     #[command(subcommand)]
     Result(commands::result::ResultCommand),
@@ -257,6 +260,7 @@ fn dispatch(
         Command::Registry(command) => registry::run(context, node, command),
         Command::Result(command) => result::run(context, node, command),
         Command::Scorecard(args) => scorecard::run(context, node, args),
+        Command::Pulse(command) => scorecard::pulse(context, node, command),
         Command::Status => network::status(context, node),
         Command::Peers => network::peers(context),
         Command::Invite(args) => network::invite(context, node, args),

@@ -512,55 +512,18 @@ fn node_takes_every_setting_from_its_config_file() {
     assert!(stderr.contains("listen"), "{stderr}");
 }
 
-/// `POST PATH` to a running node's local API, with its bearer token when `authorized`; returns the status code and
-/// body.
-fn post(node: &Node, path: &str, body: &str, authorized: bool) -> (u16, String) {
-    use std::io::{Read as _, Write as _};
-    let api: Value = serde_json::from_slice(
-        &std::fs::read(node.dir.join("api.json")).expect("a running node writes api.json"),
-    )
-    .expect("api.json parses");
-    let token = std::fs::read_to_string(node.dir.join("api.token")).expect("api.token");
-    let auth = if authorized {
-        format!("Authorization: Bearer {}\r\n", token.trim())
-    } else {
-        String::new()
-    };
-    let mut stream = std::net::TcpStream::connect(api["addr"].as_str().expect("addr"))
-        .expect("the API accepts connections");
-    write!(
-        stream,
-        "POST {path} HTTP/1.0\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("request sent");
-    let mut text = String::new();
-    stream.read_to_string(&mut text).expect("response read");
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text}"));
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
-    (code, body)
-}
-
 #[test]
 fn the_operator_block_set_cuts_a_peer_off_until_it_is_lifted() {
     let (council, _council_node) = found("Council");
     let (emea, _emea_node) = invite_and_join(&council, "pod", "emea");
     let emea_peer = emea.peer_id();
 
-    assert_eq!(
-        post(&council, "/v1/block", r#"{"peers": []}"#, false).0,
-        401
-    );
-    let (code, body) = post(&council, "/v1/block", r#"{"peers": ["not-a-peer"]}"#, true);
+    assert_eq!(council.post("/v1/block", r#"{"peers": []}"#, false).0, 401);
+    let (code, body) = council.post("/v1/block", r#"{"peers": ["not-a-peer"]}"#, true);
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("not-a-peer"), "{body}");
 
-    let (code, body) = post(
-        &council,
+    let (code, body) = council.post(
         "/v1/block",
         &format!(r#"{{"peers": ["{emea_peer}"]}}"#),
         true,
@@ -581,7 +544,7 @@ fn the_operator_block_set_cuts_a_peer_off_until_it_is_lifted() {
     }
 
     // Lifting the set lets the pod's redial of its bootstrap peer (the council) through; the change arrives.
-    let (code, body) = post(&council, "/v1/block", r#"{"peers": []}"#, true);
+    let (code, body) = council.post("/v1/block", r#"{"peers": []}"#, true);
     assert_eq!(code, 200, "{body}");
     wait_converged(
         &[&council, &emea],
@@ -635,8 +598,7 @@ fn an_approval_given_during_a_partition_lets_the_start_through_after_the_heal() 
     ]);
     wait_converged(&[&council, &emea], "the experiment", |_| true);
 
-    let (code, body) = post(
-        &council,
+    let (code, body) = council.post(
         "/v1/block",
         &format!(r#"{{"peers": ["{emea_peer}"]}}"#),
         true,
@@ -649,7 +611,7 @@ fn an_approval_given_during_a_partition_lets_the_start_through_after_the_heal() 
     let (refused, _) = emea.json_status(&["experiment", "start", "big-bet"], 1);
     assert_eq!(refused["reason"], "needs_approval", "{refused}");
 
-    let (code, body) = post(&council, "/v1/block", r#"{"peers": []}"#, true);
+    let (code, body) = council.post("/v1/block", r#"{"peers": []}"#, true);
     assert_eq!(code, 200, "{body}");
     wait_converged(
         &[&council, &emea],

@@ -707,9 +707,43 @@ pub enum Decision {
     Rejected,
 }
 
+/// The seeds' rule: at most five metrics a scorecard tier.
+pub const MAX_METRICS_PER_TIER: usize = 5;
+
+/// What the council may put on the company's scorecard (tier 1), each aggregated from the pods' signed snapshots
+/// (see the `scorecard` crate): `north_star`, `health_score`, `dependency_ratio`, `revenue_per_pod`,
+/// `compliance_incidents`, `cycle_time_days`, `unit_nps`.
+pub const TIER1_METRICS: [&str; 7] = [
+    "north_star",
+    "health_score",
+    "dependency_ratio",
+    "revenue_per_pod",
+    "compliance_incidents",
+    "cycle_time_days",
+    "unit_nps",
+];
+
+/// What the council may put on a pod's scorecard (tier 2): `kr_progress`, `velocity_days`, `experiments`,
+/// `significant_share`, `budget_used`, `compliance_incidents`, `dependency_ratio`, `revenue`, `unit_nps`.
+pub const TIER2_METRICS: [&str; 9] = [
+    "kr_progress",
+    "velocity_days",
+    "experiments",
+    "significant_share",
+    "budget_used",
+    "compliance_incidents",
+    "dependency_ratio",
+    "revenue",
+    "unit_nps",
+];
+
+/// Most keys the council may let read the pods' scorecards beyond its own members and the pods.
+pub const MAX_SCORECARD_READERS: usize = 64;
+
 /// The council's governance settings. Each is its own registry record, so council members setting different ones
 /// concurrently both take effect.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct GovernanceSettings {
     /// Approvals a high-impact experiment needs (capped at the council members who may vote on it).
     pub quorum: u32,
@@ -719,6 +753,13 @@ pub struct GovernanceSettings {
     pub win_bonus: f64,
     /// The metric whose lift, over the exposed users, is an experiment's incremental revenue (for ROI).
     pub revenue_metric: String,
+    /// The company scorecard's metrics, in order (at most [`MAX_METRICS_PER_TIER`], from [`TIER1_METRICS`]).
+    pub tier1_metrics: Vec<String>,
+    /// A pod scorecard's metrics, in order (at most [`MAX_METRICS_PER_TIER`], from [`TIER2_METRICS`]).
+    pub tier2_metrics: Vec<String>,
+    /// Keys (hex) the council lets read the pods' scorecards (tiers 2 and 3) beyond council and pod members:
+    /// partners are not among them unless listed here.
+    pub scorecard_readers: Vec<String>,
 }
 
 impl Default for GovernanceSettings {
@@ -728,6 +769,25 @@ impl Default for GovernanceSettings {
             postmortem_days: 14,
             win_bonus: 0.0,
             revenue_metric: "revenue".to_owned(),
+            tier1_metrics: [
+                "north_star",
+                "health_score",
+                "dependency_ratio",
+                "revenue_per_pod",
+                "compliance_incidents",
+            ]
+            .map(String::from)
+            .to_vec(),
+            tier2_metrics: [
+                "kr_progress",
+                "velocity_days",
+                "experiments",
+                "significant_share",
+                "budget_used",
+            ]
+            .map(String::from)
+            .to_vec(),
+            scorecard_readers: Vec::new(),
         }
     }
 }
@@ -744,6 +804,41 @@ pub enum Setting {
     WinBonus(f64),
     /// See [`GovernanceSettings::revenue_metric`].
     RevenueMetric(String),
+    /// See [`GovernanceSettings::tier1_metrics`].
+    Tier1Metrics(Vec<String>),
+    /// See [`GovernanceSettings::tier2_metrics`].
+    Tier2Metrics(Vec<String>),
+    /// See [`GovernanceSettings::scorecard_readers`].
+    ScorecardReaders(Vec<String>),
+}
+
+/// A tier's metric list: one to [`MAX_METRICS_PER_TIER`] distinct names from `catalogue`.
+fn validate_tier(field: &str, metrics: &[String], catalogue: &[&str]) -> Result<(), Error> {
+    if metrics.is_empty() {
+        return Err(Error::invalid(field, "name at least one metric"));
+    }
+    if metrics.len() > MAX_METRICS_PER_TIER {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{} metrics named; a tier has at most {MAX_METRICS_PER_TIER} (drop {})",
+                metrics.len(),
+                metrics.len() - MAX_METRICS_PER_TIER
+            ),
+        ));
+    }
+    for (i, metric) in metrics.iter().enumerate() {
+        if !catalogue.contains(&metric.as_str()) {
+            return Err(Error::invalid(
+                field,
+                format!("unknown metric `{metric}`; one of {}", catalogue.join(", ")),
+            ));
+        }
+        if metrics[..i].contains(metric) {
+            return Err(Error::invalid(field, format!("`{metric}` named twice")));
+        }
+    }
+    Ok(())
 }
 
 impl Setting {
@@ -754,6 +849,9 @@ impl Setting {
             Setting::PostmortemDays(_) => "postmortem_days",
             Setting::WinBonus(_) => "win_bonus",
             Setting::RevenueMetric(_) => "revenue_metric",
+            Setting::Tier1Metrics(_) => "tier1_metrics",
+            Setting::Tier2Metrics(_) => "tier2_metrics",
+            Setting::ScorecardReaders(_) => "scorecard_readers",
         }
     }
 
@@ -768,6 +866,30 @@ impl Setting {
                 Err(Error::invalid("--win-bonus", "must be a number >= 0"))
             }
             Setting::RevenueMetric(metric) => validate_slug("--revenue-metric", metric),
+            Setting::Tier1Metrics(metrics) => {
+                validate_tier("--tier1-metrics", metrics, &TIER1_METRICS)
+            }
+            Setting::Tier2Metrics(metrics) => {
+                validate_tier("--tier2-metrics", metrics, &TIER2_METRICS)
+            }
+            Setting::ScorecardReaders(keys) => {
+                if keys.len() > MAX_SCORECARD_READERS {
+                    return Err(Error::invalid(
+                        "--scorecard-readers",
+                        format!("at most {MAX_SCORECARD_READERS} keys"),
+                    ));
+                }
+                match keys
+                    .iter()
+                    .find(|k| k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit()))
+                {
+                    Some(bad) => Err(Error::invalid(
+                        "--scorecard-readers",
+                        format!("`{bad}` is not a member's public key (64 hex digits)"),
+                    )),
+                    None => Ok(()),
+                }
+            }
             _ => Ok(()),
         }
     }
@@ -786,6 +908,9 @@ impl Setting {
                 .map(Setting::PostmortemDays),
             "win_bonus" => value.as_f64().map(Setting::WinBonus),
             "revenue_metric" => value.as_str().map(|m| Setting::RevenueMetric(m.to_owned())),
+            "tier1_metrics" => strings(value).map(Setting::Tier1Metrics),
+            "tier2_metrics" => strings(value).map(Setting::Tier2Metrics),
+            "scorecard_readers" => strings(value).map(Setting::ScorecardReaders),
             _ => None,
         };
         match setting.filter(|s| s.validate().is_ok()) {
@@ -793,6 +918,9 @@ impl Setting {
             Some(Setting::PostmortemDays(n)) => settings.postmortem_days = n,
             Some(Setting::WinBonus(x)) => settings.win_bonus = x,
             Some(Setting::RevenueMetric(m)) => settings.revenue_metric = m,
+            Some(Setting::Tier1Metrics(m)) => settings.tier1_metrics = m,
+            Some(Setting::Tier2Metrics(m)) => settings.tier2_metrics = m,
+            Some(Setting::ScorecardReaders(k)) => settings.scorecard_readers = k,
             None => {}
         }
     }
@@ -803,8 +931,21 @@ impl Setting {
             Setting::Quorum(n) | Setting::PostmortemDays(n) => (*n).into(),
             Setting::WinBonus(x) => (*x).into(),
             Setting::RevenueMetric(m) => m.clone().into(),
+            Setting::Tier1Metrics(names)
+            | Setting::Tier2Metrics(names)
+            | Setting::ScorecardReaders(names) => names.clone().into(),
         }
     }
+}
+
+/// A JSON list of strings; `None` when it is anything else (a hostile council member's write of another shape is
+/// ignored like any invalid setting).
+fn strings(value: &serde_json::Value) -> Option<Vec<String>> {
+    value
+        .as_array()?
+        .iter()
+        .map(|v| v.as_str().map(str::to_owned))
+        .collect()
 }
 
 /// A pod's budget for a quarter, allocated by the council.
@@ -890,6 +1031,42 @@ impl Learning {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tier_of_six_metrics_is_refused_when_written_and_ignored_when_read() {
+        let six: Vec<String> = TIER2_METRICS[..6].iter().map(|m| m.to_string()).collect();
+        let error = Setting::Tier2Metrics(six.clone())
+            .validate()
+            .expect_err("a sixth metric");
+        assert!(error.to_string().contains("at most 5"), "{error}");
+        // A council member who signs six anyway (not through the CLI): every replica ignores it the same way.
+        let mut settings = GovernanceSettings::default();
+        let before = settings.clone();
+        Setting::read(&mut settings, "tier2_metrics", &serde_json::json!(six));
+        Setting::read(
+            &mut settings,
+            "tier1_metrics",
+            &serde_json::json!(["north_star", 3]),
+        );
+        Setting::read(
+            &mut settings,
+            "scorecard_readers",
+            &serde_json::json!(["not-a-key"]),
+        );
+        assert_eq!(settings, before);
+        Setting::read(
+            &mut settings,
+            "tier1_metrics",
+            &serde_json::json!(["unit_nps"]),
+        );
+        assert_eq!(settings.tier1_metrics, ["unit_nps"]);
+        for bad in [
+            vec![],
+            vec!["experiments".to_owned(), "experiments".to_owned()],
+        ] {
+            assert!(Setting::Tier2Metrics(bad).validate().is_err());
+        }
+    }
 
     #[test]
     fn hypothesis_parses_if_then_because() {

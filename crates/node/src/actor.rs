@@ -173,6 +173,15 @@ pub enum Input {
         /// Done, or why the network refused.
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Publish bytes as they are on a gossip topic (`POST /v1/publish`).
+    Publish {
+        /// The topic.
+        topic: Topic,
+        /// The message.
+        bytes: Vec<u8>,
+        /// Sent when handed to the network.
+        reply: oneshot::Sender<()>,
+    },
     /// The network's member address book, fetched now and then (what `status` offers `invite`).
     MemberBook(Vec<(PeerId, Vec<net::Multiaddr>)>),
     /// Housekeeping.
@@ -345,6 +354,15 @@ impl Actor {
                     let _ = reply.send(self.metrics_text());
                 }
                 Input::Block { peers, reply } => self.on_block(peers, reply),
+                Input::Publish {
+                    topic,
+                    bytes,
+                    reply,
+                } => {
+                    tracing::info!(%topic, len = bytes.len(), "operator publish");
+                    self.publish_on(topic, bytes);
+                    let _ = reply.send(());
+                }
                 Input::MemberBook(book) => self.member_book = book,
                 Input::Tick => self.on_tick(),
                 Input::Shutdown => break,

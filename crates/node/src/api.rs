@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::actor::{ExecRequest, Input};
-use crate::remote::{BlockRequest, StatusDocument};
+use crate::remote::{BlockRequest, PublishRequest, StatusDocument};
 
 /// Largest body `POST /v1/events` takes.
 pub const MAX_EVENTS_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -32,6 +32,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/exec", post(exec))
         .route("/v1/block", post(block))
+        .route("/v1/publish", post(publish))
         .route(
             "/v1/events",
             post(events).layer(axum::extract::DefaultBodyLimit::max(MAX_EVENTS_BODY_BYTES)),
@@ -149,3 +150,63 @@ async fn block(
         Err(response) => response,
     }
 }
+
+/// `POST /v1/publish`: `{"topic": "scorecards", "payload_hex": "..."}` publishes the bytes as they are on the
+/// federation's gossip topic, as any member's node can: how an operator checks that the federation refuses forged,
+/// replayed or garbage messages (every receiving node checks them as it checks its peers' own).
+async fn publish(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Json(request): Json<PublishRequest>,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return (StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
+    }
+    let Some(topic) = net::Topic::ALL
+        .into_iter()
+        .find(|t| t.as_str() == request.topic)
+    else {
+        let names: Vec<&str> = net::Topic::ALL.iter().map(|t| t.as_str()).collect();
+        return (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "topic `{}` is not one of {}",
+                request.topic,
+                names.join(", ")
+            ),
+        )
+            .into_response();
+    };
+    let bytes = match hex::decode(&request.payload_hex) {
+        Ok(bytes) if bytes.len() <= MAX_PUBLISH_BYTES => bytes,
+        Ok(bytes) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "payload of {} bytes is over the {MAX_PUBLISH_BYTES}-byte limit",
+                    bytes.len()
+                ),
+            )
+                .into_response();
+        }
+        Err(error) => {
+            return (StatusCode::BAD_REQUEST, format!("payload_hex: {error}")).into_response();
+        }
+    };
+    let len = bytes.len();
+    match ask(&state, |reply| Input::Publish {
+        topic,
+        bytes,
+        reply,
+    })
+    .await
+    {
+        Ok(()) => {
+            Json(serde_json::json!({ "published": len, "topic": topic.as_str() })).into_response()
+        }
+        Err(response) => response,
+    }
+}
+
+/// The largest message `/v1/publish` takes (gossip's own limit is larger; a scorecard is far smaller).
+const MAX_PUBLISH_BYTES: usize = 64 * 1024;

@@ -64,6 +64,16 @@ pub struct BlockRequest {
     pub peers: Vec<String>,
 }
 
+/// The body of `POST /v1/publish`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// The gossip topic: `scorecards` or `heads`.
+    pub topic: String,
+    /// The message, hex-encoded, published as is.
+    pub payload_hex: String,
+}
+
 fn agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(timeout))

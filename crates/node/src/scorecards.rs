@@ -34,9 +34,9 @@ impl Node {
     pub fn offer_scorecard(&mut self, bytes: &[u8], now_ms: i64) -> Result<String, OfferError> {
         let view = self.shared_view();
         let held = self.board(now_ms).offer(bytes, &view, now_ms)?;
-        let pod = held.snapshot.pod.clone();
+        let (pod, publisher) = (held.snapshot.pod.clone(), held.publisher.clone());
         self.store
-            .put_scorecard(&pod, bytes)
+            .put_scorecard(&pod, &publisher, bytes)
             .map_err(|e| OfferError::Store(Box::new(Error::Store(e))))?;
         Ok(pod)
     }
@@ -47,6 +47,10 @@ impl Node {
         let pod = self.own_pod()?;
         let quarter: Quarter = model::time::quarter_of_ms(now_ms).parse().ok()?;
         let incidents = self.quarantined_count().map_or(0, |n| n as u64);
+        let pulse = self.pulse(&quarter.to_string()).unwrap_or_else(|error| {
+            tracing::warn!(%error, "reading the pulse answers failed");
+            scorecard::Pulse::default()
+        });
         let view = self.shared_view();
         let governance = self.governance();
         Some(scorecard::pod_snapshot(
@@ -56,7 +60,34 @@ impl Node {
             quarter,
             now_ms,
             incidents,
+            pulse,
         ))
+    }
+
+    /// Records a pod member's answer (0 to 10) to this quarter's autonomy pulse ("how free is this pod to run its own
+    /// growth experiments?") on this node, replacing an earlier answer of the same `respondent` this quarter; the
+    /// pod's counts as they now stand. Answers never leave the node: its scorecard publishes the counts.
+    pub fn answer_pulse(
+        &mut self,
+        respondent: &str,
+        score: u8,
+        now_ms: i64,
+    ) -> Result<(String, scorecard::Pulse), PulseError> {
+        if score > 10 {
+            return Err(PulseError::Score(score));
+        }
+        let Some(pod) = self.own_pod() else {
+            return Err(PulseError::NotAPod);
+        };
+        let quarter = model::time::quarter_of_ms(now_ms);
+        self.store.put_pulse(&quarter, respondent, score)?;
+        tracing::info!(%pod, %quarter, "pulse answer recorded");
+        Ok((quarter.clone(), self.pulse(&quarter)?))
+    }
+
+    /// This node's pulse answers of `quarter`, counted.
+    pub fn pulse(&self, quarter: &str) -> Result<scorecard::Pulse, Error> {
+        Ok(scorecard::Pulse::of(self.store.pulse(quarter)?))
     }
 
     /// Signs this pod's snapshot and keeps it on its own board: the bytes to publish.
@@ -68,6 +99,34 @@ impl Node {
         let bytes = scorecard::sign(snapshot, &self.keypair);
         self.offer_scorecard(&bytes, now_ms)?;
         Ok(bytes)
+    }
+}
+
+/// Why a pulse answer was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum PulseError {
+    /// Outside 0 to 10.
+    #[error("--score: {0} is not an answer; answer 0 (not at all free) to 10 (entirely free)")]
+    Score(u8),
+    /// This node's key is not a live pod member's.
+    #[error(
+        "the pulse is answered by a pod's members from the pod's node; this node's key is not a live pod member's"
+    )]
+    NotAPod,
+    /// The store failed.
+    #[error(transparent)]
+    Store(Box<Error>),
+}
+
+impl From<Error> for PulseError {
+    fn from(error: Error) -> Self {
+        Self::Store(Box::new(error))
+    }
+}
+
+impl From<store::Error> for PulseError {
+    fn from(error: store::Error) -> Self {
+        Self::from(Error::Store(error))
     }
 }
 
@@ -146,7 +205,7 @@ mod tests {
 
         let mut reopened = Node::open(dir.path()).expect("reopens");
         let board = reopened.scorecards(NOW);
-        let held = &board.pods()["emea"];
+        let held = &board.held()["emea"][&pod.public().to_hex()];
         assert_eq!(
             held.bytes, new,
             "the newest valid snapshot, and only it, was kept"

@@ -54,7 +54,12 @@ fn snapshot(pod: usize, second: usize, start_ms: i64) -> Snapshot {
             dependency_ratio: Some(x % 3.0 / 3.0),
             revenue: Some(1_000.0 * (x % 4.0)),
             compliance_incidents: (x % 2.0) as u64,
-            unit_nps: None,
+            unit_nps: Some(20.0),
+            pulse: scorecard::Pulse {
+                promoters: 3,
+                passives: 1,
+                detractors: 1,
+            },
             stage_progress: [("activation".to_owned(), x % 10.0 / 10.0)].into(),
         },
     }
@@ -127,12 +132,8 @@ fn main() {
                 .offer(bytes, &view, now)
                 .expect("a valid, newer snapshot");
         }
-        last_tier = company(
-            board.pods().values().map(|h| &h.snapshot),
-            &view,
-            quarter,
-            now,
-        );
+        let cards = board.standing(&view);
+        last_tier = company(cards.values().map(|c| &c.snapshot), &view, quarter, now);
         let took = started.elapsed();
         busy += took;
         latencies.push(took);
@@ -154,7 +155,7 @@ fn main() {
         p95.as_secs_f64() * 1e3
     );
     assert_eq!(
-        board.pods().len(),
+        board.standing(&view).len(),
         pods,
         "every pod's newest snapshot is held"
     );

@@ -17,8 +17,7 @@ use model::okr::Quarter;
 use model::{RegistryView, Role};
 use serde::{Deserialize, Serialize};
 
-/// The seeds' rule: at most five metrics a tier.
-pub const MAX_METRICS_PER_TIER: usize = 5;
+pub use model::{MAX_METRICS_PER_TIER, TIER1_METRICS, TIER2_METRICS};
 /// How far in the future a snapshot's `as_of_ms` may be (clock skew between nodes).
 pub const MAX_CLOCK_SKEW_MS: i64 = 5 * 60_000;
 /// A snapshot's wire size limit (it holds a handful of numbers).
@@ -77,14 +76,64 @@ pub struct Dashboard {
     pub revenue: Option<f64>,
     /// Events quarantined for schema or privacy violations (the pod's own count).
     pub compliance_incidents: u64,
-    /// The pod's autonomy pulse as NPS (-100 to 100), when its members answered one.
+    /// The pod's autonomy pulse as NPS (-100 to 100), when its members answered one this quarter.
     #[serde(default)]
     pub unit_nps: Option<f64>,
+    /// The pulse answers behind `unit_nps`, as counts (never who answered what).
+    #[serde(default)]
+    pub pulse: Pulse,
     /// Mean progress of the pod's key results per funnel stage (`activation`, `retention`, `revenue`), a key
     /// result counting towards the stage of the experiments that test its metric: what the company's growth health
     /// score combines.
     #[serde(default)]
     pub stage_progress: BTreeMap<String, f64>,
+}
+
+/// A pod's autonomy pulse for a quarter, aggregated: how many of its members answered 9 or 10 (promoters), 7 or 8
+/// (passives), 0 to 6 (detractors) to "how free is this pod to run its own growth experiments?".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pulse {
+    /// Answers of 9 or 10.
+    pub promoters: u32,
+    /// Answers of 7 or 8.
+    pub passives: u32,
+    /// Answers of 0 to 6.
+    pub detractors: u32,
+}
+
+impl Pulse {
+    /// The counts of `scores` (each 0 to 10; anything above counts as 10).
+    pub fn of(scores: impl IntoIterator<Item = u8>) -> Self {
+        let mut pulse = Self::default();
+        for score in scores {
+            match score {
+                9.. => pulse.promoters += 1,
+                7 | 8 => pulse.passives += 1,
+                _ => pulse.detractors += 1,
+            }
+        }
+        pulse
+    }
+
+    /// Answers counted.
+    pub fn responses(&self) -> u64 {
+        u64::from(self.promoters) + u64::from(self.passives) + u64::from(self.detractors)
+    }
+
+    /// The net promoter score, `100 × (promoters − detractors) / responses`; `None` without answers.
+    pub fn nps(&self) -> Option<f64> {
+        let n = self.responses();
+        (n > 0).then(|| 100.0 * (f64::from(self.promoters) - f64::from(self.detractors)) / n as f64)
+    }
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            promoters: self.promoters.saturating_add(other.promoters),
+            passives: self.passives.saturating_add(other.passives),
+            detractors: self.detractors.saturating_add(other.detractors),
+        }
+    }
 }
 
 /// The funnel stages the growth health score combines, with their weights (see [`health_score`]).
@@ -273,6 +322,21 @@ pub fn open(bytes: &[u8]) -> Result<(Snapshot, PublicKey), Refusal> {
     if snapshot.numbers().any(|x| !x.is_finite()) {
         return Err(Refusal::NotFinite);
     }
+    for (i, metric) in snapshot.metrics.iter().enumerate() {
+        if !TIER2_METRICS.contains(&metric.name.as_str()) {
+            return Err(Refusal::Malformed(format!(
+                "metric `{}` is not a pod scorecard's; one of {}",
+                metric.name,
+                TIER2_METRICS.join(", ")
+            )));
+        }
+        if snapshot.metrics[..i].iter().any(|m| m.name == metric.name) {
+            return Err(Refusal::Malformed(format!(
+                "metric `{}` appears twice",
+                metric.name
+            )));
+        }
+    }
     if let Some(stage) = snapshot
         .dashboard
         .stage_progress
@@ -297,11 +361,26 @@ pub struct Held {
     pub bytes: Vec<u8>,
 }
 
-/// The newest valid snapshot per pod, and counts of what was refused.
+/// The newest valid snapshot per pod member's node, and counts of what was refused.
+///
+/// A pod may run several nodes (one per member); each publishes the pod's numbers from the shared registry and its
+/// own node-local counts (quarantined events, pulse answers). The board keeps each publisher's newest snapshot, and
+/// [`Board::standing`] merges a pod's: the registry-derived numbers of the newest, the node-local counts summed.
 #[derive(Clone, Debug, Default)]
 pub struct Board {
-    pods: BTreeMap<String, Held>,
+    /// pod -> publisher key (hex) -> its newest snapshot.
+    pods: BTreeMap<String, BTreeMap<String, Held>>,
     refused: BTreeMap<&'static str, u64>,
+}
+
+/// A pod's scorecard as a board shows it: its publishers' snapshots merged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodCard {
+    /// The merged snapshot: the newest one's numbers, with `compliance_incidents` and the pulse summed over the
+    /// pod's live publishers (the pulse over those of the newest's quarter), and `unit_nps` scored from that sum.
+    pub snapshot: Snapshot,
+    /// The keys (hex) whose snapshots were merged, the newest's first.
+    pub publishers: Vec<String>,
 }
 
 impl Board {
@@ -311,7 +390,7 @@ impl Board {
     }
 
     /// Offers published `bytes`, checked against `view` (members, roles, revocations) at `now_ms`: kept when it
-    /// is valid and newer than the pod's snapshot held, else refused (and counted) with the reason.
+    /// is valid and newer than its publisher's snapshot held, else refused (and counted) with the reason.
     pub fn offer(
         &mut self,
         bytes: &[u8],
@@ -319,23 +398,23 @@ impl Board {
         now_ms: i64,
     ) -> Result<&Held, Refusal> {
         match self.check(bytes, view, now_ms) {
-            Ok((snapshot, publisher)) => {
-                let pod = snapshot.pod.clone();
-                self.pods.insert(
-                    pod.clone(),
-                    Held {
-                        snapshot,
-                        publisher,
-                        bytes: bytes.to_vec(),
-                    },
-                );
-                Ok(&self.pods[&pod])
-            }
+            Ok(checked) => Ok(self.keep(checked, bytes)),
             Err(refusal) => {
                 *self.refused.entry(refusal.code()).or_default() += 1;
                 Err(refusal)
             }
         }
+    }
+
+    fn keep(&mut self, (snapshot, publisher): (Snapshot, String), bytes: &[u8]) -> &Held {
+        let by_publisher = self.pods.entry(snapshot.pod.clone()).or_default();
+        let held = Held {
+            snapshot,
+            publisher: publisher.clone(),
+            bytes: bytes.to_vec(),
+        };
+        by_publisher.insert(publisher.clone(), held);
+        &by_publisher[&publisher]
     }
 
     fn check(
@@ -374,7 +453,7 @@ impl Board {
                 as_of_ms: snapshot.as_of_ms,
             });
         }
-        if let Some(held) = self.pods.get(&snapshot.pod)
+        if let Some(held) = self.pods.get(&snapshot.pod).and_then(|p| p.get(&key))
             && snapshot.as_of_ms <= held.snapshot.as_of_ms
         {
             return Err(Refusal::Stale {
@@ -386,33 +465,103 @@ impl Board {
         Ok((snapshot, key))
     }
 
-    /// Takes back a snapshot persisted earlier, under the same rules (a revoked publisher's is not restored).
+    /// Takes back a snapshot persisted earlier, under the same rules (a revoked publisher's is not restored, and
+    /// an older copy does not replace a newer one); a refusal here is not counted, as nothing was offered.
     pub fn restore(&mut self, bytes: &[u8], view: &RegistryView, now_ms: i64) -> bool {
-        self.offer(bytes, view, now_ms).is_ok()
+        match self.check(bytes, view, now_ms) {
+            Ok(checked) => {
+                self.keep(checked, bytes);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
-    /// The snapshots held, by pod.
-    pub fn pods(&self) -> &BTreeMap<String, Held> {
+    /// Every snapshot held, by pod and publisher key.
+    pub fn held(&self) -> &BTreeMap<String, BTreeMap<String, Held>> {
         &self.pods
     }
 
-    /// The snapshots held whose publisher is still a live member of the pod in `view`: a revocation that arrives
-    /// after a snapshot takes it out of every view built from the board.
-    pub fn standing<'a>(&'a self, view: &'a RegistryView) -> impl Iterator<Item = &'a Held> + 'a {
-        self.pods.values().filter(move |held| {
+    /// The pods' scorecards from the snapshots whose publisher is still a live member of the pod in `view` (a
+    /// revocation that arrives after a snapshot takes it out of every view built from the board), by pod.
+    pub fn standing(&self, view: &RegistryView) -> BTreeMap<String, PodCard> {
+        self.standing_with(view, None)
+    }
+
+    /// As [`Board::standing`], with `own` (a pod node's numbers as of now) in place of what its publisher last
+    /// published.
+    pub fn standing_with(
+        &self,
+        view: &RegistryView,
+        own: Option<&Held>,
+    ) -> BTreeMap<String, PodCard> {
+        let live = |held: &&Held| {
             view.members.get(&held.publisher).is_some_and(|m| {
                 !m.revoked
                     && !view.revocations.contains_key(&held.publisher)
                     && m.role == Role::Pod
                     && m.scope.as_deref() == Some(held.snapshot.pod.as_str())
             })
-        })
+        };
+        let empty = BTreeMap::new();
+        // A pod nothing was heard from yet but this node's own.
+        let own_pod = own
+            .filter(|o| !self.pods.contains_key(&o.snapshot.pod))
+            .map(|o| (o.snapshot.pod.clone(), &empty));
+        self.pods
+            .iter()
+            .chain(own_pod.iter().map(|(pod, e)| (pod, *e)))
+            .filter_map(|(pod, by_publisher)| {
+                let mine = own.filter(|o| o.snapshot.pod == *pod);
+                let held: Vec<&Held> = by_publisher
+                    .values()
+                    .filter(|h| mine.is_none_or(|o| o.publisher != h.publisher))
+                    .chain(mine)
+                    .filter(live)
+                    .collect();
+                Some((pod.clone(), merge(held)?))
+            })
+            .collect()
     }
 
     /// Snapshots refused, by reason code.
     pub fn refused(&self) -> &BTreeMap<&'static str, u64> {
         &self.refused
     }
+}
+
+/// Merges one pod's snapshots (see [`PodCard::snapshot`]); `None` when there are none.
+pub fn merge(mut held: Vec<&Held>) -> Option<PodCard> {
+    // Newest first; equal dates in key order, so that every replica picks the same one.
+    held.sort_by(|a, b| {
+        b.snapshot
+            .as_of_ms
+            .cmp(&a.snapshot.as_of_ms)
+            .then_with(|| a.publisher.cmp(&b.publisher))
+    });
+    let newest = held.first()?;
+    let mut snapshot = newest.snapshot.clone();
+    let incidents = held.iter().fold(0u64, |n, h| {
+        n.saturating_add(h.snapshot.dashboard.compliance_incidents)
+    });
+    let pulse = held
+        .iter()
+        .filter(|h| h.snapshot.quarter == snapshot.quarter)
+        .fold(Pulse::default(), |p, h| p.add(h.snapshot.dashboard.pulse));
+    snapshot.dashboard.compliance_incidents = incidents;
+    snapshot.dashboard.pulse = pulse;
+    snapshot.dashboard.unit_nps = pulse.nps();
+    for metric in &mut snapshot.metrics {
+        match metric.name.as_str() {
+            "compliance_incidents" => metric.value = Some(incidents as f64),
+            "unit_nps" => metric.value = pulse.nps(),
+            _ => {}
+        }
+    }
+    Some(PodCard {
+        publishers: held.iter().map(|h| h.publisher.clone()).collect(),
+        snapshot,
+    })
 }
 
 fn mean(values: impl IntoIterator<Item = f64>) -> Option<f64> {
@@ -424,11 +573,13 @@ fn mean(values: impl IntoIterator<Item = f64>) -> Option<f64> {
 
 const DAY_MS: f64 = 86_400_000.0;
 
-/// Tier 2 of `pod` for `quarter`, computed from the registry at `now_ms` (`incidents`: events the pod's node
-/// quarantined). Metrics: `kr_progress` (mean progress of the pod's key results this quarter, target 1),
-/// `velocity_days` (mean days from registering an experiment to its concluded result), `experiments` (registered
-/// this quarter), `significant_share` (share of its concluded results whose primary metric's lift was significant
-/// at the result's alpha), `budget_used` (spent over the funds of the quarter).
+/// Tier 2 of `pod` for `quarter`, computed from the registry at `now_ms` and the pod node's own counts
+/// (`incidents`: events it quarantined; `pulse`: its members' answers this quarter). Its metrics are those the
+/// council chose ([`model::GovernanceSettings::tier2_metrics`]), in that order, from: `kr_progress` (mean progress
+/// of the pod's key results this quarter, target 1), `velocity_days` (mean days from registering an experiment to
+/// its concluded result), `experiments` (registered this quarter), `significant_share` (share of its concluded
+/// results whose primary metric's lift was significant at the result's alpha), `budget_used` (spent over the funds
+/// of the quarter), `compliance_incidents`, `dependency_ratio`, `revenue` and `unit_nps` (as on the dashboard).
 pub fn pod_snapshot(
     view: &RegistryView,
     governance: &governance::Governance,
@@ -436,6 +587,7 @@ pub fn pod_snapshot(
     quarter: Quarter,
     now_ms: i64,
     incidents: u64,
+    pulse: Pulse,
 ) -> Snapshot {
     let label = quarter.to_string();
     let tree = model::okr::tree::tree(view, Some(quarter), now_ms);
@@ -504,30 +656,48 @@ pub fn pod_snapshot(
         .as_ref()
         .map(|f| f.id.clone())
         .unwrap_or_default();
+    let dashboard = Dashboard {
+        cycle_time_days: cycle,
+        dependency_ratio: dependency,
+        revenue: (!revenue.is_empty()).then(|| revenue.iter().fold(0.0, |a, b| a + b)),
+        compliance_incidents: incidents,
+        unit_nps: pulse.nps(),
+        pulse,
+        stage_progress,
+    };
+    let metrics = choose(&view.settings.tier2_metrics, |name| match name {
+        "kr_progress" => Some(Metric {
+            target: Some(1.0),
+            ..Metric::new(name, progress)
+        }),
+        "velocity_days" => Some(Metric::new(name, cycle)),
+        "experiments" => Some(Metric::new(name, Some(mine.len() as f64))),
+        "significant_share" => Some(Metric::new(name, significant)),
+        "budget_used" => Some(Metric::new(name, budget)),
+        "compliance_incidents" => Some(Metric::new(name, Some(incidents as f64))),
+        "dependency_ratio" => Some(Metric::new(name, dashboard.dependency_ratio)),
+        "revenue" => Some(Metric::new(name, dashboard.revenue)),
+        "unit_nps" => Some(Metric::new(name, dashboard.unit_nps)),
+        _ => None,
+    });
     Snapshot {
         federation,
         pod: pod.to_owned(),
         quarter: label,
         as_of_ms: now_ms,
-        metrics: vec![
-            Metric {
-                target: Some(1.0),
-                ..Metric::new("kr_progress", progress)
-            },
-            Metric::new("velocity_days", cycle),
-            Metric::new("experiments", Some(mine.len() as f64)),
-            Metric::new("significant_share", significant),
-            Metric::new("budget_used", budget),
-        ],
-        dashboard: Dashboard {
-            cycle_time_days: cycle,
-            dependency_ratio: dependency,
-            revenue: (!revenue.is_empty()).then(|| revenue.iter().fold(0.0, |a, b| a + b)),
-            compliance_incidents: incidents,
-            unit_nps: None,
-            stage_progress,
-        },
+        metrics,
+        dashboard,
     }
+}
+
+/// The metrics `chosen` (a tier's list, from the settings), in order, each computed by `compute`; names it does not
+/// know are left out, and never more than [`MAX_METRICS_PER_TIER`].
+fn choose(chosen: &[String], compute: impl Fn(&str) -> Option<Metric>) -> Vec<Metric> {
+    chosen
+        .iter()
+        .filter_map(|name| compute(name))
+        .take(MAX_METRICS_PER_TIER)
+        .collect()
 }
 
 /// The funnel stage a metric measures: the most common stage of the experiments whose primary metric it is (ties
@@ -573,10 +743,11 @@ pub fn health_score<'a>(snapshots: impl IntoIterator<Item = &'a Snapshot>) -> Op
     (weights > 0.0).then(|| 100.0 * weighted / weights)
 }
 
-/// Tier 1 of the company for `quarter`, from the pods' snapshots of that quarter and the registry: `north_star`
-/// (the first objective's North Star, its current value and target), `health_score` ([`health_score`]),
-/// `dependency_ratio` (mean over the pods), `revenue_per_pod` (total incremental revenue over the pods reporting),
-/// `compliance_incidents` (total).
+/// Tier 1 of the company for `quarter`, from the pods' scorecards of that quarter and the registry: the metrics the
+/// council chose ([`model::GovernanceSettings::tier1_metrics`]), in that order, from `north_star` (the first
+/// objective's North Star, its current value and target), `health_score` ([`health_score`]), `dependency_ratio`
+/// (mean over the pods), `revenue_per_pod` (total incremental revenue over the pods reporting), `compliance_incidents`
+/// (total), `cycle_time_days` (mean over the pods) and `unit_nps` (the NPS of every pod's pulse answers pooled).
 pub fn company<'a>(
     snapshots: impl IntoIterator<Item = &'a Snapshot>,
     view: &RegistryView,
@@ -588,45 +759,61 @@ pub fn company<'a>(
         .into_iter()
         .filter(|s| s.quarter == label)
         .collect();
-    let tree = model::okr::tree::tree(view, Some(quarter), now_ms);
-    let north_star = tree.objectives.iter().find_map(|o| o.north_star.as_ref());
     let revenue: Vec<f64> = snapshots
         .iter()
         .filter_map(|s| s.dashboard.revenue)
         .collect();
-    vec![
-        Metric {
-            target: north_star.and_then(|n| n.target),
-            ..Metric::new("north_star", north_star.and_then(|n| n.current))
-        },
-        Metric {
-            target: Some(100.0),
-            ..Metric::new("health_score", health_score(snapshots.iter().copied()))
-        },
-        Metric::new(
-            "dependency_ratio",
-            mean(
+    choose(&view.settings.tier1_metrics, |name| {
+        Some(match name {
+            "north_star" => {
+                let tree = model::okr::tree::tree(view, Some(quarter), now_ms);
+                let north_star = tree.objectives.iter().find_map(|o| o.north_star.as_ref());
+                Metric {
+                    target: north_star.and_then(|n| n.target),
+                    ..Metric::new(name, north_star.and_then(|n| n.current))
+                }
+            }
+            "health_score" => Metric {
+                target: Some(100.0),
+                ..Metric::new(name, health_score(snapshots.iter().copied()))
+            },
+            "dependency_ratio" => Metric::new(
+                name,
+                mean(
+                    snapshots
+                        .iter()
+                        .filter_map(|s| s.dashboard.dependency_ratio),
+                ),
+            ),
+            // Over every pod reporting; null until some pod has concluded revenue.
+            "revenue_per_pod" => Metric::new(
+                name,
+                (!revenue.is_empty())
+                    .then(|| revenue.iter().fold(0.0, |a, b| a + b) / snapshots.len() as f64),
+            ),
+            "compliance_incidents" => Metric::new(
+                name,
+                Some(
+                    snapshots
+                        .iter()
+                        .map(|s| s.dashboard.compliance_incidents as f64)
+                        .fold(0.0, |a, b| a + b),
+                ),
+            ),
+            "cycle_time_days" => Metric::new(
+                name,
+                mean(snapshots.iter().filter_map(|s| s.dashboard.cycle_time_days)),
+            ),
+            "unit_nps" => Metric::new(
+                name,
                 snapshots
                     .iter()
-                    .filter_map(|s| s.dashboard.dependency_ratio),
+                    .fold(Pulse::default(), |p, s| p.add(s.dashboard.pulse))
+                    .nps(),
             ),
-        ),
-        // Over every pod reporting; null until some pod has concluded revenue.
-        Metric::new(
-            "revenue_per_pod",
-            (!revenue.is_empty())
-                .then(|| revenue.iter().fold(0.0, |a, b| a + b) / snapshots.len() as f64),
-        ),
-        Metric::new(
-            "compliance_incidents",
-            Some(
-                snapshots
-                    .iter()
-                    .map(|s| s.dashboard.compliance_incidents as f64)
-                    .fold(0.0, |a, b| a + b),
-            ),
-        ),
-    ]
+            _ => return None,
+        })
+    })
 }
 
 /// Tier 3 of an experiment, from its signed result: the primary and guardrail metrics (at most

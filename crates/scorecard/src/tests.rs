@@ -92,11 +92,12 @@ fn a_pods_snapshot_is_kept_and_a_newer_one_replaces_it() {
     board
         .offer(&sign(&snapshot(NOW), &f.pod), &f.view, NOW)
         .expect("newer");
-    assert_eq!(board.pods()["emea"].snapshot.as_of_ms, NOW);
+    let held = |board: &Board| board.held()["emea"][&f.pod.public().to_hex()].clone();
+    assert_eq!(held(&board).snapshot.as_of_ms, NOW);
     // The older one again (replayed, or arriving late) does not replace it, whichever order they came in.
     let refusal = board.offer(&first, &f.view, NOW).expect_err("stale");
     assert_eq!(refusal.code(), "stale");
-    assert_eq!(board.pods()["emea"].snapshot.as_of_ms, NOW);
+    assert_eq!(held(&board).snapshot.as_of_ms, NOW);
     assert_eq!(board.refused().get("stale"), Some(&1));
 }
 
@@ -151,6 +152,29 @@ fn every_rule_refuses_with_its_reason_and_keeps_what_was_held() {
         (
             sign(
                 &Snapshot {
+                    metrics: vec![Metric::new("user_42_revenue", Some(9.0))],
+                    ..snapshot(NOW + 11)
+                },
+                &f.pod,
+            ),
+            "malformed",
+        ),
+        (
+            sign(
+                &Snapshot {
+                    metrics: vec![
+                        Metric::new("experiments", Some(1.0)),
+                        Metric::new("experiments", Some(2.0)),
+                    ],
+                    ..snapshot(NOW + 12)
+                },
+                &f.pod,
+            ),
+            "malformed",
+        ),
+        (
+            sign(
+                &Snapshot {
                     dashboard: Dashboard {
                         stage_progress: [("user-u1".to_owned(), 1.0)].into(),
                         ..Dashboard::default()
@@ -171,7 +195,7 @@ fn every_rule_refuses_with_its_reason_and_keeps_what_was_held() {
         let refusal = board.offer(bytes, &f.view, NOW).expect_err(code);
         assert_eq!(refusal.code(), *code, "{refusal}");
         assert_eq!(
-            board.pods()["emea"].bytes,
+            board.held()["emea"][&f.pod.public().to_hex()].bytes,
             good,
             "{code}: what was held is kept"
         );
@@ -189,11 +213,11 @@ fn a_revocation_takes_a_publishers_snapshot_out_and_keeps_it_from_being_restored
     let bytes = sign(&snapshot(NOW), &f.pod);
     let mut board = Board::new();
     board.offer(&bytes, &f.view, NOW).expect("valid");
-    assert_eq!(board.standing(&f.view).count(), 1);
+    assert_eq!(board.standing(&f.view).len(), 1);
     let key = f.pod.public().to_hex();
     f.view.members.get_mut(&key).expect("member").revoked = true;
     assert_eq!(
-        board.standing(&f.view).count(),
+        board.standing(&f.view).len(),
         0,
         "revoked after it was held"
     );
@@ -246,7 +270,15 @@ fn a_pod_with_nothing_yet_publishes_zeros_and_nulls_within_the_limits() {
     let f = fixture();
     let governance = governance::Governance::derive(&f.view);
     let quarter: Quarter = "2026Q4".parse().expect("a quarter");
-    let s = pod_snapshot(&f.view, &governance, "emea", quarter, NOW, 4);
+    let s = pod_snapshot(
+        &f.view,
+        &governance,
+        "emea",
+        quarter,
+        NOW,
+        4,
+        Pulse::default(),
+    );
     assert!(s.metrics.len() <= MAX_METRICS_PER_TIER);
     assert_eq!(s.dashboard.compliance_incidents, 4);
     assert_eq!(
@@ -260,4 +292,166 @@ fn a_pod_with_nothing_yet_publishes_zeros_and_nulls_within_the_limits() {
     board
         .offer(&sign(&s, &f.pod), &f.view, NOW)
         .expect("a pod's own computed snapshot is valid");
+}
+
+/// The fixture with a second live member of the pod `emea`, on its own node.
+fn fixture_with_second_node() -> (Fixture, Keypair) {
+    let mut f = fixture();
+    let second = Keypair::from_seed([5; 32]);
+    let (key, value) = member(&second, Role::Pod, Some("emea"), false);
+    f.view.members.insert(key, value);
+    (f, second)
+}
+
+#[test]
+fn a_pods_nodes_are_merged_newest_numbers_with_their_own_counts_summed() {
+    let (mut f, second) = fixture_with_second_node();
+    let with = |as_of_ms: i64, experiments: f64, incidents: u64, scores: &[u8]| Snapshot {
+        metrics: vec![
+            Metric::new("experiments", Some(experiments)),
+            Metric::new("compliance_incidents", Some(incidents as f64)),
+            Metric::new("unit_nps", Pulse::of(scores.iter().copied()).nps()),
+        ],
+        dashboard: Dashboard {
+            compliance_incidents: incidents,
+            pulse: Pulse::of(scores.iter().copied()),
+            unit_nps: Pulse::of(scores.iter().copied()).nps(),
+            ..Dashboard::default()
+        },
+        ..snapshot(as_of_ms)
+    };
+    let mut board = Board::new();
+    board
+        .offer(&sign(&with(NOW - 5, 1.0, 3, &[10]), &f.pod), &f.view, NOW)
+        .expect("first node");
+    board
+        .offer(&sign(&with(NOW, 2.0, 4, &[6]), &second), &f.view, NOW)
+        .expect("second node");
+    // One node's replay does not touch the other's: each publisher has its own newest.
+    let replay = board
+        .offer(&sign(&with(NOW - 5, 1.0, 3, &[10]), &f.pod), &f.view, NOW)
+        .expect_err("replayed");
+    assert_eq!(replay.code(), "stale");
+    let cards = board.standing(&f.view);
+    let card = &cards["emea"];
+    assert_eq!(card.publishers[0], second.public().to_hex(), "newest first");
+    let value = |name: &str| {
+        card.snapshot
+            .metrics
+            .iter()
+            .find(|m| m.name == name)
+            .and_then(|m| m.value)
+    };
+    assert_eq!(
+        value("experiments"),
+        Some(2.0),
+        "the newest registry numbers"
+    );
+    assert_eq!(
+        value("compliance_incidents"),
+        Some(7.0),
+        "each node's own count, summed"
+    );
+    // One promoter, one detractor: NPS 0.
+    assert_eq!(value("unit_nps"), Some(0.0));
+    assert_eq!(card.snapshot.dashboard.pulse.responses(), 2);
+
+    // The newer node's member is revoked: only the first node's numbers stand.
+    f.view
+        .members
+        .get_mut(&second.public().to_hex())
+        .expect("member")
+        .revoked = true;
+    let cards = board.standing(&f.view);
+    assert_eq!(cards["emea"].snapshot.dashboard.compliance_incidents, 3);
+    assert_eq!(cards["emea"].snapshot.dashboard.unit_nps, Some(100.0));
+}
+
+#[test]
+fn the_pulse_is_scored_as_nps() {
+    assert_eq!(Pulse::default().nps(), None);
+    let pulse = Pulse::of([10, 9, 8, 7, 6, 0, 10, 3]);
+    assert_eq!(
+        (pulse.promoters, pulse.passives, pulse.detractors),
+        (3, 2, 3)
+    );
+    assert_eq!(pulse.nps(), Some(0.0));
+    assert_eq!(Pulse::of([9, 9, 9, 5]).nps(), Some(50.0));
+    assert_eq!(Pulse::of([0]).nps(), Some(-100.0));
+}
+
+#[test]
+fn the_councils_choice_of_metrics_is_what_each_tier_shows_in_its_order() {
+    let mut f = fixture();
+    f.view.settings.tier2_metrics = vec!["unit_nps".into(), "experiments".into()];
+    f.view.settings.tier1_metrics = vec!["unit_nps".into(), "cycle_time_days".into()];
+    let governance = governance::Governance::derive(&f.view);
+    let quarter: Quarter = "2026Q4".parse().expect("a quarter");
+    let s = pod_snapshot(
+        &f.view,
+        &governance,
+        "emea",
+        quarter,
+        NOW,
+        0,
+        Pulse::of([10, 10, 3]),
+    );
+    let names: Vec<&str> = s.metrics.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["unit_nps", "experiments"]);
+    assert!((s.metrics[0].value.expect("answered") - 100.0 / 3.0).abs() < 1e-12);
+    let apac = Snapshot {
+        pod: "apac".into(),
+        dashboard: Dashboard {
+            pulse: Pulse::of([0]),
+            cycle_time_days: Some(4.0),
+            ..Dashboard::default()
+        },
+        ..snapshot(NOW)
+    };
+    let tier = company([&s, &apac], &f.view, quarter, NOW);
+    let names: Vec<&str> = tier.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["unit_nps", "cycle_time_days"]);
+    // Pooled answers: two promoters, two detractors.
+    assert_eq!(tier[0].value, Some(0.0));
+    assert_eq!(tier[1].value, Some(4.0), "emea has no cycle time yet");
+}
+
+#[test]
+fn a_pod_nodes_own_numbers_stand_in_for_what_it_last_published() {
+    let (f, second) = fixture_with_second_node();
+    let mut board = Board::new();
+    board
+        .offer(&sign(&snapshot(NOW - 10), &f.pod), &f.view, NOW)
+        .expect("published earlier");
+    board
+        .offer(&sign(&snapshot(NOW - 20), &second), &f.view, NOW)
+        .expect("the pod's other node");
+    let own = Held {
+        snapshot: Snapshot {
+            dashboard: Dashboard {
+                compliance_incidents: 10,
+                ..Dashboard::default()
+            },
+            ..snapshot(NOW)
+        },
+        publisher: f.pod.public().to_hex(),
+        bytes: Vec::new(),
+    };
+    let cards = board.standing_with(&f.view, Some(&own));
+    assert_eq!(cards.len(), 1);
+    assert_eq!(cards["emea"].snapshot.as_of_ms, NOW);
+    // Its own 10 (not the 2 it published), and the other node's 2.
+    assert_eq!(cards["emea"].snapshot.dashboard.compliance_incidents, 12);
+    assert_eq!(cards["emea"].publishers.len(), 2);
+    // A pod no snapshot was heard from yet.
+    let lone = Held {
+        snapshot: Snapshot {
+            pod: "apac".into(),
+            ..snapshot(NOW)
+        },
+        publisher: f.other_pod.public().to_hex(),
+        bytes: Vec::new(),
+    };
+    let cards = board.standing_with(&f.view, Some(&lone));
+    assert_eq!(cards.keys().collect::<Vec<_>>(), ["apac", "emea"]);
 }

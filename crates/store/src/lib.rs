@@ -74,8 +74,12 @@ pub struct Store {
     meta: sled::Tree,
     quarantine: sled::Tree,
     own_ops: sled::Tree,
-    /// pod -> the newest valid scorecard snapshot held for it, as published (see the `scorecard` crate).
+    /// `pod/publisher` -> the newest valid scorecard snapshot of that pod's node, as published (see the `scorecard`
+    /// crate).
     scorecards: sled::Tree,
+    /// `quarter \0 respondent` -> this pod's autonomy pulse answer (0 to 10); never replicated, published only as
+    /// counts.
+    pulse: sled::Tree,
     /// Entries in `rejected` (an upper bound: overwrites count twice), kept to bound the tree.
     rejected_count: std::sync::atomic::AtomicUsize,
 }
@@ -147,6 +151,7 @@ impl Store {
             quarantine: tree("quarantine")?,
             own_ops: tree("own_ops")?,
             scorecards: tree("scorecards")?,
+            pulse: tree("pulse")?,
             db,
             path,
         })
@@ -263,10 +268,31 @@ impl Store {
         Ok(value.map(|v| v.to_vec()))
     }
 
-    /// Keeps `bytes`, the newest valid scorecard snapshot of `pod` (replacing the one held).
-    pub fn put_scorecard(&self, pod: &str, bytes: &[u8]) -> Result<(), Error> {
-        self.sled(self.scorecards.insert(pod.as_bytes(), bytes))?;
+    /// Keeps `bytes`, the newest valid scorecard snapshot of `pod` published by `publisher` (replacing the one
+    /// held).
+    pub fn put_scorecard(&self, pod: &str, publisher: &str, bytes: &[u8]) -> Result<(), Error> {
+        self.sled(
+            self.scorecards
+                .insert(format!("{pod}/{publisher}").as_bytes(), bytes),
+        )?;
         Ok(())
+    }
+
+    /// Records `respondent`'s pulse answer for `quarter`, replacing an earlier one of theirs (one answer each).
+    pub fn put_pulse(&self, quarter: &str, respondent: &str, score: u8) -> Result<(), Error> {
+        let key = [quarter.as_bytes(), b"\0", respondent.as_bytes()].concat();
+        self.sled(self.pulse.insert(key, &[score]))?;
+        self.flush()
+    }
+
+    /// The pulse answers of `quarter` (the scores only).
+    pub fn pulse(&self, quarter: &str) -> Result<Vec<u8>, Error> {
+        let prefix = [quarter.as_bytes(), b"\0"].concat();
+        self.pulse
+            .scan_prefix(prefix)
+            .values()
+            .map(|v| self.sled(v).map(|v| v.first().copied().unwrap_or(0)))
+            .collect()
     }
 
     /// The scorecard snapshots kept, as published.

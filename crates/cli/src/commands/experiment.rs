@@ -137,7 +137,8 @@ pub enum CouncilCommand {
         /// Approvals.
         n: u32,
     },
-    /// Set the post-mortem deadline, the win bonus or the revenue metric (without flags: show the settings).
+    /// Set the post-mortem deadline, the win bonus, the revenue metric, the scorecards' metrics or who may read the
+    /// pods' scorecards (without flags: show the settings).
     Settings {
         /// Days after a conclusion without a learning until its post-mortem is overdue.
         #[arg(long)]
@@ -148,6 +149,18 @@ pub enum CouncilCommand {
         /// The metric whose lift over the exposed users is an experiment's incremental revenue (ROI).
         #[arg(long)]
         revenue_metric: Option<String>,
+        /// The company scorecard's metrics, in order, comma-separated (at most 5): north_star, health_score,
+        /// dependency_ratio, revenue_per_pod, compliance_incidents, cycle_time_days, unit_nps.
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        tier1_metrics: Option<Vec<String>>,
+        /// A pod scorecard's metrics, in order, comma-separated (at most 5): kr_progress, velocity_days,
+        /// experiments, significant_share, budget_used, compliance_incidents, dependency_ratio, revenue, unit_nps.
+        #[arg(long, value_delimiter = ',', num_args = 1..)]
+        tier2_metrics: Option<Vec<String>>,
+        /// Member keys (hex, comma-separated) that may read the pods' scorecards (tiers 2 and 3) besides the
+        /// council and the pods, e.g. a partner's; an empty value lets none.
+        #[arg(long, value_delimiter = ',', num_args = 0..)]
+        scorecard_readers: Option<Vec<String>>,
     },
     /// Set the cost above which an experiment of a quarter is high-impact.
     Threshold {
@@ -651,7 +664,22 @@ pub fn council(context: &Context, node: &mut Node, command: CouncilCommand) -> a
             postmortem_days,
             win_bonus,
             revenue_metric,
-        } => return settings(context, node, postmortem_days, win_bonus, revenue_metric),
+            tier1_metrics,
+            tier2_metrics,
+            scorecard_readers,
+        } => {
+            let settings = [
+                postmortem_days.map(Setting::PostmortemDays),
+                win_bonus.map(Setting::WinBonus),
+                revenue_metric.map(Setting::RevenueMetric),
+                tier1_metrics.map(Setting::Tier1Metrics),
+                tier2_metrics.map(Setting::Tier2Metrics),
+                scorecard_readers.map(|keys| {
+                    Setting::ScorecardReaders(keys.into_iter().filter(|k| !k.is_empty()).collect())
+                }),
+            ];
+            return self::settings(context, node, settings.into_iter().flatten().collect());
+        }
         CouncilCommand::Threshold { quarter, cost } => {
             input(model::validate_quarter("--quarter", &quarter))?;
             if !(cost.is_finite() && cost >= 0.0) {
@@ -753,21 +781,7 @@ fn queue(context: &Context, node: &Node) -> anyhow::Result<u8> {
 }
 
 /// `council settings`: writes the given settings (one change each), then shows them all.
-fn settings(
-    context: &Context,
-    node: &mut Node,
-    postmortem_days: Option<u32>,
-    win_bonus: Option<f64>,
-    revenue_metric: Option<String>,
-) -> anyhow::Result<u8> {
-    let settings: Vec<Setting> = [
-        postmortem_days.map(Setting::PostmortemDays),
-        win_bonus.map(Setting::WinBonus),
-        revenue_metric.map(Setting::RevenueMetric),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+fn settings(context: &Context, node: &mut Node, settings: Vec<Setting>) -> anyhow::Result<u8> {
     for setting in &settings {
         input(setting.validate())?;
     }
@@ -781,6 +795,17 @@ fn settings(
         outln!(context, "postmortem days  {}", s.postmortem_days);
         outln!(context, "win bonus        {}", s.win_bonus);
         outln!(context, "revenue metric   {}", s.revenue_metric);
+        outln!(context, "tier 1 metrics   {}", s.tier1_metrics.join(", "));
+        outln!(context, "tier 2 metrics   {}", s.tier2_metrics.join(", "));
+        outln!(
+            context,
+            "scorecard readers {}",
+            if s.scorecard_readers.is_empty() {
+                "council and pods only".to_owned()
+            } else {
+                s.scorecard_readers.join(", ")
+            }
+        );
     })?;
     Ok(exit::OK)
 }

@@ -6,7 +6,7 @@ use model::okr::Quarter;
 use node::Node;
 use serde_json::{Value, json};
 
-use crate::context::{Context, now_ms};
+use crate::context::{Context, input, now_ms};
 use crate::exit::{self, input_error};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -35,9 +35,17 @@ pub const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2
 pub fn run(context: &Context, node: &mut Node, args: ScorecardArgs) -> anyhow::Result<u8> {
     let now = now_ms();
     let standing = node.standing();
-    if args.tier > 1 && matches!(standing, Some((Role::Partner, _, _))) {
+    let me = node.keypair().public().to_hex();
+    if args.tier > 1
+        && matches!(standing, Some((Role::Partner, _, _)))
+        && !node.shared_view().settings.scorecard_readers.contains(&me)
+    {
         let value = json!({
-            "error": format!("a partner sees tier 1 and the learnings only; tier {} is for members", args.tier),
+            "error": format!(
+                "a partner sees tier 1 and the learnings only; tier {} is for members and the readers the council \
+                 lets in (`council settings --scorecard-readers {me}`)",
+                args.tier
+            ),
             "reason": "partner_tier_1_only",
             "tier": args.tier,
         });
@@ -51,18 +59,19 @@ pub fn run(context: &Context, node: &mut Node, args: ScorecardArgs) -> anyhow::R
             .parse()
             .map_err(|e| input_error(format!("the current quarter: {e}")))?,
     };
-    // A pod's node shows its own numbers as of now, whether or not its node has published them.
     let own = node.own_scorecard(now);
     let view = node.shared_view();
-    let board = node.scorecards(now);
-    let mut snapshots: Vec<(::scorecard::Snapshot, Option<String>)> = board
-        .standing(&view)
-        .filter(|h| own.as_ref().is_none_or(|o| o.pod != h.snapshot.pod))
-        .map(|h| (h.snapshot.clone(), Some(h.publisher.clone())))
+    // A pod's node shows its own numbers as of now, merged with its pod's other nodes as a subscriber merges them.
+    let own = own.map(|snapshot| ::scorecard::Held {
+        snapshot,
+        publisher: me.clone(),
+        bytes: Vec::new(),
+    });
+    let cards = node.scorecards(now).standing_with(&view, own.as_ref());
+    let snapshots: Vec<(::scorecard::Snapshot, Vec<String>)> = cards
+        .into_values()
+        .map(|c| (c.snapshot, c.publishers))
         .collect();
-    if let Some(own) = own {
-        snapshots.push((own, None));
-    }
     let age = |s: &::scorecard::Snapshot| (now - s.as_of_ms).max(0) / 1000;
     let value = match args.tier {
         1 => {
@@ -72,13 +81,14 @@ pub fn run(context: &Context, node: &mut Node, args: ScorecardArgs) -> anyhow::R
             let pods: Vec<Value> = snapshots
                 .iter()
                 .filter(|(s, _)| s.quarter == label)
-                .map(|(s, publisher)| {
+                .map(|(s, publishers)| {
                     json!({
                         "pod": s.pod,
                         "as_of": model::time::format_rfc3339(s.as_of_ms),
                         "as_of_ms": s.as_of_ms,
                         "age_s": age(s),
-                        "publisher": publisher,
+                        "publisher": publishers.first(),
+                        "publishers": publishers,
                     })
                 })
                 .collect();
@@ -90,7 +100,7 @@ pub fn run(context: &Context, node: &mut Node, args: ScorecardArgs) -> anyhow::R
                 .clone()
                 .or_else(|| standing.and_then(|(_, scope, _)| scope))
                 .ok_or_else(|| input_error("--pod: which pod (this node belongs to none)"))?;
-            let Some((s, _)) = snapshots.iter().find(|(s, _)| s.pod == pod) else {
+            let Some((s, publishers)) = snapshots.iter().find(|(s, _)| s.pod == pod) else {
                 return Err(input_error(format!(
                     "--pod: no scorecard from pod `{pod}` has arrived yet (pods publish theirs every few seconds while their node runs)"
                 )));
@@ -100,7 +110,9 @@ pub fn run(context: &Context, node: &mut Node, args: ScorecardArgs) -> anyhow::R
                 "pod": s.pod,
                 "quarter": s.quarter,
                 "as_of": model::time::format_rfc3339(s.as_of_ms),
+                "as_of_ms": s.as_of_ms,
                 "age_s": age(s),
+                "publishers": publishers,
                 "metrics": s.metrics,
                 "dashboard": s.dashboard,
             })
@@ -192,4 +204,77 @@ fn print_table(context: &Context, v: &Value) {
             );
         }
     }
+}
+
+/// `pulse` subcommands: the autonomy pulse a pod's members answer from the pod's node.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum PulseCommand {
+    /// Answer this quarter's pulse: "how free is this pod to run its own growth experiments?", 0 (not at all) to 10
+    /// (entirely). One answer per respondent and quarter (answering again replaces it); it stays on this node and
+    /// only the pod's counts and NPS are published.
+    Answer {
+        /// 0 to 10.
+        #[arg(long)]
+        score: u8,
+        /// Who answers, when several people share this node (default: this node's member key).
+        #[arg(long)]
+        respondent: Option<String>,
+    },
+    /// This node's pulse for a quarter: counts and NPS (never who answered what).
+    Show {
+        /// The quarter (`2026Q4`; default: the current one).
+        #[arg(long)]
+        quarter: Option<String>,
+    },
+}
+
+/// Runs a `pulse` subcommand.
+pub fn pulse(context: &Context, node: &mut Node, command: PulseCommand) -> anyhow::Result<u8> {
+    let (quarter, pulse) = match command {
+        PulseCommand::Answer { score, respondent } => {
+            let respondent = respondent.unwrap_or_else(|| node.keypair().public().to_hex());
+            if respondent.is_empty() || respondent.len() > 128 {
+                return Err(input_error("--respondent: 1 to 128 characters"));
+            }
+            node.answer_pulse(&respondent, score, now_ms())
+                .map_err(|e| match e {
+                    node::scorecards::PulseError::Store(e) => anyhow::Error::new(*e),
+                    refused => input_error(refused.to_string()),
+                })?
+        }
+        PulseCommand::Show { quarter } => {
+            let quarter = match quarter {
+                Some(q) => {
+                    input(model::validate_quarter("--quarter", &q))?;
+                    q
+                }
+                None => model::time::quarter_of_ms(now_ms()),
+            };
+            let pulse = node.pulse(&quarter)?;
+            (quarter, pulse)
+        }
+    };
+    let value = json!({
+        "pod": node.own_pod(),
+        "quarter": quarter,
+        "responses": pulse.responses(),
+        "promoters": pulse.promoters,
+        "passives": pulse.passives,
+        "detractors": pulse.detractors,
+        "unit_nps": pulse.nps(),
+    });
+    context.print(&value, |v| {
+        outln!(
+            context,
+            "pulse of pod {}, {}: {} answers ({} promoters, {} passives, {} detractors), unit NPS {}",
+            v["pod"].as_str().unwrap_or("-"),
+            quarter,
+            pulse.responses(),
+            pulse.promoters,
+            pulse.passives,
+            pulse.detractors,
+            show(&v["unit_nps"])
+        );
+    })?;
+    Ok(exit::OK)
 }

@@ -34,6 +34,48 @@ pub struct Daemon {
 }
 
 impl Node {
+    /// `POST PATH` to a running node's local API, with its bearer token when `authorized`; returns the status code and
+    /// body.
+    pub fn post(&self, path: &str, body: &str, authorized: bool) -> (u16, String) {
+        self.request("POST", path, body, authorized)
+    }
+
+    /// `GET PATH` from a running node's local API (no token); the status code and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        self.request("GET", path, "", false)
+    }
+
+    fn request(&self, method: &str, path: &str, body: &str, authorized: bool) -> (u16, String) {
+        use std::io::{Read as _, Write as _};
+        let api: Value = serde_json::from_slice(
+            &std::fs::read(self.dir.join("api.json")).expect("a running node writes api.json"),
+        )
+        .expect("api.json parses");
+        let token = std::fs::read_to_string(self.dir.join("api.token")).expect("api.token");
+        let auth = if authorized {
+            format!("Authorization: Bearer {}\r\n", token.trim())
+        } else {
+            String::new()
+        };
+        let mut stream = std::net::TcpStream::connect(api["addr"].as_str().expect("addr"))
+            .expect("the API accepts connections");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("request sent");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).expect("response read");
+        let code = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {text}"));
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+        (code, body)
+    }
+
     /// Writes [`FAST_CONFIG`] next to the data dir and returns its path.
     pub fn fast_config(&self) -> PathBuf {
         let path = self.file("node.toml");
