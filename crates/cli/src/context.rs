@@ -56,7 +56,7 @@ impl Context {
     /// Writes one line of output.
     pub fn write_line(&self, line: &str) {
         match &self.sink {
-            Sink::Stdout => println!("{line}"),
+            Sink::Stdout => say!("{line}"),
             Sink::Buffer(buffer) => {
                 let mut buffer = buffer.borrow_mut();
                 buffer.push_str(line);
@@ -138,7 +138,7 @@ impl Context {
 /// Prints `value` to stdout as one JSON document with sorted keys.
 pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     let value = serde_json::to_value(value).context("serializing output")?;
-    println!(
+    say!(
         "{}",
         serde_json::to_string_pretty(&value).context("serializing output")?
     );

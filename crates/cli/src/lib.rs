@@ -6,6 +6,8 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 #[macro_use]
+pub mod out;
+#[macro_use]
 pub mod context;
 pub mod commands;
 pub mod exit;
@@ -29,9 +31,42 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Top-level subcommands, by noun.
+/// Top-level subcommands: the two groups below, flattened into one list. Each group is matched exhaustively in one
+/// place, so a new command cannot be missed by the dispatch.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Commands that read or write this node's store: run inside the running node when there is one.
+    #[command(flatten)]
+    Store(StoreCommand),
+    /// Commands that run on their own: no store, or (`node`, `demo`, `sim`) processes that open their own.
+    #[command(flatten)]
+    Standalone(StandaloneCommand),
+}
+
+/// Commands that run on their own, never inside a running node.
+#[derive(Debug, Subcommand)]
+pub enum StandaloneCommand {
+    /// A local federation: council, three pods and a partner, converging.
+    Demo(commands::demo::DemoArgs),
+    /// Run this node: replicate with peers over libp2p and serve the local API until SIGINT/SIGTERM.
+    Node(commands::network::NodeArgs),
+    /// Write seeded synthetic events for an experiment (no data dir needed).
+    GenerateEvents(commands::events::GenerateArgs),
+    /// Simulate a scenario of partitions, crashes and hostile peers, and check the invariants.
+    Sim(commands::sim::SimArgs),
+    /// Print a shell completion script: `growthmesh completions bash > /etc/bash_completion.d/growthmesh`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `growthmesh man > growthmesh.1 && man ./growthmesh.1`.
+    Man,
+}
+
+/// Commands on this node's store, by noun (`stats` without registry flags and `assign` without a data dir need no
+/// store and run on their own).
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
     /// Calculator over sufficient statistics (no data dir needed).
     #[command(subcommand)]
     Stats(commands::stats::StatsCommand),
@@ -77,10 +112,6 @@ pub enum Command {
     /// Offline bundles, the typed registry and its heads.
     #[command(subcommand)]
     Registry(commands::registry::RegistryCommand),
-    /// A local federation: council, three pods and a partner, converging.
-    Demo(commands::demo::DemoArgs),
-    /// Run this node: replicate with peers over libp2p and serve the local API until SIGINT/SIGTERM.
-    Node(commands::network::NodeArgs),
     /// This node: identity, heads, peers, sync state.
     Status,
     /// Connected members.
@@ -96,10 +127,6 @@ pub enum Command {
     Quarantine(commands::events::QuarantineCommand),
     /// Analyse an experiment over the stored events: lifts, p-values, chance to win, SRM, verdict.
     Analyze(commands::events::AnalyzeArgs),
-    /// Write seeded synthetic events for an experiment (no data dir needed).
-    GenerateEvents(commands::events::GenerateArgs),
-    /// Simulate a scenario of partitions, crashes and hostile peers, and check the invariants.
-    Sim(commands::sim::SimArgs),
 }
 
 /// Entry point of the binary: parses arguments, runs the command, maps errors to exit statuses.
@@ -109,14 +136,20 @@ pub fn main() -> ExitCode {
     let json = cli.json;
     let data_dir = cli.data_dir.clone().unwrap_or_else(node::default_data_dir);
     let result = match cli.command {
-        Command::Stats(command) if !command.needs_registry() => commands::stats::run(command, json),
-        Command::Assign(args) => commands::events::assign(args, json, &data_dir),
-        Command::GenerateEvents(args) => commands::events::generate(args, json),
-        Command::Demo(args) => commands::demo::run(args, json),
-        Command::Node(args) => commands::network::run_node(data_dir, args),
-        Command::Sim(args) => commands::sim::run(args, json),
-        Command::Scorecard(args) if args.watch => watch_scorecard(data_dir, json, &args),
-        command => with_node(context::Context::terminal(data_dir, json), command),
+        Command::Standalone(command) => standalone(command, json, data_dir),
+        Command::Store(StoreCommand::Stats(command)) if !command.needs_registry() => {
+            commands::stats::run(command, json)
+        }
+        // Without a data dir, from the flags alone; with one, as registered there (inside its running node if any).
+        Command::Store(StoreCommand::Assign(args))
+            if !data_dir.join(node::DB_DIR_NAME).is_dir() =>
+        {
+            commands::assign::run(args, json)
+        }
+        Command::Store(StoreCommand::Scorecard(args)) if args.watch => {
+            watch_scorecard(data_dir, json, &args)
+        }
+        Command::Store(command) => with_node(context::Context::terminal(data_dir, json), command),
     };
     match result {
         Ok(status) => ExitCode::from(status),
@@ -127,8 +160,24 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Runs a command that needs no store (or opens its own).
+fn standalone(
+    command: StandaloneCommand,
+    json: bool,
+    data_dir: std::path::PathBuf,
+) -> anyhow::Result<u8> {
+    match command {
+        StandaloneCommand::GenerateEvents(args) => commands::events::generate(args, json),
+        StandaloneCommand::Demo(args) => commands::demo::run(args, json),
+        StandaloneCommand::Node(args) => commands::network::run_node(data_dir, args),
+        StandaloneCommand::Sim(args) => commands::sim::run(args, json),
+        StandaloneCommand::Completions { shell } => completions(shell),
+        StandaloneCommand::Man => man_page(),
+    }
+}
+
 /// Runs a command that needs the node's store: in the running node when there is one, else on the store directly.
-fn with_node(context: context::Context, command: Command) -> anyhow::Result<u8> {
+fn with_node(context: context::Context, command: StoreCommand) -> anyhow::Result<u8> {
     if let Some(remote) = node::remote::find(&context.data_dir) {
         return forward(&remote);
     }
@@ -158,11 +207,11 @@ fn watch_scorecard(
     loop {
         if !json {
             // Clear the screen and go home, as `watch` does.
-            print!("\x1b[2J\x1b[H");
+            crate::out::write("\x1b[2J\x1b[H");
         }
         let status = with_node(
             context::Context::terminal(data_dir.clone(), json),
-            Command::Scorecard(args.clone()),
+            StoreCommand::Scorecard(args.clone()),
         )?;
         if status != exit::OK {
             return Ok(status);
@@ -181,7 +230,7 @@ fn forward(remote: &node::remote::Remote) -> anyhow::Result<u8> {
             .unwrap_or_default(),
     };
     let response = remote.exec(&request)?;
-    print!("{}", response.stdout);
+    crate::out::write(&response.stdout);
     eprint!("{}", response.stderr);
     let _ = std::io::stdout().flush();
     Ok(response.status)
@@ -212,17 +261,11 @@ pub fn exec_in_node(
         network: Some(network.clone()),
     };
     let result = match cli.command {
-        Command::Stats(command) if !command.needs_registry() => {
+        Command::Store(StoreCommand::Stats(command)) if !command.needs_registry() => {
             Err(exit::input_error("this command does not run inside a node"))
         }
-        Command::Assign(_)
-        | Command::Demo(_)
-        | Command::Node(_)
-        | Command::Sim(_)
-        | Command::GenerateEvents(_) => {
-            Err(exit::input_error("this command does not run inside a node"))
-        }
-        command => dispatch(&context, node, command),
+        Command::Store(command) => dispatch(&context, node, command),
+        Command::Standalone(_) => Err(exit::input_error("this command does not run inside a node")),
     };
     let (status, stderr) = match result {
         Ok(status) => (status, String::new()),
@@ -243,40 +286,52 @@ pub fn exec_in_node(
 fn dispatch(
     context: &context::Context,
     node: &mut node::Node,
-    command: Command,
+    command: StoreCommand,
 ) -> anyhow::Result<u8> {
     use commands::*;
     match command {
-        Command::Init(args) => federation::init(context, node, args),
-        Command::Federation(command) => federation::federation(context, node, command),
-        Command::Member(command) => federation::member(context, node, command),
-        Command::Okr(command) => okr::run(context, node, command),
-        Command::Schema(command) => schema::schema(context, node, command),
-        Command::Metric(command) => schema::metric(context, node, command),
-        Command::Experiment(command) => experiment::experiment(context, node, command),
-        Command::Council(command) => experiment::council(context, node, command),
-        Command::Budget(command) => experiment::budget(context, node, command),
-        Command::Learnings(command) => experiment::learnings(context, node, command),
-        Command::Registry(command) => registry::run(context, node, command),
-        Command::Result(command) => result::run(context, node, command),
-        Command::Scorecard(args) => scorecard::run(context, node, args),
-        Command::Pulse(command) => scorecard::pulse(context, node, command),
-        Command::Status => network::status(context, node),
-        Command::Peers => network::peers(context),
-        Command::Invite(args) => network::invite(context, node, args),
-        Command::Join(args) => network::join(context, node, args),
-        Command::Ingest(args) => events::ingest(context, node, args),
-        Command::Quarantine(command) => events::quarantine(context, node, command),
-        Command::Analyze(args) => events::analyze(context, node, args),
-        Command::Stats(command) => stats::in_registry(context, node, command),
-        Command::Assign(_)
-        | Command::Demo(_)
-        | Command::Node(_)
-        | Command::Sim(_)
-        | Command::GenerateEvents(_) => {
-            unreachable!("handled before a node is opened")
-        }
+        StoreCommand::Init(args) => federation::init(context, node, args),
+        StoreCommand::Federation(command) => federation::federation(context, node, command),
+        StoreCommand::Member(command) => federation::member(context, node, command),
+        StoreCommand::Okr(command) => okr::run(context, node, command),
+        StoreCommand::Schema(command) => schema::schema(context, node, command),
+        StoreCommand::Metric(command) => schema::metric(context, node, command),
+        StoreCommand::Experiment(command) => experiment::experiment(context, node, command),
+        StoreCommand::Council(command) => experiment::council(context, node, command),
+        StoreCommand::Budget(command) => experiment::budget(context, node, command),
+        StoreCommand::Learnings(command) => experiment::learnings(context, node, command),
+        StoreCommand::Registry(command) => registry::run(context, node, command),
+        StoreCommand::Result(command) => result::run(context, node, command),
+        StoreCommand::Scorecard(args) => scorecard::run(context, node, args),
+        StoreCommand::Pulse(command) => scorecard::pulse(context, node, command),
+        StoreCommand::Status => network::status(context, node),
+        StoreCommand::Peers => network::peers(context),
+        StoreCommand::Invite(args) => network::invite(context, node, args),
+        StoreCommand::Join(args) => network::join(context, node, args),
+        StoreCommand::Ingest(args) => events::ingest(context, node, args),
+        StoreCommand::Quarantine(command) => events::quarantine(context, node, command),
+        StoreCommand::Analyze(args) => events::analyze(context, node, args),
+        StoreCommand::Stats(command) => stats::in_registry(context, node, command),
+        StoreCommand::Assign(args) => assign::in_node(context, node, args),
     }
+}
+
+/// `completions SHELL`: the completion script clap generates from the command definitions.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<u8> {
+    use clap::CommandFactory as _;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "growthmesh", &mut script);
+    out::write(&String::from_utf8_lossy(&script));
+    Ok(exit::OK)
+}
+
+/// `man`: the manual page clap_mangen renders from the command definitions.
+fn man_page() -> anyhow::Result<u8> {
+    use clap::CommandFactory as _;
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+    out::write(&String::from_utf8_lossy(&page));
+    Ok(exit::OK)
 }
 
 fn init_tracing() {

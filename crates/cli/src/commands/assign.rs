@@ -1,5 +1,6 @@
 //! `growthmesh assign ...`: GrowthBook-compatible deterministic assignment of one user, from flags to
-//! `assign::assign` to one line (or one JSON object) on stdout. Reads no data dir and records nothing.
+//! `assign::assign` to one line (or one JSON object) on stdout. With a data dir, the experiment as registered there
+//! (read inside the running node when there is one); records nothing.
 
 use crate::exit::{self, input_error};
 
@@ -35,25 +36,55 @@ pub struct AssignArgs {
     pub namespace: Option<String>,
 }
 
-/// Runs `assign` from its flags alone and returns the exit status.
+/// Runs `assign` from its flags alone (no data dir) and returns the exit status.
 pub fn run(args: AssignArgs, json: bool) -> anyhow::Result<u8> {
-    run_with_definition(&args, None, json)
+    say!("{}", render(&args, None, json)?);
+    Ok(exit::OK)
 }
 
-/// Runs `assign` with `base` (e.g. a registered experiment's definition) overridden by the flags.
-pub fn run_with_definition(
+/// Runs `assign` on a node: the experiment as registered (its variants' weights and its namespace), overridden by
+/// the flags given. The same answer whether the node is running (the command then runs inside it) or not.
+pub fn in_node(
+    context: &crate::context::Context,
+    node: &node::Node,
+    args: AssignArgs,
+) -> anyhow::Result<u8> {
+    let base = node
+        .view()
+        .experiments
+        .get(&args.experiment)
+        .map(registered);
+    outln!(context, "{}", render(&args, base, context.json)?);
+    Ok(exit::OK)
+}
+
+/// The assignment definition of a registered experiment: GrowthBook's defaults (seed = key, hash version 1, full
+/// coverage) with its variants' weights and its namespace.
+pub fn registered(experiment: &model::Experiment) -> assign::Experiment {
+    assign::Experiment {
+        weights: Some(experiment.variants.iter().map(|v| v.weight).collect()),
+        namespace: experiment.namespace.as_ref().map(|n| assign::Namespace {
+            id: n.id.clone(),
+            start: n.start,
+            end: n.end,
+        }),
+        ..assign::Experiment::new(experiment.key.clone(), experiment.variants.len() as u32)
+    }
+}
+
+/// The line `assign` prints: `base` (e.g. a registered experiment's definition) overridden by the flags.
+fn render(
     args: &AssignArgs,
     base: Option<assign::Experiment>,
     json: bool,
-) -> anyhow::Result<u8> {
+) -> anyhow::Result<String> {
     let experiment = experiment_from_args(args, base)?;
     let assignment = assign::assign(&experiment, &args.user);
-    if json {
-        println!("{}", json_line(&assignment));
+    Ok(if json {
+        json_line(&assignment)
     } else {
-        println!("{}", text_line(&experiment, &args.user, &assignment));
-    }
-    Ok(exit::OK)
+        text_line(&experiment, &args.user, &assignment)
+    })
 }
 
 /// The experiment the flags describe: `base` (or GrowthBook's defaults) with each given flag replacing its field.

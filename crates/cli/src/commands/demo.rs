@@ -52,7 +52,7 @@ pub fn run(args: DemoArgs, json: bool) -> anyhow::Result<u8> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let say = |line: String| {
         if !json {
-            println!("{line}");
+            say!("{line}");
         }
     };
     if !args.offline {
@@ -412,11 +412,11 @@ fn report(
         });
         crate::context::print_json(&value)?;
     } else {
-        println!("-- rejected everywhere, never applied:");
+        say!("-- rejected everywhere, never applied:");
         for (change, (reason, detail)) in rejections {
-            println!("   {}  {reason}: {detail}", &change[..16.min(change.len())]);
+            say!("   {}  {reason}: {detail}", &change[..16.min(change.len())]);
         }
-        println!(
+        say!(
             "-- registry: {} members, {} experiments ({} flagged as overlapping), {} approved schemas, {} learnings",
             view.members.len(),
             view.experiments.len(),
@@ -436,20 +436,20 @@ fn report(
                 .map(|h| &h[..8])
                 .collect::<Vec<_>>()
                 .join(",");
-            println!(
+            say!(
                 "   {:<13} {:>3} changes  heads {digest}",
                 replica.name,
                 replica.node.replica().len()
             );
         }
         if converged {
-            println!(
+            say!(
                 "all {} replicas converged to identical heads ({} changes)",
                 replicas.len(),
                 replicas[0].node.replica().len()
             );
         } else {
-            println!("replicas did NOT converge (replay with --seed {seed})");
+            say!("replicas did NOT converge (replay with --seed {seed})");
         }
     }
     Ok(if converged { exit::OK } else { exit::FAILURE })

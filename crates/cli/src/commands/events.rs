@@ -526,7 +526,7 @@ pub fn generate(args: GenerateArgs, json: bool) -> anyhow::Result<u8> {
         if json {
             crate::context::print_json(&value)?;
         } else {
-            println!(
+            say!(
                 "wrote {} lines ({} bytes) to {}",
                 written.lines,
                 written.bytes,
@@ -535,30 +535,4 @@ pub fn generate(args: GenerateArgs, json: bool) -> anyhow::Result<u8> {
         }
     }
     Ok(exit::OK)
-}
-
-/// Runs `assign`, taking the registered experiment's variants and weights as the base when this data dir has a
-/// registry that knows it (flags still override). Opens nothing that does not exist and records nothing.
-pub fn assign(args: super::assign::AssignArgs, json: bool, data_dir: &Path) -> anyhow::Result<u8> {
-    let base = registered_experiment(data_dir, &args.experiment);
-    super::assign::run_with_definition(&args, base, json)
-}
-
-fn registered_experiment(data_dir: &Path, key: &str) -> Option<assign::Experiment> {
-    if !data_dir.join(node::DB_DIR_NAME).is_dir() {
-        return None;
-    }
-    let node = match Node::open(data_dir) {
-        Ok(node) => node,
-        Err(error) => {
-            tracing::warn!(%error, "registry not readable; assigning from flags alone");
-            return None;
-        }
-    };
-    let view = node.view();
-    let experiment = view.experiments.get(key)?;
-    Some(assign::Experiment {
-        weights: Some(experiment.variants.iter().map(|v| v.weight).collect()),
-        ..assign::Experiment::new(key, experiment.variants.len() as u32)
-    })
 }

@@ -72,7 +72,7 @@ pub fn run(args: SimArgs, json: bool) -> anyhow::Result<u8> {
     if json {
         crate::context::print_json(&report)?;
     } else {
-        print!("{}", report.to_text());
+        crate::out::write(&report.to_text());
     }
     if !report.ok() {
         eprintln!("an invariant failed; replay with: {}", report.replay);

@@ -215,9 +215,9 @@ pub fn run(command: StatsCommand, json: bool) -> anyhow::Result<u8> {
         StatsCommand::Correct(args) => correct(&args)?,
     };
     if json {
-        println!("{output}");
+        say!("{output}");
     } else {
-        println!("{text}");
+        say!("{text}");
     }
     Ok(exit::OK)
 }

@@ -1,0 +1,141 @@
+//! What a newcomer runs first, through the binary: list commands piped into `head` end quietly, `assign` answers the
+//! same with or without a running node on the data dir, and completions and the manual page come from the command
+//! definitions.
+
+mod support;
+
+use std::process::Command;
+
+use support::{Node, federation, path_str};
+
+/// Runs `growthmesh --data-dir DIR ARGS | head -n 1` in bash and returns the binary's exit status (`PIPESTATUS`).
+fn piped_into_head(node: &Node, args: &[&str]) -> (Option<i32>, String) {
+    let line = format!(
+        "'{}' --data-dir '{}' {} | head -n 1 >/dev/null; exit ${{PIPESTATUS[0]}}",
+        env!("CARGO_BIN_EXE_growthmesh"),
+        path_str(&node.dir),
+        args.join(" ")
+    );
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(&line)
+        .env_remove("GROWTHMESH_DATA_DIR")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("bash runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn list_commands_piped_into_head_end_quietly() {
+    let (council, nodes) = federation(&[("emea", "pod", "emea")]);
+    let pod = &nodes[0];
+    // Thousands of quarantined lines: far more output than a pipe holds, so the reader leaves while it is written.
+    let lines: String = (0..4_000)
+        .map(|i| {
+            format!(
+                "{{\"userId\":\"u{i}\",\"event\":\"Never Approved\",\"timestamp\":\"2026-10-02T10:00:00Z\",\"messageId\":\"m{i}\"}}\n"
+            )
+        })
+        .collect();
+    let file = pod.file("unknown.jsonl");
+    std::fs::write(&file, lines).expect("temp file");
+    let output = pod.run(&["ingest", path_str(&file)]);
+    assert!(
+        output.status.code().is_some_and(|c| c == 0 || c == 3),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lists: &[(&Node, &[&str])] = &[
+        (pod, &["quarantine", "list"]),
+        (pod, &["quarantine", "list", "--json"]),
+        (&council, &["member", "list"]),
+        (&council, &["experiment", "list"]),
+        (&council, &["budget", "list"]),
+        (&council, &["okr", "kr", "list"]),
+        (&council, &["okr", "tree"]),
+        (&council, &["learnings", "search", "checkout"]),
+        (&council, &["learnings", "overdue"]),
+        (&council, &["metric", "list"]),
+        (&council, &["council", "queue"]),
+        (&council, &["registry", "heads"]),
+        (&council, &["schema", "list"]),
+        (&council, &["registry", "show", "--json"]),
+    ];
+    for (node, args) in lists {
+        let (status, stderr) = piped_into_head(node, args);
+        assert!(
+            matches!(status, Some(0 | 141)),
+            "{args:?} | head -n 1 exited {status:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn assign_answers_the_same_with_or_without_a_running_node() {
+    let (_council, nodes) = federation(&[("emea", "pod", "emea")]);
+    let pod = &nodes[0];
+    pod.json(&[
+        "experiment",
+        "new",
+        "--key",
+        "checkout",
+        "--hypothesis",
+        "if checkout is shorter then more people order because there is less friction",
+        "--weights",
+        "0.2,0.8",
+        "--namespace",
+        "pricing:0:0.5",
+    ]);
+    let users: Vec<String> = (0..20).map(|i| format!("user-{i}")).collect();
+    let offline: Vec<serde_json::Value> = users
+        .iter()
+        .map(|u| pod.json(&["assign", "--experiment", "checkout", "--user", u]))
+        .collect();
+    // The registered weights and namespace, not the flags' defaults: some users fall outside the namespace.
+    assert!(offline.iter().any(|a| a["in_experiment"] == false));
+    let _running = pod.start(&[]);
+    let online: Vec<serde_json::Value> = users
+        .iter()
+        .map(|u| pod.json(&["assign", "--experiment", "checkout", "--user", u]))
+        .collect();
+    assert_eq!(offline, online);
+}
+
+#[test]
+fn completions_and_the_manual_page_come_from_the_command_definitions() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef growthmesh"),
+        ("fish", "complete -c growthmesh"),
+    ] {
+        let output = support::binary()
+            .args(["completions", shell])
+            .output()
+            .expect("runs");
+        assert!(output.status.success());
+        let script = String::from_utf8_lossy(&output.stdout);
+        assert!(script.contains(marker), "{shell}: {script:.200}");
+        assert!(
+            script.contains("scorecard"),
+            "{shell} completes every command"
+        );
+    }
+    let output = support::binary().arg("man").output().expect("runs");
+    assert!(output.status.success());
+    let page = String::from_utf8_lossy(&output.stdout);
+    assert!(page.contains(".TH growthmesh 1"), "{page:.200}");
+    let output = support::binary()
+        .args(["completions", "tcsh"])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "an unknown shell is bad input"
+    );
+}
