@@ -167,6 +167,9 @@ pub struct Report {
     pub excluded_multiple_variations: u64,
     /// Users left out because their variation id names no variant.
     pub excluded_unknown_variation: u64,
+    /// Exposure and metric events left out for falling outside the experiment's dates (set by whoever reads the
+    /// events: the analysis itself sees only those inside).
+    pub outside_window: u64,
     /// Chi-square p-value of the split against the weights.
     pub srm_p_value: f64,
     /// `srm_p_value < srm_threshold`.
@@ -229,6 +232,7 @@ pub fn build(
         exposure_events: exposures.events,
         excluded_multiple_variations: exposures.multiple_variations,
         excluded_unknown_variation: exposures.unknown_variation,
+        outside_window: 0,
         srm_p_value: finite(srm_p_value),
         srm,
         alpha: options.alpha,

@@ -567,3 +567,76 @@ fn the_council_pools_the_pods_results_on_one_hypothesis_and_flags_heterogeneity(
         "{stderr}"
     );
 }
+
+/// `analyze` reads only the events inside the experiment's dates and says how many it left out: events generated
+/// for another period do not count, events generated inside the window do.
+#[test]
+fn analyze_counts_only_the_events_inside_the_experiments_dates() {
+    let (_council, pod) = federation(&["Order Completed", "Page Viewed"]);
+    pod.json(&[
+        "experiment",
+        "new",
+        "--key",
+        "october",
+        "--hypothesis",
+        "if checkout is shorter then more people order because there is less friction",
+        "--primary-metric",
+        "conversion",
+        "--start",
+        "2026-10-01",
+        "--end",
+        "2026-10-31",
+    ]);
+    // Generated in January 2025 (the default): all outside.
+    pod.json(&[
+        "ingest",
+        path(&generate_for(&pod, "october", "2025.jsonl", "0.2", "5")),
+    ]);
+    let report = pod.json(&["analyze", "october"]);
+    let users: u64 = report["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert_eq!(users, 0, "{report:#}");
+    let outside = report["outside_window"].as_u64().expect("a count");
+    assert!(outside > 4_000, "{report:#}");
+    let text = pod.run(&["analyze", "october"], None);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("outside the experiment's dates"),
+        "{text:?}"
+    );
+
+    // Generated from its first day: counted (the 2025 lines still left out).
+    let out = pod.file("october.jsonl");
+    let output = binary()
+        .args([
+            "generate-events",
+            "--experiment",
+            "october",
+            "--users",
+            "2000",
+            "--events",
+            "20000",
+            "--start",
+            "2026-10-01",
+            "--days",
+            "10",
+            "--out",
+            path(&out),
+        ])
+        .output()
+        .expect("the binary runs");
+    assert!(output.status.success(), "{output:?}");
+    pod.json(&["ingest", path(&out)]);
+    let report = pod.json(&["analyze", "october"]);
+    let users: u64 = report["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(Value::as_u64)
+        .sum();
+    assert!(users > 1_500, "{report:#}");
+    assert!(report["outside_window"].as_u64().expect("a count") >= outside);
+}

@@ -620,6 +620,25 @@ pub struct Experiment {
 }
 
 impl Experiment {
+    /// The experiment's window in Unix ms, `[start, end)`: from 00:00 UTC of its start date to 00:00 UTC of the
+    /// day after its end date; an open side where it has no date (or one that does not parse).
+    pub fn window_ms(&self) -> (Option<i64>, Option<i64>) {
+        const DAY_MS: i64 = 86_400_000;
+        let start = self.start_date.as_deref().and_then(crate::time::date_ms);
+        let end = self
+            .end_date
+            .as_deref()
+            .and_then(crate::time::date_ms)
+            .map(|ms| ms + DAY_MS);
+        (start, end)
+    }
+
+    /// Whether `timestamp_ms` falls inside [`Experiment::window_ms`].
+    pub fn in_window(&self, timestamp_ms: i64) -> bool {
+        let (start, end) = self.window_ms();
+        start.is_none_or(|s| timestamp_ms >= s) && end.is_none_or(|e| timestamp_ms < e)
+    }
+
     /// Validates user-supplied fields.
     pub fn validate(&self) -> Result<(), Error> {
         validate_slug("--key", &self.key)?;

@@ -138,18 +138,27 @@ impl Node {
         ingestor.finish()
     }
 
-    /// Analyses `experiment` over the stored exposures and events.
+    /// Analyses `experiment` over the stored exposures and events that fall inside its dates (those outside are
+    /// counted in the report's `outside_window`).
     pub fn analyze(
         &self,
         experiment: &str,
         extra_metrics: &[String],
         options: &Options,
     ) -> Result<Report, Error> {
-        let plan = Plan::new(&self.view(), experiment, extra_metrics)?;
+        let view = self.view();
+        let plan = Plan::new(&view, experiment, extra_metrics)?;
+        let registered = view.experiments.get(experiment);
+        let inside = |ms: i64| registered.is_none_or(|e| e.in_window(ms));
+        let mut outside = 0u64;
         let events = self.store.events()?;
         let mut exposures = ExposureBuilder::new(&plan.variants);
         for exposure in events.scan_exposures(experiment) {
             let exposure = exposure?;
+            if !inside(exposure.timestamp_ms()) {
+                outside += 1;
+                continue;
+            }
             exposures.push(exposure.user(), exposure.timestamp_ms(), exposure.value());
         }
         let mut analysis = Analysis::new(&plan, exposures);
@@ -157,10 +166,16 @@ impl Node {
             let mut sink = analysis.events(name);
             for event in events.scan_event(name) {
                 let event = event?;
+                if !inside(event.timestamp_ms()) {
+                    outside += 1;
+                    continue;
+                }
                 sink.push(event.user(), event.timestamp_ms(), event.value());
             }
         }
-        Ok(analysis.finish(options)?)
+        let mut report = analysis.finish(options)?;
+        report.outside_window = outside;
+        Ok(report)
     }
 }
 

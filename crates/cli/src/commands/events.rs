@@ -88,6 +88,13 @@ pub struct GenerateArgs {
     /// Relative lift of every treatment's order rate (0 for an A/A test).
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub lift: f64,
+    /// First day of exposures, `YYYY-MM-DD` (match the experiment's `--start`: `analyze` reads only the events
+    /// inside the experiment's dates).
+    #[arg(long, default_value = "2025-01-01")]
+    pub start: String,
+    /// Exposures are spread over this many days from `--start`.
+    #[arg(long, default_value_t = 14, value_parser = clap::value_parser!(u32).range(1..=366))]
+    pub days: u32,
     /// Output file (`.gz` compresses); `-` for stdout.
     #[arg(long)]
     pub out: PathBuf,
@@ -391,6 +398,14 @@ fn print_analysis(context: &Context, r: &analysis::Report) {
             r.excluded_unknown_variation
         );
     }
+    if r.outside_window > 0 {
+        outln!(
+            context,
+            "left out: {} events outside the experiment's dates (see `experiment show {}`; `generate-events --start DATE` writes events inside them)",
+            r.outside_window,
+            r.experiment
+        );
+    }
     outln!(context, "verdict: {}", r.verdict.describe());
     for v in &r.verdicts {
         outln!(
@@ -494,10 +509,14 @@ pub fn generate(args: GenerateArgs, json: bool) -> anyhow::Result<u8> {
     check
         .validate()
         .map_err(|e| input_error(format!("--variants/--weights: {e}")))?;
+    let start_ms = model::calendar::date_start_ms("--start", &args.start)
+        .map_err(|e| input_error(e.to_string()))?;
     let config = analysis::generate::Config {
         variants: args.variants.clone(),
         weights,
         lift: args.lift,
+        start_ms,
+        days: args.days,
         ..analysis::generate::Config::new(&args.experiment, args.users, args.events, args.seed)
     };
     let written = if args.out.as_os_str() == "-" {
