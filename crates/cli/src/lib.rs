@@ -125,6 +125,9 @@ pub enum StoreCommand {
     /// Lines that ingestion rejected.
     #[command(subcommand)]
     Quarantine(commands::events::QuarantineCommand),
+    /// Raw events held on this node: counts, and retention.
+    #[command(subcommand)]
+    Events(commands::events::EventsCommand),
     /// Analyse an experiment over the stored events: lifts, p-values, chance to win, SRM, verdict.
     Analyze(commands::events::AnalyzeArgs),
 }
@@ -310,6 +313,7 @@ fn dispatch(
         StoreCommand::Join(args) => network::join(context, node, args),
         StoreCommand::Ingest(args) => events::ingest(context, node, args),
         StoreCommand::Quarantine(command) => events::quarantine(context, node, command),
+        StoreCommand::Events(command) => events::events(context, node, command),
         StoreCommand::Analyze(args) => events::analyze(context, node, args),
         StoreCommand::Stats(command) => stats::in_registry(context, node, command),
         StoreCommand::Assign(args) => assign::in_node(context, node, args),

@@ -640,3 +640,56 @@ fn analyze_counts_only_the_events_inside_the_experiments_dates() {
     assert!(users > 1_500, "{report:#}");
     assert!(report["outside_window"].as_u64().expect("a count") >= outside);
 }
+
+/// A schema's `retention_days` is enforced: `events purge` deletes the raw events older than it (as of a date),
+/// keeps the younger ones and those of schemas without a limit, and `events stats` shows what is held and purged.
+#[test]
+fn raw_events_past_their_retention_are_purged_and_counted() {
+    let (council, pod) = federation(&["Order Completed", "Page Viewed"]);
+    // Page views are kept 30 days from version 2 on.
+    pod.json(&[
+        "schema",
+        "propose",
+        "--event",
+        "Page Viewed",
+        "--version",
+        "2",
+        "--property",
+        "path:string",
+        "--retention-days",
+        "30",
+    ]);
+    council.import(&pod.export("v2.gmb"));
+    council.json(&["schema", "approve", "Page Viewed", "--version", "2"]);
+    pod.import(&council.export("v2-approved.gmb"));
+    let page = |day: u32, id: u32| {
+        format!(
+            r#"{{"messageId":"p{id}","userId":"u{id}","event":"Page Viewed","timestamp":"2026-10-{day:02}T10:00:00Z","properties":{{"path":"/"}}}}"#
+        )
+    };
+    let order = r#"{"messageId":"o1","userId":"u1","event":"Order Completed","timestamp":"2026-09-01T10:00:00Z","properties":{"revenue":5,"currency":"EUR"}}"#;
+    let lines = [page(1, 1), page(2, 2), page(25, 3), order.to_owned()];
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    pod.json(&["ingest", path(&write_lines(&pod, "mixed.jsonl", &lines))]);
+    let before = pod.json(&["events", "stats"]);
+    assert_eq!(before["stored"], 4, "{before:#}");
+    assert_eq!(before["quarantined"], 0, "{before:#}");
+    assert_eq!(before["purged"], 0, "{before:#}");
+
+    // As of 2026-11-10, the views of 1 and 2 October are over 30 days old; the one of the 25th is not, and orders
+    // have no limit.
+    let purge = pod.json(&["events", "purge", "--as-of", "2026-11-10"]);
+    assert_eq!(purge["total"], 2, "{purge:#}");
+    assert_eq!(purge["by_event"]["Page Viewed"], 2, "{purge:#}");
+    let after = pod.json(&["events", "stats"]);
+    assert_eq!(after["stored"], 2, "{after:#}");
+    assert_eq!(after["purged"], 2, "{after:#}");
+    assert!(after["last_purge"].is_string(), "{after:#}");
+    // Purging again deletes nothing more.
+    assert_eq!(
+        pod.json(&["events", "purge", "--as-of", "2026-11-10"])["total"],
+        0
+    );
+    let (_, stderr) = pod.json_status(&["events", "purge", "--as-of", "tomorrow"], 2, None);
+    assert!(stderr.contains("--as-of"), "{stderr}");
+}

@@ -215,6 +215,7 @@ struct Metrics {
     penalties: u64,
     /// Scorecard snapshots kept from peers, and refused by reason.
     scorecards_accepted: u64,
+    events_purged: u64,
     scorecards_refused: BTreeMap<&'static str, u64>,
 }
 
@@ -254,6 +255,7 @@ pub struct Actor {
     last_kr_refresh_ms: u64,
     /// When this pod's scorecard was last computed.
     last_scorecard_check_ms: u64,
+    last_retention_ms: u64,
     /// This pod's last published scorecard (without its date, to tell a change), its bytes and when.
     last_scorecard: Option<(scorecard::Snapshot, Vec<u8>, u64)>,
 }
@@ -319,6 +321,7 @@ impl Actor {
             nat: net::NatStatus::default(),
             last_kr_refresh_ms: 0,
             last_scorecard_check_ms: 0,
+            last_retention_ms: 0,
             last_scorecard: None,
         }
     }
@@ -764,6 +767,16 @@ impl Actor {
         if interval > 0 && now.saturating_sub(self.last_scorecard_check_ms) >= interval {
             self.last_scorecard_check_ms = now;
             self.publish_scorecard(now);
+        }
+        let interval = self.config.retention_interval_ms;
+        if interval > 0 && now.saturating_sub(self.last_retention_ms) >= interval {
+            self.last_retention_ms = now;
+            match self.node.purge_expired(now as i64) {
+                Ok(purge) => self.metrics.events_purged += purge.total,
+                Err(error) => {
+                    tracing::error!(%error, "deleting raw events past their retention failed")
+                }
+            }
         }
     }
 
@@ -1267,6 +1280,11 @@ impl Actor {
             "growthmesh_scorecards_accepted_total",
             "Scorecard snapshots kept from peers.",
             self.metrics.scorecards_accepted,
+        );
+        line(
+            "growthmesh_events_purged_total",
+            "Raw events deleted past their schema's retention.",
+            self.metrics.events_purged,
         );
         out.push_str("# HELP growthmesh_scorecards_refused_total Scorecard snapshots refused, by reason.\n# TYPE growthmesh_scorecards_refused_total counter\n");
         for (reason, count) in &self.metrics.scorecards_refused {

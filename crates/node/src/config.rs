@@ -36,6 +36,9 @@ pub struct Config {
     /// A pod's node computes its scorecard this often and publishes it when its numbers changed (and at least
     /// every [`SCORECARD_HEARTBEAT_MS`], so subscribers see how fresh it is); 0 turns publishing off.
     pub scorecard_interval_ms: u64,
+    /// The node deletes raw events past their schema's `retention_days` this often, the first time at start; 0
+    /// turns it off (`events purge` still works).
+    pub retention_interval_ms: u64,
     /// Transport limits.
     pub limits: net::Limits,
 }
@@ -61,6 +64,7 @@ impl Default for Config {
             rejections_per_penalty: 1,
             kr_refresh_interval_ms: 60 * 60 * 1000,
             scorecard_interval_ms: 10_000,
+            retention_interval_ms: 60 * 60 * 1000,
             limits: net::Limits::default(),
         }
     }

@@ -15,6 +15,32 @@ use store::events::{Events, NewEvent, QuarantineEntry};
 
 use crate::Node;
 
+/// What a retention purge deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Purge {
+    /// Events deleted.
+    pub total: u64,
+    /// By event name (exposures under `Experiment Viewed`).
+    pub by_event: std::collections::BTreeMap<String, u64>,
+}
+
+/// What a node holds (`events stats`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EventStats {
+    /// Events and exposures stored.
+    pub stored: u64,
+    /// Of which events.
+    pub events: u64,
+    /// Of which exposures.
+    pub exposures: u64,
+    /// Lines quarantined.
+    pub quarantined: u64,
+    /// Raw events deleted past their schema's retention, in all.
+    pub purged: u64,
+    /// When retention last ran (RFC 3339), if ever.
+    pub last_purge: Option<String>,
+}
+
 /// Events written to the store in one batch.
 pub const BATCH_EVENTS: usize = 8192;
 /// Rejections listed in a report (all are quarantined).
@@ -126,6 +152,69 @@ impl Node {
     /// How many lines are quarantined (what a scorecard reports as compliance incidents).
     pub fn quarantined_count(&self) -> Result<usize, Error> {
         Ok(self.store.events()?.quarantined_count())
+    }
+
+    /// Deletes the raw events older than their schema's `retention_days` as of `now_ms` (the newest approved
+    /// version of each event's schema decides; 0 keeps them). Exposures follow the `Experiment Viewed` schema when
+    /// the council approved one, else they are kept. How many were deleted, by event name (exposures under
+    /// `Experiment Viewed`).
+    pub fn purge_expired(&self, now_ms: i64) -> Result<Purge, Error> {
+        const DAY_MS: i64 = 86_400_000;
+        let view = self.view();
+        let retention = |event: &str| -> Option<u32> {
+            view.schemas
+                .values()
+                .filter(|s| s.event == event && s.status == model::StandardStatus::Approved)
+                .max_by_key(|s| s.version)
+                .map(|s| s.retention_days)
+                .filter(|days| *days > 0)
+        };
+        let events = self.store.events()?;
+        let mut purge = Purge::default();
+        let mut sweep =
+            |name: &str, label: &str, days: u32, exposures: bool| -> Result<(), Error> {
+                let cutoff = now_ms.saturating_sub(i64::from(days).saturating_mul(DAY_MS));
+                let count = events.purge(name, cutoff, exposures)?;
+                if count > 0 {
+                    *purge.by_event.entry(label.to_owned()).or_default() += count;
+                    purge.total += count;
+                }
+                Ok(())
+            };
+        for name in events.names(false)? {
+            if let Some(days) = retention(&name) {
+                sweep(&name, &name, days, false)?;
+            }
+        }
+        if let Some(days) = retention(track::EXPOSURE_EVENT) {
+            for experiment in events.names(true)? {
+                sweep(&experiment, track::EXPOSURE_EVENT, days, true)?;
+            }
+        }
+        events.flush()?;
+        self.store.record_purge(purge.total, now_ms)?;
+        if purge.total > 0 {
+            tracing::info!(
+                purged = purge.total,
+                "raw events past their retention deleted"
+            );
+        }
+        Ok(purge)
+    }
+
+    /// What this node holds: events and exposures stored, lines quarantined, and what retention has deleted.
+    pub fn event_stats(&self) -> Result<EventStats, Error> {
+        let events = self.store.events()?;
+        let (purged, purged_at_ms) = self.store.purged()?;
+        let (stored_events, exposures) = events.counts();
+        Ok(EventStats {
+            stored: (stored_events + exposures) as u64,
+            events: stored_events as u64,
+            exposures: exposures as u64,
+            quarantined: events.quarantined_count() as u64,
+            purged,
+            last_purge: purged_at_ms.map(model::time::format_rfc3339),
+        })
     }
 
     /// Checks every quarantined line again (after a schema was approved): accepted ones are stored and leave the

@@ -265,6 +265,55 @@ impl Events {
             .flat_map(move |tree| tree.iter().map(move |item| stored(self, item, None)))
     }
 
+    /// The names under which events are stored (exposures: the experiments), each once, in byte order: one seek
+    /// per name, not a scan of every event.
+    pub fn names(&self, exposures: bool) -> Result<Vec<String>, Error> {
+        let tree = if exposures {
+            &self.exposures
+        } else {
+            &self.events
+        };
+        let mut names = Vec::new();
+        let mut from: Vec<u8> = Vec::new();
+        while let Some(item) = tree.range(from.clone()..).next() {
+            let (key, _) = self.sled(item)?;
+            let Some(end) = key.iter().position(|b| *b == 0) else {
+                break;
+            };
+            names.push(String::from_utf8_lossy(&key[..end]).into_owned());
+            // The first key after every `name \0 ...`: `name \1`.
+            from = key[..end].to_vec();
+            from.push(1);
+        }
+        Ok(names)
+    }
+
+    /// Deletes the events stored under `name` (an experiment's exposures when `exposures`) dated before
+    /// `before_ms`; how many. Durable once flushed.
+    pub fn purge(&self, name: &str, before_ms: i64, exposures: bool) -> Result<u64, Error> {
+        let tree = if exposures {
+            &self.exposures
+        } else {
+            &self.events
+        };
+        let mut batch = sled::Batch::default();
+        let mut count = 0u64;
+        for item in scan(self, tree, name) {
+            let event = item?;
+            if event.timestamp_ms() < before_ms {
+                batch.remove(event.key.clone());
+                count += 1;
+            }
+        }
+        self.sled(tree.apply_batch(batch))?;
+        Ok(count)
+    }
+
+    /// Number of stored events, and of stored exposures.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.events.len(), self.exposures.len())
+    }
+
     /// Number of stored events and exposures.
     pub fn len(&self) -> usize {
         self.events.len() + self.exposures.len()

@@ -278,6 +278,29 @@ impl Store {
         Ok(())
     }
 
+    /// Adds `count` raw events deleted past their schema's retention at `at_ms` to the running total, durably.
+    pub fn record_purge(&self, count: u64, at_ms: i64) -> Result<(), Error> {
+        let (total, _) = self.purged()?;
+        self.sled(
+            self.meta
+                .insert("purged_events", &total.saturating_add(count).to_be_bytes()),
+        )?;
+        self.sled(self.meta.insert("purged_at_ms", &at_ms.to_be_bytes()))?;
+        self.flush()
+    }
+
+    /// Raw events deleted past their retention so far, and when the last purge ran.
+    pub fn purged(&self) -> Result<(u64, Option<i64>), Error> {
+        let number = |key: &str| -> Result<Option<[u8; 8]>, Error> {
+            Ok(self
+                .sled(self.meta.get(key))?
+                .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok()))
+        };
+        let total = number("purged_events")?.map_or(0, u64::from_be_bytes);
+        let at = number("purged_at_ms")?.map(i64::from_be_bytes);
+        Ok((total, at))
+    }
+
     /// Records `respondent`'s pulse answer for `quarter`, replacing an earlier one of theirs (one answer each).
     pub fn put_pulse(&self, quarter: &str, respondent: &str, score: u8) -> Result<(), Error> {
         let key = [quarter.as_bytes(), b"\0", respondent.as_bytes()].concat();

@@ -34,6 +34,63 @@ pub enum QuarantineCommand {
     Retry,
 }
 
+/// `events` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// What this node holds: events and exposures stored, lines quarantined, events deleted by retention.
+    Stats,
+    /// Delete the raw events past their schema's `retention_days` now (a running node does it hourly).
+    Purge {
+        /// Purge as of this day (`YYYY-MM-DD`, 00:00 UTC) instead of now.
+        #[arg(long)]
+        as_of: Option<String>,
+    },
+}
+
+/// Runs an `events` subcommand.
+pub fn events(context: &Context, node: &mut Node, command: EventsCommand) -> anyhow::Result<u8> {
+    if let EventsCommand::Purge { as_of } = command {
+        let now = match as_of {
+            Some(date) => crate::context::input(model::calendar::date_start_ms("--as-of", &date))?,
+            None => crate::context::now_ms(),
+        };
+        let purge = node.purge_expired(now).map_err(events_error)?;
+        context.print(&purge, |p| {
+            outln!(
+                context,
+                "deleted {} raw events past their retention",
+                p.total
+            );
+            for (event, count) in &p.by_event {
+                outln!(context, "  {event:<28} {count:>10}");
+            }
+        })?;
+        return Ok(exit::OK);
+    }
+    let stats = node.event_stats().map_err(events_error)?;
+    context.print(&stats, |s| {
+        outln!(
+            context,
+            "stored        {:>10}  ({} events, {} exposures)",
+            s.stored,
+            s.events,
+            s.exposures
+        );
+        outln!(
+            context,
+            "quarantined   {:>10}  (`quarantine list`)",
+            s.quarantined
+        );
+        outln!(
+            context,
+            "purged        {:>10}  (past retention; last run {})",
+            s.purged,
+            s.last_purge.as_deref().unwrap_or("never")
+        );
+    })?;
+    Ok(exit::OK)
+}
+
 /// Arguments of `analyze` (and of `experiment conclude`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct AnalyzeArgs {
