@@ -693,3 +693,35 @@ fn raw_events_past_their_retention_are_purged_and_counted() {
     let (_, stderr) = pod.json_status(&["events", "purge", "--as-of", "tomorrow"], 2, None);
     assert!(stderr.contains("--as-of"), "{stderr}");
 }
+
+/// A file with thousands of bad lines gives a summary by kind, not a flood, and names the command that lists one
+/// kind; `quarantine list --reason` lists exactly that kind.
+#[test]
+fn ingest_summarises_rejections_by_kind() {
+    let (_council, pod) = federation(&["Order Completed"]);
+    let mut lines: Vec<String> = (0..2_500)
+        .map(|i| {
+            format!(
+                r#"{{"messageId":"s{i}","userId":"u{i}","event":"Signed Up","timestamp":"2026-10-02T10:00:00Z"}}"#
+            )
+        })
+        .collect();
+    lines.extend((0..40).map(|i| format!("{{broken {i}")));
+    lines.push(ORDER.to_owned());
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let file = write_lines(&pod, "bad.jsonl", &lines);
+    let output = pod.run(&["ingest", path(&file)], None);
+    assert_eq!(output.status.code(), Some(3), "some lines quarantined");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.lines().count() <= 6, "a summary, not a flood:\n{text}");
+    assert!(text.contains("2500  unknown event `Signed Up`"), "{text}");
+    assert!(text.contains("40  malformed JSON"), "{text}");
+    assert!(
+        text.contains("quarantine list --reason 'unknown event `Signed Up`'"),
+        "{text}"
+    );
+    let (report, _) = pod.json_status(&["ingest", path(&file)], 3, None);
+    assert_eq!(report["by_reason"]["malformed JSON"], 40, "{report:#}");
+    let listed = pod.json(&["quarantine", "list", "--reason", "malformed JSON"]);
+    assert_eq!(listed["quarantined"].as_array().map(Vec::len), Some(40));
+}

@@ -94,7 +94,29 @@ pub struct IngestReport {
     pub quarantined: u64,
     /// The first [`MAX_REPORTED_REJECTIONS`] rejections.
     pub rejected: Vec<RejectedLine>,
+    /// Every rejection counted by the kind of its reason ([`reason_kind`]).
+    #[serde(default)]
+    pub by_reason: std::collections::BTreeMap<String, u64>,
 }
+
+/// The kind of a rejection reason: the reason up to its first colon outside backquotes ("unknown event `Signup`",
+/// "malformed JSON", "`timestamp`"), what `ingest` summarises by and `quarantine list --reason` matches.
+pub fn reason_kind(reason: &str) -> &str {
+    let mut quoted = false;
+    for (at, c) in reason.char_indices() {
+        match c {
+            '`' => quoted = !quoted,
+            ':' if !quoted => return reason[..at].trim(),
+            _ => {}
+        }
+    }
+    reason.trim()
+}
+
+/// Kinds a report counts separately; the rest count under [`OTHER_REASONS`].
+pub const MAX_REASON_KINDS: usize = 64;
+/// Where rejections beyond [`MAX_REASON_KINDS`] kinds are counted.
+pub const OTHER_REASONS: &str = "other reasons";
 
 /// Checks and stores lines; [`Ingestor::finish`] flushes and reports.
 pub struct Ingestor {
@@ -339,6 +361,15 @@ impl Ingestor {
         reason: String,
     ) -> Result<(), Error> {
         self.report.quarantined += 1;
+        let kind = reason_kind(&reason);
+        let kind = if self.report.by_reason.contains_key(kind)
+            || self.report.by_reason.len() < MAX_REASON_KINDS
+        {
+            kind
+        } else {
+            OTHER_REASONS
+        };
+        *self.report.by_reason.entry(kind.to_owned()).or_default() += 1;
         if self.report.rejected.len() < MAX_REPORTED_REJECTIONS {
             self.report.rejected.push(RejectedLine {
                 file: source.to_owned(),
@@ -410,6 +441,29 @@ fn read_line(reader: &mut dyn BufRead, buffer: &mut Vec<u8>) -> std::io::Result<
 
 fn memchr(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| b == b'\n')
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::reason_kind;
+
+    #[test]
+    fn reasons_of_one_kind_count_together() {
+        assert_eq!(
+            reason_kind("unknown event `Signup`: no approved schema (propose and approve one)"),
+            "unknown event `Signup`"
+        );
+        assert_eq!(
+            reason_kind("unknown event `Lo:gin`: no approved schema"),
+            "unknown event `Lo:gin`"
+        );
+        assert_eq!(
+            reason_kind("malformed JSON: expected value at line 1 column 2"),
+            "malformed JSON"
+        );
+        assert_eq!(reason_kind("`timestamp`: premature end"), "`timestamp`");
+        assert_eq!(reason_kind("no colon here"), "no colon here");
+    }
 }
 
 #[cfg(test)]

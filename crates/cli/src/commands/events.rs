@@ -29,7 +29,11 @@ pub struct IngestArgs {
 #[derive(Debug, Subcommand)]
 pub enum QuarantineCommand {
     /// Rejected lines with their source, line number and reason.
-    List,
+    List {
+        /// Only lines whose reason contains this (e.g. a kind `ingest` summarised: "unknown event `Signup`").
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Check every quarantined line again (after approving a schema); accepted lines leave the quarantine.
     Retry,
 }
@@ -247,20 +251,27 @@ fn print_report(context: &Context, report: &IngestReport, verb: &str) -> anyhow:
             r.duplicates,
             r.quarantined
         );
-        for rejected in &r.rejected {
-            outln!(
-                context,
-                "  {}:{}: {}",
-                rejected.file,
-                rejected.line,
-                rejected.reason
-            );
+        // A summary by kind, the largest first, not a line per rejection.
+        let mut kinds: Vec<(&String, &u64)> = r.by_reason.iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        for (kind, count) in kinds.iter().take(SUMMARY_KINDS) {
+            let example = r
+                .rejected
+                .iter()
+                .find(|x| node::events::reason_kind(&x.reason) == kind.as_str());
+            match example {
+                Some(x) => outln!(context, "  {count:>8}  {kind}  (e.g. {}:{})", x.file, x.line),
+                None => outln!(context, "  {count:>8}  {kind}"),
+            }
         }
-        if r.quarantined > r.rejected.len() as u64 {
+        if kinds.len() > SUMMARY_KINDS {
+            outln!(context, "  and {} more kinds", kinds.len() - SUMMARY_KINDS);
+        }
+        if let Some((kind, _)) = kinds.first() {
             outln!(
                 context,
-                "  ... {} more; see `growthmesh quarantine list`",
-                r.quarantined - r.rejected.len() as u64
+                "see them with: growthmesh quarantine list --reason '{}'   (all: growthmesh quarantine list)",
+                kind.replace('\'', "'\\''")
             );
         }
     })?;
@@ -270,6 +281,9 @@ fn print_report(context: &Context, report: &IngestReport, verb: &str) -> anyhow:
         exit::PARTIAL
     })
 }
+
+/// Kinds of rejection `ingest` lists (the rest are counted).
+const SUMMARY_KINDS: usize = 10;
 
 /// Maps ingestion and analysis errors: bad input (a definition, a body, a truncated file) exits 2.
 fn events_error(error: EventsError) -> anyhow::Error {
@@ -286,8 +300,11 @@ pub fn quarantine(
     command: QuarantineCommand,
 ) -> anyhow::Result<u8> {
     match command {
-        QuarantineCommand::List => {
-            let entries = node.quarantined().map_err(events_error)?;
+        QuarantineCommand::List { reason } => {
+            let mut entries = node.quarantined().map_err(events_error)?;
+            if let Some(reason) = reason {
+                entries.retain(|e| e.reason.contains(&reason));
+            }
             let rows: Vec<serde_json::Value> = entries
                 .iter()
                 .map(|e| {
