@@ -65,6 +65,31 @@ impl Context {
         }
     }
 
+    /// Prints rows as a table: a header, then each row, columns padded to their widest cell and two spaces apart
+    /// (trailing spaces trimmed).
+    pub fn table(&self, header: &[&str], rows: &[Vec<String>]) {
+        let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+        for row in rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let line = |cells: &mut dyn Iterator<Item = &str>| {
+            let padded: Vec<String> = cells
+                .zip(&widths)
+                .map(|(cell, width)| {
+                    let pad = width.saturating_sub(cell.chars().count());
+                    format!("{cell}{}", " ".repeat(pad))
+                })
+                .collect();
+            padded.join("  ").trim_end().to_owned()
+        };
+        self.write_line(&line(&mut header.iter().copied()));
+        for row in rows {
+            self.write_line(&line(&mut row.iter().map(String::as_str)));
+        }
+    }
+
     /// Flushes stdout (progress that must be visible before the command ends).
     pub fn flush(&self) {
         if let Sink::Stdout = self.sink {

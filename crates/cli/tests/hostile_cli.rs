@@ -116,7 +116,11 @@ fn two_copies_of_one_data_dir_are_an_equivocation_in_every_order() {
         Some(2)
     );
     let text = String::from_utf8(reader.run(&["member", "list"]).stdout).expect("UTF-8");
-    assert!(text.contains("equivocating in pod/emea"), "{text}");
+    assert!(text.contains("equivocated in pod/emea"), "{text}");
+    assert!(
+        text.contains("equivocating"),
+        "the state column says so: {text}"
+    );
 }
 
 #[test]

@@ -15,7 +15,7 @@
 //! - `config.rs`: [`config::Config`], every setting with a default.
 //! - `nat.rs`: [`nat::NatView`], reachability and relayed/direct connections as `status` shows them.
 //!
-//! A data dir holds `node.key` (mode 0600) and `db/` (sled); while a node runs, `api.json` and `api.token`; after
+//! A data dir holds `node.key` (mode 0600), `name` (the node's display name) and `db/` (sled); while a node runs, `api.json` and `api.token`; after
 //! `join`, `ticket` (until redeemed) and `bootstrap` (the ticket's addresses, dialed at every start). It holds no
 //! absolute paths, so a copied data dir works.
 
@@ -40,6 +40,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub use exchange::{ImportReport, ImportedRejection};
+
+/// Name of the file holding a node's display name (written by `init --name`) inside a data dir.
+pub const NAME_FILE: &str = "name";
 
 /// Name of the database directory inside a data dir.
 pub const DB_DIR_NAME: &str = "db";
@@ -292,9 +295,17 @@ impl Node {
     pub fn create_federation(&mut self, name: &str, now_ms: i64) -> Result<WriteOutcome, Error> {
         model::validate_text("--name", name, model::MAX_TITLE_BYTES)
             .map_err(registry::Error::from)?;
+        // The founder is named as its node was at `init` (the federation's name when the node has none).
+        let founder_name = std::fs::read_to_string(self.dir.join(NAME_FILE))
+            .ok()
+            .map(|n| n.trim().to_owned())
+            .filter(|n| {
+                !n.is_empty() && model::validate_text("name", n, model::MAX_TITLE_BYTES).is_ok()
+            })
+            .unwrap_or_else(|| name.to_owned());
         let founder = model::Member {
             public_key: self.keypair.public().to_hex(),
-            name: name.to_owned(),
+            name: founder_name,
             role: model::Role::Council,
             scope: None,
             admitted_by: self.keypair.public().to_hex(),

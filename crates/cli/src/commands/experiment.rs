@@ -493,28 +493,8 @@ fn state_json(view: &RegistryView, governance: &Governance, key: &str) -> serde_
 
 /// Prints rows as aligned columns under a header.
 fn print_table<const N: usize>(context: &Context, header: [&str; N], rows: &[[String; N]]) {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        padded.join("  ").trim_end().to_owned()
-    };
-    outln!(context, "{}", line(header.to_vec()));
-    for row in rows {
-        outln!(
-            context,
-            "{}",
-            line(row.iter().map(String::as_str).collect())
-        );
-    }
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.to_vec()).collect();
+    context.table(&header, &rows);
 }
 
 /// `experiment start`: refused (exit 1, with the reason and what is missing) unless governance admits it.

@@ -66,7 +66,8 @@ pub fn init(context: &Context, node: &mut Node, args: InitArgs) -> anyhow::Resul
         &args.name,
         model::MAX_TITLE_BYTES,
     ))?;
-    std::fs::write(context.data_dir.join("name"), &args.name).context("writing the node name")?;
+    std::fs::write(context.data_dir.join(node::NAME_FILE), &args.name)
+        .context("writing the node name")?;
     let mut info = serde_json::to_value(node.identity())?;
     info["name"] = serde_json::Value::from(args.name);
     context.print(&info, |i| {
@@ -200,25 +201,49 @@ pub fn member(context: &Context, node: &mut Node, command: MemberCommand) -> any
                 })
                 .collect();
             context.print(&serde_json::json!({ "members": members }), |_| {
+                let founder = view.federation.as_ref().map(|f| f.founder.as_str());
+                // In the order they joined (the founder first), not by key.
+                let mut joined: Vec<&model::Member> = view.members.values().collect();
+                joined.sort_by(|a, b| {
+                    (a.admitted_at_ms, &a.name, &a.public_key).cmp(&(
+                        b.admitted_at_ms,
+                        &b.name,
+                        &b.public_key,
+                    ))
+                });
+                let rows: Vec<Vec<String>> = joined
+                    .iter()
+                    .map(|m| {
+                        let state = if view.void_admissions.contains_key(&m.public_key) {
+                            "void"
+                        } else if m.revoked || view.revocations.contains_key(&m.public_key) {
+                            "revoked"
+                        } else if view.equivocations.contains_key(&m.public_key) {
+                            "equivocating"
+                        } else {
+                            "active"
+                        };
+                        let mut name = m.name.clone();
+                        if founder == Some(m.public_key.as_str()) {
+                            name.push_str(" (founder)");
+                        }
+                        vec![
+                            name,
+                            m.role.to_string(),
+                            m.scope.clone().unwrap_or_else(|| "-".into()),
+                            state.to_owned(),
+                            model::calendar::format_date(m.admitted_at_ms),
+                            m.public_key.clone(),
+                        ]
+                    })
+                    .collect();
+                context.table(&["NAME", "ROLE", "POD", "STATE", "ADMITTED", "KEY"], &rows);
                 for m in view.members.values() {
-                    let scope = m.scope.as_deref().unwrap_or("-");
-                    let mut state = if m.revoked { "revoked" } else { "active" }.to_owned();
-                    if view.void_admissions.contains_key(&m.public_key) {
-                        state = "void".into();
-                    }
-                    outln!(
-                        context,
-                        "{}  {:<8} {:<12} {:<8} {}",
-                        m.public_key,
-                        m.role,
-                        scope,
-                        state,
-                        m.name
-                    );
                     for proof in view.equivocations.get(&m.public_key).into_iter().flatten() {
                         outln!(
                             context,
-                            "    equivocating in {} at number {} (epoch {}): {}",
+                            "{} equivocated in {} at number {} (epoch {}): {}",
+                            m.name,
                             proof.doc,
                             proof.seq,
                             proof.epoch,

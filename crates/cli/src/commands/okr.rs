@@ -191,21 +191,34 @@ pub fn run(context: &Context, node: &mut Node, command: OkrCommand) -> anyhow::R
             let view = node.view();
             let krs: Vec<&KeyResult> = view.key_results.values().collect();
             context.print(&serde_json::json!({ "key_results": krs }), |_| {
-                for k in &krs {
-                    let progress = k
-                        .progress()
-                        .map(|p| format!("{:.0}%", p * 100.0))
-                        .unwrap_or_else(|| "-".into());
-                    outln!(
-                        context,
-                        "{}  {:<10} {:<20} {} -> {}  {progress}",
-                        k.id,
-                        k.pod,
-                        k.metric,
-                        k.baseline,
-                        k.target
-                    );
-                }
+                let number = |x: f64| format!("{x}");
+                let rows: Vec<Vec<String>> = krs
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            k.id.clone(),
+                            k.pod.clone(),
+                            k.metric.clone(),
+                            number(k.baseline),
+                            k.current.map_or_else(|| "-".into(), number),
+                            number(k.target),
+                            k.progress()
+                                .map_or_else(|| "-".into(), |p| format!("{:.0}%", p * 100.0)),
+                            if k.current.is_some() && k.updated_at_ms > 0 {
+                                model::calendar::format_date(k.updated_at_ms)
+                            } else {
+                                "never".into()
+                            },
+                        ]
+                    })
+                    .collect();
+                context.table(
+                    &[
+                        "ID", "POD", "METRIC", "BASELINE", "CURRENT", "TARGET", "PROGRESS",
+                        "MEASURED",
+                    ],
+                    &rows,
+                );
             })?;
             Ok(exit::OK)
         }

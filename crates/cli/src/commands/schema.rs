@@ -164,10 +164,37 @@ pub fn schema(context: &Context, node: &mut Node, command: SchemaCommand) -> any
             let value =
                 serde_json::json!({ "schemas": view.schemas, "proposals": view.schema_proposals });
             context.print(&value, |_| {
-                for (key, s) in view.schemas.iter().chain(&view.schema_proposals) {
-                    let props: Vec<String> = s.properties.iter().map(|p| p.name.clone()).collect();
-                    outln!(context, "{key:<32} {:?}  [{}]", s.status, props.join(", "));
-                }
+                // Proposals already approved are shown once, as approved.
+                let pending = view.schema_proposals.values().filter(|p| {
+                    !view
+                        .schemas
+                        .values()
+                        .any(|s| s.event == p.event && s.version == p.version)
+                });
+                let rows: Vec<Vec<String>> = view
+                    .schemas
+                    .values()
+                    .chain(pending)
+                    .map(|s| {
+                        let props: Vec<&str> =
+                            s.properties.iter().map(|p| p.name.as_str()).collect();
+                        vec![
+                            s.event.clone(),
+                            s.version.to_string(),
+                            lowercase(&s.status),
+                            if s.retention_days == 0 {
+                                "-".into()
+                            } else {
+                                format!("{} days", s.retention_days)
+                            },
+                            props.join(", "),
+                        ]
+                    })
+                    .collect();
+                context.table(
+                    &["EVENT", "VERSION", "STATUS", "RETENTION", "PROPERTIES"],
+                    &rows,
+                );
             })?;
             Ok(exit::OK)
         }
@@ -272,11 +299,69 @@ pub fn metric(context: &Context, node: &mut Node, command: MetricCommand) -> any
             let value =
                 serde_json::json!({ "metrics": view.metrics, "proposals": view.metric_proposals });
             context.print(&value, |_| {
-                for (key, m) in view.metrics.iter().chain(&view.metric_proposals) {
-                    outln!(context, "{key:<32} {:?}  {:?}", m.status, m.kind);
-                }
+                let pending = view
+                    .metric_proposals
+                    .values()
+                    .filter(|p| !view.metrics.contains_key(&p.key));
+                let rows: Vec<Vec<String>> = view
+                    .metrics
+                    .values()
+                    .chain(pending)
+                    .map(|m| {
+                        let (kind, measures, window) = describe(&m.kind);
+                        vec![
+                            m.key.clone(),
+                            lowercase(&m.status),
+                            kind.to_owned(),
+                            measures,
+                            format!("{window} days"),
+                        ]
+                    })
+                    .collect();
+                context.table(&["KEY", "STATUS", "TYPE", "MEASURES", "WINDOW"], &rows);
             })?;
             Ok(exit::OK)
         }
+    }
+}
+
+/// A unit enum as the CLI takes it (its serde name: `approved`, `binomial`).
+fn lowercase(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// A metric's type, what it measures, and its window in days.
+fn describe(kind: &model::MetricKind) -> (&'static str, String, u32) {
+    let of = |event: &str, property: &Option<String>| match property {
+        Some(property) => format!("{event}.{property}"),
+        None => format!("{event} (count)"),
+    };
+    match kind {
+        model::MetricKind::Binomial { event, window_days } => {
+            ("binomial", event.clone(), *window_days)
+        }
+        model::MetricKind::Mean {
+            event,
+            property,
+            window_days,
+        } => ("mean", of(event, property), *window_days),
+        model::MetricKind::Ratio {
+            numerator_event,
+            numerator_property,
+            denominator_event,
+            denominator_property,
+            window_days,
+        } => (
+            "ratio",
+            format!(
+                "{} / {}",
+                of(numerator_event, numerator_property),
+                of(denominator_event, denominator_property)
+            ),
+            *window_days,
+        ),
     }
 }
