@@ -139,3 +139,62 @@ fn completions_and_the_manual_page_come_from_the_command_definitions() {
         "an unknown shell is bad input"
     );
 }
+
+/// `peers` shows when a peer's changes last arrived by push, not "never" because no pull was needed; an expired
+/// ticket's error gives its date.
+#[test]
+fn peers_show_pushes_and_an_expired_ticket_gives_its_date() {
+    let (council, _council_node) = support::found("Council");
+    let (emea, _emea_node) = support::invite_and_join(&council, "pod", "emea");
+    emea.json(&[
+        "learnings",
+        "add",
+        "--title",
+        "Pushed",
+        "--body",
+        "it arrives by push",
+    ]);
+    let started = std::time::Instant::now();
+    loop {
+        let peers = council.json(&["peers"]);
+        let pushed = peers["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["last_push_ms"].is_u64() && p["accepted"].as_u64() > Some(0));
+        if pushed {
+            break;
+        }
+        assert!(
+            started.elapsed() < support::WAIT,
+            "no push recorded: {peers:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let text = String::from_utf8_lossy(&council.run(&["peers"]).stdout).into_owned();
+    assert!(
+        text.contains("LAST PUSH") && text.contains(" s ago"),
+        "{text}"
+    );
+
+    let ticket = council.run(&[
+        "invite",
+        "--role",
+        "pod",
+        "--name",
+        "apac",
+        "--expires",
+        "1s",
+    ]);
+    let ticket = String::from_utf8_lossy(&ticket.stdout).trim().to_owned();
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    let late = Node::init("Apac");
+    let output = late.run(&["join", &ticket]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("expired at 20"),
+        "a date, not Unix ms: {stderr}"
+    );
+    assert!(!stderr.contains("Unix ms"), "{stderr}");
+}

@@ -72,6 +72,9 @@ pub struct PeerStatus {
     pub connected: bool,
     /// When a pull from it last completed (Unix ms).
     pub last_sync_ms: Option<u64>,
+    /// When a push of its changes last arrived (Unix ms).
+    #[serde(default)]
+    pub last_push_ms: Option<u64>,
     /// Changes accepted from it.
     pub accepted: u64,
     /// Changes from it that were rejected.
@@ -1182,6 +1185,7 @@ impl Actor {
                     role: role.clone(),
                     connected: true,
                     last_sync_ms: sync.and_then(|s| s.last_sync_ms),
+                    last_push_ms: sync.and_then(|s| s.last_push_ms),
                     accepted: sync.map_or(0, |s| s.accepted),
                     rejected: sync.map_or(0, |s| s.rejected),
                 })

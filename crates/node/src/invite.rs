@@ -71,7 +71,10 @@ pub enum TicketError {
     #[error("the ticket's signature does not verify")]
     BadSignature,
     /// Past its expiry.
-    #[error("the ticket expired at {expires_at_ms} (Unix ms)")]
+    #[error(
+        "the ticket expired at {}; ask the council for a new one (`growthmesh invite --expires 7d ...`)",
+        model::time::format_rfc3339(*expires_at_ms)
+    )]
     Expired {
         /// When it expired.
         expires_at_ms: i64,

@@ -476,7 +476,7 @@ fn a_push_that_arrives_before_its_dependency_waits_then_pulls_it() {
         .receive(push.response.envelopes.clone())
         .expect("federated");
     assert_eq!(receipt.pending, 1);
-    syncer.after_push(0, &push, &puller.replica, 0);
+    syncer.after_push(0, &push, (0, 0), &puller.replica, 0);
     assert!(syncer.has_deferred());
     assert!(
         syncer.followups(&puller.replica, 100).is_empty(),

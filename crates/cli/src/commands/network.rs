@@ -238,17 +238,39 @@ pub fn peers(context: &Context) -> anyhow::Result<u8> {
                     "the node is not running (start it with `growthmesh node`)"
                 );
             }
-            for peer in &network.peers {
-                let last = peer
-                    .last_sync_ms
-                    .map(|ms| format!("{}s ago", (now_ms() as u64).saturating_sub(ms) / 1000))
-                    .unwrap_or_else(|| "never".into());
-                outln!(
-                    context,
-                    "{} {:<8} {:<16} last sync {last}",
-                    peer.peer_id,
-                    peer.role,
-                    peer.name
+            let ago = |ms: Option<u64>| {
+                ms.map_or_else(
+                    || "never".to_owned(),
+                    |ms| format!("{} s ago", (now_ms() as u64).saturating_sub(ms) / 1000),
+                )
+            };
+            let rows: Vec<Vec<String>> = network
+                .peers
+                .iter()
+                .map(|peer| {
+                    vec![
+                        peer.name.clone(),
+                        peer.role.clone(),
+                        ago(peer.last_sync_ms),
+                        ago(peer.last_push_ms),
+                        peer.accepted.to_string(),
+                        peer.rejected.to_string(),
+                        peer.peer_id.clone(),
+                    ]
+                })
+                .collect();
+            if context.network.is_some() {
+                context.table(
+                    &[
+                        "NAME",
+                        "ROLE",
+                        "LAST PULL",
+                        "LAST PUSH",
+                        "ACCEPTED",
+                        "REJECTED",
+                        "PEER",
+                    ],
+                    &rows,
                 );
             }
         },

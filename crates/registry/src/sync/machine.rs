@@ -586,7 +586,13 @@ impl<P: Ord + Clone> SyncMachine<P> {
         now_ms: u64,
     ) {
         self.judge(&from, absorbed);
-        self.pulls.after_push(from, push, replica, now_ms);
+        self.pulls.after_push(
+            from,
+            push,
+            (absorbed.accepted, absorbed.rejected),
+            replica,
+            now_ms,
+        );
     }
 
     fn judge(&mut self, from: &P, absorbed: Absorbed) {

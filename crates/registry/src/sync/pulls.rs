@@ -117,6 +117,8 @@ pub struct PeerSync {
     pub rounds: u32,
     /// When a pull last completed.
     pub last_sync_ms: Option<u64>,
+    /// When a push from this peer last arrived.
+    pub last_push_ms: Option<u64>,
     /// Changes accepted from this peer.
     pub accepted: u64,
     /// Changes from this peer that were rejected.
@@ -249,8 +251,18 @@ impl<P: Ord + Clone> Syncer<P> {
     /// After the caller fed a push's envelopes to the replica: notes the pusher's heads it names, and when something
     /// is still missing (dependencies the push did not carry, heads of the pusher's), schedules a pull from the
     /// pusher for the end of the grace period ([`Syncer::followups`] sends it if it is still needed).
-    pub fn after_push(&mut self, peer: P, push: &Push, replica: &Replica, now_ms: u64) {
+    pub fn after_push(
+        &mut self,
+        peer: P,
+        push: &Push,
+        (accepted, rejected): (usize, usize),
+        replica: &Replica,
+        now_ms: u64,
+    ) {
         let state = self.peers.entry(peer.clone()).or_default();
+        state.last_push_ms = Some(now_ms);
+        state.accepted += accepted as u64;
+        state.rejected += rejected as u64;
         if !push.response.heads.is_empty() {
             Self::learn_heads(state, &push.response.heads, replica);
         }
