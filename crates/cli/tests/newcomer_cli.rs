@@ -176,6 +176,18 @@ fn peers_show_pushes_and_an_expired_ticket_gives_its_date() {
         text.contains("LAST PUSH") && text.contains(" s ago"),
         "{text}"
     );
+    // Levels are gauges, totals counters, and the network layer's own counters are there.
+    let (code, metrics) = council.get("/metrics");
+    assert_eq!(code, 200);
+    for expected in [
+        "# TYPE growthmesh_peers_connected gauge",
+        "# TYPE growthmesh_changes gauge",
+        "growthmesh_remote_changes_accepted_total ",
+        "growthmesh_net_penalties_total ",
+        "growthmesh_net_requests_refused_total{reason=\"not_member\"} ",
+    ] {
+        assert!(metrics.contains(expected), "{expected} missing:\n{metrics}");
+    }
 
     let ticket = council.run(&[
         "invite",

@@ -356,9 +356,7 @@ impl Actor {
                 Input::Status { reply } => {
                     let _ = reply.send((self.status(), self.node.heads()));
                 }
-                Input::Metrics { reply } => {
-                    let _ = reply.send(self.metrics_text());
-                }
+                Input::Metrics { reply } => self.on_metrics(reply),
                 Input::Block { peers, reply } => self.on_block(peers, reply),
                 Input::Publish {
                     topic,
@@ -1228,81 +1226,136 @@ impl Actor {
             .collect()
     }
 
-    fn metrics_text(&self) -> String {
-        let mut out = String::new();
-        let mut line = |name: &str, help: &str, value: u64| {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
-            ));
-        };
-        line(
-            "growthmesh_changes",
-            "Accepted registry changes held.",
-            self.node.replica().len() as u64,
-        );
-        line(
-            "growthmesh_pending_changes",
-            "Changes waiting for dependencies.",
-            self.node.replica().pending_len() as u64,
-        );
-        line(
-            "growthmesh_peers_connected",
-            "Connected peers.",
-            self.connected.len() as u64,
-        );
-        line(
-            "growthmesh_remote_changes_accepted_total",
-            "Changes accepted from peers.",
-            self.metrics.accepted_remote,
-        );
-        line(
-            "growthmesh_sync_bytes_received_total",
-            "Sync bytes received.",
-            self.metrics.bytes_in,
-        );
-        line(
-            "growthmesh_sync_bytes_sent_total",
-            "Sync bytes sent.",
-            self.metrics.bytes_out,
-        );
-        line(
-            "growthmesh_sync_round_trips_total",
-            "Pull round trips.",
-            self.metrics.round_trips,
-        );
-        line(
-            "growthmesh_sync_requests_served_total",
-            "Pull requests answered.",
-            self.metrics.requests_served,
-        );
-        line(
-            "growthmesh_peer_penalties_total",
-            "Penalties given to peers.",
-            self.metrics.penalties,
-        );
-        line(
-            "growthmesh_scorecards_accepted_total",
-            "Scorecard snapshots kept from peers.",
-            self.metrics.scorecards_accepted,
-        );
-        line(
-            "growthmesh_events_purged_total",
-            "Raw events deleted past their schema's retention.",
-            self.metrics.events_purged,
-        );
-        out.push_str("# HELP growthmesh_scorecards_refused_total Scorecard snapshots refused, by reason.\n# TYPE growthmesh_scorecards_refused_total counter\n");
-        for (reason, count) in &self.metrics.scorecards_refused {
-            out.push_str(&format!(
-                "growthmesh_scorecards_refused_total{{reason=\"{reason}\"}} {count}\n"
-            ));
-        }
-        out.push_str("# HELP growthmesh_rejected_changes_total Changes from peers rejected, by reason.\n# TYPE growthmesh_rejected_changes_total counter\n");
-        for (reason, count) in &self.metrics.rejections {
-            out.push_str(&format!(
-                "growthmesh_rejected_changes_total{{reason=\"{reason}\"}} {count}\n"
-            ));
-        }
-        out
+    /// The actor's part of a `/metrics` scrape (the network layer's counters are added by [`Actor::on_metrics`]).
+    fn scrape(&self) -> crate::metrics::Scrape {
+        let mut scrape = crate::metrics::Scrape::default();
+        let m = &self.metrics;
+        scrape
+            .gauge(
+                "growthmesh_changes",
+                "Accepted registry changes held.",
+                self.node.replica().len() as u64,
+            )
+            .gauge(
+                "growthmesh_pending_changes",
+                "Changes waiting for dependencies.",
+                self.node.replica().pending_len() as u64,
+            )
+            .gauge(
+                "growthmesh_peers_connected",
+                "Connected peers.",
+                self.connected.len() as u64,
+            )
+            .counter(
+                "growthmesh_remote_changes_accepted",
+                "Changes accepted from peers.",
+                m.accepted_remote,
+            )
+            .counter(
+                "growthmesh_sync_bytes_received",
+                "Sync bytes received.",
+                m.bytes_in,
+            )
+            .counter(
+                "growthmesh_sync_bytes_sent",
+                "Sync bytes sent.",
+                m.bytes_out,
+            )
+            .counter(
+                "growthmesh_sync_round_trips",
+                "Pull round trips.",
+                m.round_trips,
+            )
+            .counter(
+                "growthmesh_sync_requests_served",
+                "Pull requests answered.",
+                m.requests_served,
+            )
+            .counter(
+                "growthmesh_duplicate_envelopes",
+                "Envelopes received that were already held.",
+                m.duplicates,
+            )
+            .counter(
+                "growthmesh_peer_penalties",
+                "Penalties the sync layer gave peers.",
+                m.penalties,
+            )
+            .counter(
+                "growthmesh_scorecards_accepted",
+                "Scorecard snapshots kept from peers.",
+                m.scorecards_accepted,
+            )
+            .counter(
+                "growthmesh_events_purged",
+                "Raw events deleted past their schema's retention.",
+                m.events_purged,
+            )
+            .family(
+                "growthmesh_scorecards_refused",
+                "Scorecard snapshots refused, by reason.",
+                "reason",
+                m.scorecards_refused
+                    .iter()
+                    .map(|(reason, n)| ((*reason).to_owned(), *n)),
+            )
+            .family(
+                "growthmesh_rejected_changes",
+                "Changes from peers rejected, by reason.",
+                "reason",
+                m.rejections.iter().map(|(reason, n)| (reason.clone(), *n)),
+            );
+        scrape
+    }
+
+    /// Answers a scrape: the actor's numbers now, then the network layer's counters (asked of its event loop).
+    fn on_metrics(&self, reply: oneshot::Sender<String>) {
+        let mut scrape = self.scrape();
+        let client = self.client.clone();
+        self.runtime.spawn(async move {
+            match client.counters().await {
+                Ok(c) => {
+                    scrape
+                        .counter(
+                            "growthmesh_net_penalties",
+                            "Penalties given to peers by the network layer (the sync layer's included).",
+                            c.penalties,
+                        )
+                        .counter(
+                            "growthmesh_net_frames_invalid",
+                            "Oversized or malformed sync frames received.",
+                            c.frames_invalid,
+                        )
+                        .counter(
+                            "growthmesh_net_gossip_rejected",
+                            "Gossip messages rejected (non-member source, oversized, unsigned, unknown topic).",
+                            c.gossip_rejected,
+                        )
+                        .counter(
+                            "growthmesh_net_events_dropped",
+                            "Network events dropped because the node was busy.",
+                            c.events_dropped,
+                        )
+                        .counter(
+                            "growthmesh_net_connections_refused",
+                            "Inbound connections refused when they opened.",
+                            c.connections_refused,
+                        )
+                        .family(
+                            "growthmesh_net_requests_refused",
+                            "Inbound requests refused, by reason.",
+                            "reason",
+                            [
+                                ("not_member".to_owned(), c.requests_refused_not_member),
+                                ("rate_limited".to_owned(), c.requests_refused_rate_limited),
+                                ("busy".to_owned(), c.requests_refused_busy),
+                            ],
+                        );
+                }
+                Err(error) => tracing::debug!(%error, "network counters unavailable"),
+            }
+            let _ = reply.send(scrape.encode());
+        });
     }
 }
 

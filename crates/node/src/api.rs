@@ -69,7 +69,7 @@ async fn ask<T>(
 
 async fn metrics(State(state): State<ApiState>) -> Response {
     match ask(&state, |reply| Input::Metrics { reply }).await {
-        Ok(text) => ([("content-type", "text/plain; version=0.0.4")], text).into_response(),
+        Ok(text) => ([("content-type", crate::metrics::CONTENT_TYPE)], text).into_response(),
         Err(response) => response,
     }
 }

@@ -7,7 +7,9 @@
 //! - `daemon.rs`: `growthmesh node`: opens the node, starts the network and the local API, runs the actor.
 //! - `actor.rs`: the one thread that owns the [`Node`] while the daemon runs: network events, sync, invites,
 //!   CLI commands arriving over the API, announcements.
-//! - `api.rs`: the local HTTP API (axum): `/health`, `/metrics`, `/v1/status`, `/v1/exec`.
+//! - `api.rs`: the local HTTP API (axum): `/health`, `/metrics`, `/v1/status`, `/v1/exec`, `/v1/events`,
+//!   `/v1/block`, `/v1/publish`.
+//! - `metrics.rs`: `/metrics` in the OpenMetrics text format (prometheus-client): gauges, counters, families.
 //! - `remote.rs`: the CLI side: find a running daemon for a data dir and hand it a command.
 //! - `events.rs`: event ingestion into the store, the quarantine, and experiment analysis over stored events.
 //! - `okr.rs`: live key results: this pod's key results measured over its own events and published signed.
@@ -26,6 +28,7 @@ pub mod daemon;
 pub mod events;
 mod exchange;
 pub mod invite;
+pub mod metrics;
 pub mod nat;
 pub mod okr;
 pub mod remote;
