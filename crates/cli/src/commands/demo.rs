@@ -25,7 +25,8 @@ pub struct DemoArgs {
     /// Exit when the demo is done (the offline demo always does; accepted for scripts).
     #[arg(long)]
     pub exit: bool,
-    /// Seed of the delivery shuffle (default: random, printed).
+    /// With `--offline`: seed of the bundle delivery shuffle (default: random, printed). The network demo's order
+    /// is the network's.
     #[arg(long)]
     pub seed: Option<u64>,
     /// Keep the data dirs here instead of a temp dir.
@@ -56,6 +57,11 @@ pub fn run(args: DemoArgs, json: bool) -> anyhow::Result<u8> {
         }
     };
     if !args.offline {
+        if args.seed.is_some() {
+            tracing::warn!(
+                "--seed replays the offline demo's shuffle; the network demo's order is the network's (add --offline)"
+            );
+        }
         say(format!(
             "growthmesh demo: five nodes on loopback, data dirs under {}",
             root.display()
@@ -172,8 +178,9 @@ fn quarter_of_work(replicas: &mut [Replica], say: &impl Fn(String)) -> anyhow::R
         (
             3,
             "signup-short-form-us",
-            "if we cut the signup form to two fields then activation rises because fewer steps lose fewer users in the us",
-            "us",
+            "if we cut the signup form to two fields then activation rises because fewer steps lose fewer users everywhere",
+            // Every region: it can hold the EMEA experiment's users, so governance flags the two as overlapping.
+            "",
             3_000.0,
         ),
     ];
@@ -217,7 +224,7 @@ fn quarter_of_work(replicas: &mut [Replica], say: &impl Fn(String)) -> anyhow::R
             hypothesis: Hypothesis::parse(hypothesis),
             funnel_stage: model::FunnelStage::Activation,
             audience: Audience {
-                region: Some(region.into()),
+                region: (!region.is_empty()).then(|| region.into()),
                 segment: Some("new-teams".into()),
             },
             variants: vec![
@@ -402,8 +409,14 @@ fn report(
     let heads: Vec<Vec<String>> = replicas.iter().map(|r| r.node.heads()).collect();
     let converged = heads.windows(2).all(|w| w[0] == w[1]);
     let view = replicas[0].node.view();
+    let overlapping = governance::Governance::derive(&view)
+        .experiments
+        .values()
+        .filter(|e| !e.overlaps.is_empty())
+        .count();
     if json {
         let value = serde_json::json!({
+            "overlapping": overlapping,
             "converged": converged,
             "seed": seed,
             "replicas": replicas.iter().map(|r| serde_json::json!({"name": r.name, "changes": r.node.replica().len(), "heads": r.node.heads()})).collect::<Vec<_>>(),
@@ -420,11 +433,7 @@ fn report(
             "-- registry: {} members, {} experiments ({} flagged as overlapping), {} approved schemas, {} learnings",
             view.members.len(),
             view.experiments.len(),
-            governance::Governance::derive(&view)
-                .experiments
-                .values()
-                .filter(|e| !e.overlaps.is_empty())
-                .count(),
+            overlapping,
             view.schemas.len(),
             view.learnings.len()
         );

@@ -601,7 +601,21 @@ pub fn generate(args: GenerateArgs, json: bool) -> anyhow::Result<u8> {
         let file = File::create(&args.out)
             .map_err(|e| input_error(format!("--out {}: {e}", args.out.display())))?;
         let gz = args.out.extension().is_some_and(|e| e == "gz");
-        let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
+        // Bytes written so far, on stderr when it is a terminal and the output is not JSON.
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let progress = ProgressBar::with_draw_target(
+            None,
+            if terminal && !json {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            },
+        );
+        progress.set_style(
+            ProgressStyle::with_template("{spinner} {bytes} written ({bytes_per_sec})")
+                .expect("the template is valid"),
+        );
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, progress.wrap_write(file));
         let written = if gz {
             let mut encoder = flate2::write::GzEncoder::new(&mut out, flate2::Compression::fast());
             let written = analysis::generate::generate(&config, &mut encoder)?;
@@ -610,6 +624,7 @@ pub fn generate(args: GenerateArgs, json: bool) -> anyhow::Result<u8> {
         } else {
             analysis::generate::generate(&config, &mut out)?
         };
+        progress.finish_and_clear();
         std::io::Write::flush(&mut out)
             .with_context(|| format!("writing {}", args.out.display()))?;
         written
