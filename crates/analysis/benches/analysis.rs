@@ -16,8 +16,8 @@ use model::{
     Direction, EventSchema, Experiment, MetricDefinition, MetricKind, RegistryView, StandardStatus,
     Variant,
 };
-use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 const START_MS: i64 = 1_735_689_600_000;
 
@@ -139,7 +139,7 @@ fn view() -> RegistryView {
 
 /// Users (sorted ids), their exposures, and the metric events per name in store order.
 fn data(users: u32, seed: u64) -> (Vec<String>, Vec<(i64, u8)>, Vec<Stream>) {
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let ids: Vec<String> = (0..users).map(|i| format!("user-{i:08}")).collect();
     let exposures: Vec<(i64, u8)> = (0..users)
         .map(|_| {
@@ -251,14 +251,27 @@ fn baseline(plan: &Plan, ids: &[String], exposures: &[(i64, u8)], streams: &[Str
     total
 }
 
+#[derive(clap::Parser)]
+#[command(
+    about = "analysis of an experiment over stored events against a baseline pass over the same data"
+)]
+struct Args {
+    /// Exposed users (default 1,000,000; 100,000 with --quick).
+    #[arg(long)]
+    users: Option<u32>,
+    /// A smaller run.
+    #[arg(long)]
+    quick: bool,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let users: u32 = args
-        .windows(2)
-        .find(|w| w[0] == "--users")
-        .map(|w| w[1].parse().expect("--users takes a number"))
-        .unwrap_or(if quick { 100_000 } else { 1_000_000 });
+    let args: Args = clap::Parser::parse();
+    let users = args
+        .users
+        .unwrap_or(if args.quick { 100_000 } else { 1_000_000 });
     let view = view();
     let plan = Plan::new(
         &view,

@@ -17,41 +17,39 @@ use model::{
     Audience, Budget, Experiment, ExperimentStatus, Hypothesis, Member, NamespaceRange,
     RegistryView, Role, Variant,
 };
-use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
+#[derive(clap::Parser)]
+#[command(
+    about = "governance at scale: overlap detection per new experiment, and the full recomputation"
+)]
 struct Args {
+    /// Experiments in the registry.
+    #[arg(long, default_value_t = 10_000)]
     experiments: usize,
+    /// New experiments checked for overlaps.
+    #[arg(long, default_value_t = 200)]
     candidates: usize,
+    /// Seed of the generated registry (ChaCha8).
+    #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 fn args() -> Args {
-    let mut args = Args {
-        experiments: 10_000,
-        candidates: 200,
-        seed: 42,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().and_then(|v| v.parse::<u64>().ok());
-        match flag.as_str() {
-            "--experiments" => args.experiments = value().expect("--experiments N") as usize,
-            "--candidates" => args.candidates = value().expect("--candidates N") as usize,
-            "--seed" => args.seed = value().expect("--seed N"),
-            _ => {} // cargo bench passes --bench
-        }
-    }
-    args
+    clap::Parser::parse()
 }
 
-fn word(rng: &mut StdRng) -> String {
+fn word(rng: &mut ChaCha8Rng) -> String {
     // Skewed: low ranks are common (a rough Zipf by squaring a uniform draw).
     let u: f64 = rng.random();
     format!("w{}", (u * u * 1_500.0) as usize)
 }
 
-fn experiment(rng: &mut StdRng, i: usize) -> Experiment {
+fn experiment(rng: &mut ChaCha8Rng, i: usize) -> Experiment {
     let words: Vec<String> = (0..rng.random_range(8..=14)).map(|_| word(rng)).collect();
     let month = rng.random_range(1..=12);
     let day = rng.random_range(1..=28);
@@ -152,7 +150,7 @@ fn per(total: Duration, n: usize) -> f64 {
 
 fn main() {
     let args = args();
-    let mut rng = StdRng::seed_from_u64(args.seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let registered: Vec<Experiment> = (0..args.experiments)
         .map(|i| experiment(&mut rng, i))
         .collect();

@@ -47,14 +47,25 @@ fn approve_schemas(node: &mut Node) {
     }
 }
 
+#[derive(clap::Parser)]
+#[command(about = "ingest throughput against plain sled writes of the same keys")]
+struct Args {
+    /// Lines to generate and ingest (default 1,000,000; 100,000 with --quick).
+    #[arg(long)]
+    events: Option<u64>,
+    /// A smaller run.
+    #[arg(long)]
+    quick: bool,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let events: u64 = args
-        .windows(2)
-        .find(|w| w[0] == "--events")
-        .map(|w| w[1].parse().expect("--events takes a number"))
-        .unwrap_or(if quick { 100_000 } else { 1_000_000 });
+    let args: Args = clap::Parser::parse();
+    let events = args
+        .events
+        .unwrap_or(if args.quick { 100_000 } else { 1_000_000 });
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("events.jsonl");
 

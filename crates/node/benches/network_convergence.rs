@@ -305,6 +305,22 @@ fn wait_connected(remotes: &[Remote]) {
     panic!("nodes did not connect within 30 s");
 }
 
+#[derive(clap::Parser)]
+#[command(
+    about = "signed changes written across N nodes on loopback: bytes, round trips, convergence"
+)]
+struct Args {
+    /// Node counts to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "8,32")]
+    nodes: Vec<usize>,
+    /// Signed changes written in all.
+    #[arg(long, default_value_t = 10_000)]
+    changes: usize,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
 fn main() {
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
@@ -312,20 +328,11 @@ fn main() {
             .with_writer(std::io::stderr)
             .init();
     }
-    let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let node_counts: Vec<usize> = value("--nodes")
-        .unwrap_or_else(|| "8,32".into())
-        .split(',')
-        .map(|n| n.parse().expect("--nodes: comma-separated counts"))
-        .collect();
-    let changes: usize =
-        value("--changes").map_or(10_000, |c| c.parse().expect("--changes: a count"));
+    let Args {
+        nodes: node_counts,
+        changes,
+        ..
+    } = clap::Parser::parse();
     println!(
         "network convergence: {changes} signed changes written across N nodes on loopback (one process)"
     );

@@ -44,65 +44,52 @@ const PARTNER: &str = "acme";
 const QUARTER: &str = "2026Q4";
 const START_MS: i64 = 1_790_000_000_000;
 
+#[derive(clap::Parser)]
+#[command(
+    about = "registry import: durable Node::import against automerge's own load, and envelope overhead"
+)]
 struct Args {
+    /// Changes in the generated history (at least 200).
+    #[arg(long, default_value_t = 100_000)]
     changes: usize,
+    /// Seed of the generated history.
+    #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Authors exchange their changes every this many writes.
+    #[arg(long, default_value_t = 250)]
     exchange_every: usize,
+    /// Changes in the incremental-import tail.
+    #[arg(long, default_value_t = 5_000)]
     tail: usize,
+    /// Repetitions of each measurement (the best is reported).
+    #[arg(long, default_value_t = 1)]
     reps: usize,
+    /// Break the import down by phase.
+    #[arg(long)]
     breakdown: bool,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        changes: 100_000,
-        seed: 42,
-        exchange_every: 250,
-        tail: 5_000,
-        reps: 1,
-        breakdown: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
-            None => (arg.clone(), None),
-        };
-        let mut number = |name: &str| -> u64 {
-            inline
-                .clone()
-                .or_else(|| it.next())
-                .and_then(|v| v.replace('_', "").parse().ok())
-                .unwrap_or_else(|| panic!("{name} takes a number"))
-        };
-        match flag.as_str() {
-            "--changes" => args.changes = number("--changes") as usize,
-            "--seed" => args.seed = number("--seed"),
-            "--exchange-every" => {
-                args.exchange_every = (number("--exchange-every") as usize).max(1)
-            }
-            "--tail" => args.tail = number("--tail") as usize,
-            "--reps" => args.reps = (number("--reps") as usize).max(1),
-            "--breakdown" => args.breakdown = true,
-            // `cargo bench` passes `--bench`; a positional argument would be a criterion-style filter.
-            "--bench" => {}
-            other => eprintln!("ignoring argument `{other}`"),
-        }
-    }
+    let mut args: Args = clap::Parser::parse();
     assert!(args.changes >= 200, "--changes must be at least 200");
+    args.exchange_every = args.exchange_every.max(1);
+    args.reps = args.reps.max(1);
     args
 }
 
-/// SplitMix64: small, seeded, and the same on every platform.
-struct Rng(u64);
+/// The history's randomness: ChaCha8, seeded, the same on every platform.
+struct Rng(rand_chacha::ChaCha8Rng);
 
 impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(rand::SeedableRng::seed_from_u64(seed))
+    }
+
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        rand::Rng::next_u64(&mut self.0)
     }
 
     fn below(&mut self, n: usize) -> usize {
@@ -177,7 +164,7 @@ impl Clock {
 }
 
 fn generate(args: &Args) -> Federation {
-    let mut rng = Rng(args.seed);
+    let mut rng = Rng::new(args.seed);
     let mut clock = Clock(START_MS);
     let council_key = Keypair::from_seed(rng.seed());
     let council_hex = council_key.public().to_hex();

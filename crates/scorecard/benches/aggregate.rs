@@ -17,13 +17,20 @@ use model::okr::Quarter;
 use model::{RegistryView, Role};
 use scorecard::{Board, Dashboard, Metric, Snapshot, company, sign};
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+#[derive(clap::Parser)]
+#[command(
+    about = "a council aggregating pods that publish every second: CPU share and p95 latency"
+)]
+struct Args {
+    /// Pods publishing.
+    #[arg(long, default_value_t = 200)]
+    pods: usize,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 20)]
+    seconds: usize,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 fn snapshot(pod: usize, second: usize, start_ms: i64) -> Snapshot {
@@ -71,8 +78,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let pods = arg("--pods", 200);
-    let seconds = arg("--seconds", 20);
+    let Args { pods, seconds, .. } = clap::Parser::parse();
     let keys: Vec<Keypair> = (0..pods)
         .map(|i| {
             let mut seed = [0u8; 32];

@@ -101,20 +101,26 @@ fn exponent(ratio: f64, n: usize, n0: usize) -> f64 {
     ratio.ln() / (n as f64 / n0 as f64).ln()
 }
 
+#[derive(clap::Parser)]
+#[command(about = "the deterministic simulator at scale: seconds of work per simulated minute")]
+struct Args {
+    /// Node counts to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
+    nodes: Vec<usize>,
+    /// Scenario seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let counts: Vec<usize> = value("--nodes")
-        .unwrap_or_else(|| "100,1000,5000".into())
-        .split(',')
-        .map(|n| n.parse().expect("--nodes: comma-separated counts"))
-        .collect();
-    let seed: u64 = value("--seed").map_or(1, |s| s.parse().expect("--seed: a number"));
+    let Args {
+        nodes: counts,
+        seed,
+        ..
+    } = clap::Parser::parse();
     let minutes = DURATION_MS as f64 / 60_000.0;
     println!(
         "deterministic mode at scale (seed {seed}): {} simulated s, split {}-{} s, writes stop at the heal",
