@@ -1,104 +1,12 @@
 //! Event ingestion, the quarantine, analysis and conclusion through the real `growthmesh` binary: a council and a
 //! pod on temp data dirs, exchanging bundles.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod support;
+
+use std::path::PathBuf;
 
 use serde_json::Value;
-
-fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_growthmesh"));
-    command
-        .env_remove("GROWTHMESH_DATA_DIR")
-        .env("RUST_LOG", "warn");
-    command
-}
-
-/// One data dir, removed with its temp dir.
-struct Node {
-    _temp: tempfile::TempDir,
-    dir: PathBuf,
-    public_key: String,
-}
-
-impl Node {
-    fn init(name: &str) -> Self {
-        let temp = tempfile::tempdir().expect("temp dir");
-        let mut node = Self {
-            dir: temp.path().join("data"),
-            _temp: temp,
-            public_key: String::new(),
-        };
-        let identity = node.json(&["init", "--name", name]);
-        node.public_key = identity["public_key"].as_str().expect("a key").to_owned();
-        node
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.parent().expect("a parent").join(name)
-    }
-
-    fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut command = binary();
-        command.arg("--data-dir").arg(&self.dir).args(args);
-        let Some(input) = stdin else {
-            return command.output().expect("the binary runs");
-        };
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary runs");
-        child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(input)
-            .expect("stdin takes the input");
-        child.wait_with_output().expect("the binary ends")
-    }
-
-    /// Runs with `--json`, expects exit status `code`, returns the JSON printed and stderr.
-    fn json_status(&self, args: &[&str], code: i32, stdin: Option<&[u8]>) -> (Value, String) {
-        let mut argv = args.to_vec();
-        argv.push("--json");
-        let output = self.run(&argv, stdin);
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert_eq!(
-            output.status.code(),
-            Some(code),
-            "{argv:?}\nstdout: {}\nstderr: {stderr}",
-            String::from_utf8_lossy(&output.stdout)
-        );
-        let value = if output.stdout.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&output.stdout).expect("one JSON document")
-        };
-        (value, stderr)
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        self.json_status(args, 0, None).0
-    }
-
-    fn export(&self, name: &str) -> PathBuf {
-        let out = self.file(name);
-        self.json(&["registry", "export", "--out", path(&out)]);
-        out
-    }
-
-    fn import(&self, bundle: &Path) {
-        let report = self.json(&["registry", "import", path(bundle)]);
-        assert_eq!(report["rejected"], Value::Array(Vec::new()), "{report}");
-    }
-}
-
-fn path(path: &Path) -> &str {
-    path.to_str().expect("temp paths are UTF-8")
-}
+use support::{Node, binary, path_str as path};
 
 /// A council and the `emea` pod; the pod proposed the schemas and metrics named, the council approved them, and
 /// the pod registered the experiment `checkout` (primary `conversion`, guardrail `pages`).
@@ -117,7 +25,7 @@ fn federation(schemas: &[&str]) -> (Node, Node) {
         "--pod",
         "emea",
     ]);
-    pod.import(&council.export("founding.gmb"));
+    pod.import_all(&council.export("founding.gmb"));
     for schema in schemas {
         let mut args = vec!["schema", "propose", "--event", schema];
         for (event, properties) in analysis::generate::SCHEMAS {
@@ -166,14 +74,14 @@ fn federation(schemas: &[&str]) -> (Node, Node) {
         "--weights",
         "0.4,0.6",
     ]);
-    council.import(&pod.export("pod.gmb"));
+    council.import_all(&pod.export("pod.gmb"));
     for schema in schemas {
         council.json(&["schema", "approve", schema]);
     }
     for metric in ["conversion", "pages", "signups"] {
         council.json(&["metric", "approve", metric]);
     }
-    pod.import(&council.export("standards.gmb"));
+    pod.import_all(&council.export("standards.gmb"));
     (council, pod)
 }
 
@@ -204,7 +112,7 @@ fn bad_lines_are_quarantined_and_released_after_their_schema_is_approved() {
             EXPOSURE,
         ],
     );
-    let (report, _) = pod.json_status(&["ingest", path(&file)], 3, None);
+    let (report, _) = pod.json_status(&["ingest", path(&file)], 3);
     assert_eq!(
         (
             &report["accepted"],
@@ -243,7 +151,7 @@ fn bad_lines_are_quarantined_and_released_after_their_schema_is_approved() {
     assert!(reason(6).contains("is not RFC 3339"), "{}", reason(6));
 
     // The same file again: nothing new, nothing counted twice, the quarantine holds each line once.
-    let (again, _) = pod.json_status(&["ingest", path(&file)], 3, None);
+    let (again, _) = pod.json_status(&["ingest", path(&file)], 3);
     assert_eq!(
         (&again["accepted"], &again["duplicates"]),
         (&Value::from(0), &Value::from(2))
@@ -263,10 +171,10 @@ fn bad_lines_are_quarantined_and_released_after_their_schema_is_approved() {
         "--property",
         "path:string",
     ]);
-    council.import(&pod.export("proposal.gmb"));
+    council.import_all(&pod.export("proposal.gmb"));
     council.json(&["schema", "approve", "Page Viewed"]);
-    pod.import(&council.export("approval.gmb"));
-    let (retried, _) = pod.json_status(&["quarantine", "retry"], 3, None);
+    pod.import_all(&council.export("approval.gmb"));
+    let (retried, _) = pod.json_status(&["quarantine", "retry"], 3);
     assert_eq!(
         (&retried["accepted"], &retried["quarantined"]),
         (&Value::from(1), &Value::from(4))
@@ -302,15 +210,15 @@ fn gzip_files_and_stdin_are_ingested() {
     );
 
     let input = format!("{ORDER}\n{PAGE}\n");
-    let (report, _) = pod.json_status(&["ingest", "-"], 0, Some(input.as_bytes()));
+    let report = pod.json_stdin(&["ingest", "-"], input.as_bytes());
     assert_eq!(report["accepted"], 2, "{report}");
-    let (again, _) = pod.json_status(&["ingest", "-"], 0, Some(input.as_bytes()));
+    let again = pod.json_stdin(&["ingest", "-"], input.as_bytes());
     assert_eq!(
         (&again["accepted"], &again["duplicates"]),
         (&Value::from(0), &Value::from(2))
     );
 
-    let missing = pod.run(&["ingest", path(&pod.file("nope.jsonl"))], None);
+    let missing = pod.run(&["ingest", path(&pod.file("nope.jsonl"))]);
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.jsonl: cannot open"));
 }
@@ -376,7 +284,7 @@ fn analysis_detects_a_lift_and_the_conclusion_replicates() {
         .sum();
     assert_eq!(users, 4000);
 
-    let text = pod.run(&["analyze", "checkout"], None);
+    let text = pod.run(&["analyze", "checkout"]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
         text.contains("verdict: ship") && text.contains("conversion (binomial"),
@@ -384,13 +292,13 @@ fn analysis_detects_a_lift_and_the_conclusion_replicates() {
     );
 
     // Only an experiment that ran concludes.
-    let (_, stderr) = pod.json_status(&["experiment", "conclude", "checkout"], 2, None);
+    let (_, stderr) = pod.json_status(&["experiment", "conclude", "checkout"], 2);
     assert!(stderr.contains("experiment start checkout"), "{stderr}");
     pod.json(&["experiment", "start", "checkout"]);
     let concluded = pod.json(&["experiment", "conclude", "checkout"]);
     assert_eq!(concluded["decision"], "ship");
     assert!(concluded["postmortem_due"].is_string(), "{concluded}");
-    council.import(&pod.export("result.gmb"));
+    council.import_all(&pod.export("result.gmb"));
     let view = council.json(&["registry", "show"]);
     let summary = &view["results"]["checkout"];
     assert_eq!(summary["decision"], "ship", "{view:#}");
@@ -407,11 +315,11 @@ fn analysis_detects_a_lift_and_the_conclusion_replicates() {
     assert_eq!(verified["stored"], verified["recomputed"], "{verified:#}");
     assert_eq!(verified["recomputed"]["metrics"][0]["cuped"], true);
     assert_eq!(verified["recomputed"]["verdict"], "ship");
-    let text = council.run(&["result", "verify", "checkout"], None);
+    let text = council.run(&["result", "verify", "checkout"]);
     assert!(text.status.success());
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("matches its recomputation"), "{text}");
-    let (_, stderr) = council.json_status(&["result", "verify", "nope"], 2, None);
+    let (_, stderr) = council.json_status(&["result", "verify", "nope"], 2);
     assert!(stderr.contains("no experiment `nope`"), "{stderr}");
 }
 
@@ -428,14 +336,14 @@ fn an_aa_test_is_not_called() {
 #[test]
 fn a_metric_on_an_unapproved_event_is_named() {
     let (_council, pod) = federation(&["Order Completed", "Page Viewed"]);
-    let (_, stderr) = pod.json_status(&["analyze", "checkout", "--metric", "signups"], 2, None);
+    let (_, stderr) = pod.json_status(&["analyze", "checkout", "--metric", "signups"], 2);
     assert!(
         stderr.contains("metric `signups`: event `Signed Up` has no approved event schema"),
         "{stderr}"
     );
-    let (_, stderr) = pod.json_status(&["analyze", "nope"], 2, None);
+    let (_, stderr) = pod.json_status(&["analyze", "nope"], 2);
     assert!(stderr.contains("no experiment `nope`"), "{stderr}");
-    let (_, stderr) = pod.json_status(&["analyze", "checkout", "--metric", "ghost"], 2, None);
+    let (_, stderr) = pod.json_status(&["analyze", "checkout", "--metric", "ghost"], 2);
     assert!(
         stderr.contains("metric `ghost` (--metric of experiment `checkout`)"),
         "{stderr}"
@@ -479,7 +387,7 @@ fn the_council_pools_the_pods_results_on_one_hypothesis_and_flags_heterogeneity(
     emea.json(&["ingest", path(&generate(&emea, "emea.jsonl", "0.5", "21"))]);
     emea.json(&["experiment", "start", "checkout"]);
     emea.json(&["experiment", "conclude", "checkout"]);
-    council.import(&emea.export("emea-result.gmb"));
+    council.import_all(&emea.export("emea-result.gmb"));
 
     let apac = Node::init("Apac");
     council.json(&[
@@ -493,7 +401,7 @@ fn the_council_pools_the_pods_results_on_one_hypothesis_and_flags_heterogeneity(
         "--pod",
         "apac",
     ]);
-    apac.import(&council.export("apac-founding.gmb"));
+    apac.import_all(&council.export("apac-founding.gmb"));
     apac.json(&[
         "experiment",
         "new",
@@ -510,7 +418,7 @@ fn the_council_pools_the_pods_results_on_one_hypothesis_and_flags_heterogeneity(
     apac.json(&["ingest", path(&file)]);
     apac.json(&["experiment", "start", "checkout-apac"]);
     apac.json(&["experiment", "conclude", "checkout-apac"]);
-    council.import(&apac.export("apac-result.gmb"));
+    council.import_all(&apac.export("apac-result.gmb"));
 
     let pooled = council.json(&["stats", "meta", "--from-registry", "checkout"]);
     assert_eq!(pooled["metric"], "conversion", "{pooled:#}");
@@ -560,7 +468,6 @@ fn the_council_pools_the_pods_results_on_one_hypothesis_and_flags_heterogeneity(
             "dark mode raises retention",
         ],
         2,
-        None,
     );
     assert!(
         stderr.contains("no concluded experiment tested"),
@@ -602,7 +509,7 @@ fn analyze_counts_only_the_events_inside_the_experiments_dates() {
     assert_eq!(users, 0, "{report:#}");
     let outside = report["outside_window"].as_u64().expect("a count");
     assert!(outside > 4_000, "{report:#}");
-    let text = pod.run(&["analyze", "october"], None);
+    let text = pod.run(&["analyze", "october"]);
     assert!(
         String::from_utf8_lossy(&text.stdout).contains("outside the experiment's dates"),
         "{text:?}"
@@ -659,9 +566,9 @@ fn raw_events_past_their_retention_are_purged_and_counted() {
         "--retention-days",
         "30",
     ]);
-    council.import(&pod.export("v2.gmb"));
+    council.import_all(&pod.export("v2.gmb"));
     council.json(&["schema", "approve", "Page Viewed", "--version", "2"]);
-    pod.import(&council.export("v2-approved.gmb"));
+    pod.import_all(&council.export("v2-approved.gmb"));
     let page = |day: u32, id: u32| {
         format!(
             r#"{{"messageId":"p{id}","userId":"u{id}","event":"Page Viewed","timestamp":"2026-10-{day:02}T10:00:00Z","properties":{{"path":"/"}}}}"#
@@ -690,7 +597,7 @@ fn raw_events_past_their_retention_are_purged_and_counted() {
         pod.json(&["events", "purge", "--as-of", "2026-11-10"])["total"],
         0
     );
-    let (_, stderr) = pod.json_status(&["events", "purge", "--as-of", "tomorrow"], 2, None);
+    let (_, stderr) = pod.json_status(&["events", "purge", "--as-of", "tomorrow"], 2);
     assert!(stderr.contains("--as-of"), "{stderr}");
 }
 
@@ -710,7 +617,7 @@ fn ingest_summarises_rejections_by_kind() {
     lines.push(ORDER.to_owned());
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
     let file = write_lines(&pod, "bad.jsonl", &lines);
-    let output = pod.run(&["ingest", path(&file)], None);
+    let output = pod.run(&["ingest", path(&file)]);
     assert_eq!(output.status.code(), Some(3), "some lines quarantined");
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.lines().count() <= 6, "a summary, not a flood:\n{text}");
@@ -720,7 +627,7 @@ fn ingest_summarises_rejections_by_kind() {
         text.contains("quarantine list --reason 'unknown event `Signed Up`'"),
         "{text}"
     );
-    let (report, _) = pod.json_status(&["ingest", path(&file)], 3, None);
+    let (report, _) = pod.json_status(&["ingest", path(&file)], 3);
     assert_eq!(report["by_reason"]["malformed JSON"], 40, "{report:#}");
     let listed = pod.json(&["quarantine", "list", "--reason", "malformed JSON"]);
     assert_eq!(listed["quarantined"].as_array().map(Vec::len), Some(40));

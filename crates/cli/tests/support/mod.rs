@@ -127,6 +127,31 @@ impl Node {
         (value, stderr)
     }
 
+    /// Runs with `--json` and `input` on stdin, expecting success; returns the JSON printed.
+    pub fn json_stdin(&self, args: &[&str], input: &[u8]) -> Value {
+        use std::io::Write as _;
+        let mut child = self
+            .command()
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(args)
+            .arg("--json")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(input)
+            .expect("stdin takes the input");
+        let output = child.wait_with_output().expect("the binary ends");
+        assert_success(args, &output);
+        one_json_document(&output.stdout)
+    }
+
     /// Exports everything to a bundle file named `name` and returns its path.
     pub fn export(&self, name: &str) -> PathBuf {
         let out = self.file(name);
