@@ -8,6 +8,21 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::Serialize;
 
+/// A spinner with the elapsed time on stderr for work that may take more than a second, drawn only when stderr is
+/// a terminal and the output is not JSON; `finish_and_clear` it when done.
+pub fn spinner(json: bool, message: String) -> indicatif::ProgressBar {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if json || !terminal {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner().with_message(message);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
 /// Writes a line of command output to the context's sink.
 #[macro_export]
 macro_rules! outln {

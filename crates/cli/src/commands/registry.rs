@@ -85,7 +85,13 @@ fn import(context: &Context, node: &mut Node, file: &PathBuf) -> anyhow::Result<
         .map_err(|e| input_error(format!("{}: cannot read: {e}", file.display())))?;
     let json = context.json;
     let path = file.display().to_string();
+    let progress = if matches!(context.sink, crate::context::Sink::Stdout) {
+        crate::context::spinner(json, format!("importing {path}"))
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let result = node.import(&path, &bytes, |accepted, rejected| {
+        progress.inc(accepted.len() as u64);
         if json {
             return;
         }
@@ -97,6 +103,7 @@ fn import(context: &Context, node: &mut Node, file: &PathBuf) -> anyhow::Result<
         }
         context.flush();
     });
+    progress.finish_and_clear();
     let report = match result {
         Ok(report) => report,
         Err(error @ node::Error::Bundle { .. }) => return Err(input_error(error.to_string())),

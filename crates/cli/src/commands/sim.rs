@@ -41,6 +41,14 @@ pub fn run(args: SimArgs, json: bool) -> anyhow::Result<u8> {
         }
     };
     let path = args.scenario.display().to_string();
+    let progress = crate::context::spinner(
+        json,
+        format!(
+            "simulating {} ({} mode)",
+            args.scenario.display(),
+            args.mode
+        ),
+    );
     let report = match args.mode.as_str() {
         "deterministic" if args.time_scale.is_some() => {
             return Err(input_error("--time-scale: applies to --mode real only"));
@@ -69,6 +77,7 @@ pub fn run(args: SimArgs, json: bool) -> anyhow::Result<u8> {
             )));
         }
     };
+    progress.finish_and_clear();
     if json {
         crate::context::print_json(&report)?;
     } else {
