@@ -243,13 +243,56 @@ fn the_offline_demo_converges_flags_its_overlap_and_replays_a_seed() {
             .flatten()
             .map(|r| r["changes"].clone())
             .collect();
-        let reasons: Vec<serde_json::Value> = v["rejected"]
+        // Listed by change hash, which differs between runs: compared as a sorted list.
+        let mut reasons: Vec<String> = v["rejected"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|r| r["reason"].clone())
+            .filter_map(|r| r["reason"].as_str().map(str::to_owned))
             .collect();
+        reasons.sort();
         (changes, reasons, v["overlapping"].clone())
     };
     assert_eq!(shape(&first), shape(&second), "the same seed, the same run");
+}
+
+/// Enum arguments are parsed by clap: a wrong value is refused before anything runs, naming the values it takes.
+#[test]
+fn a_wrong_enum_value_names_the_values_it_takes() {
+    let node = Node::init("Council");
+    node.json(&["federation", "create", "--name", "Acme"]);
+    for (args, expected) in [
+        (
+            vec![
+                "member",
+                "add",
+                &node.public_key,
+                "--role",
+                "king",
+                "--name",
+                "x",
+            ],
+            "pod",
+        ),
+        (
+            vec!["invite", "--role", "emperor", "--name", "x"],
+            "partner",
+        ),
+        (
+            vec!["learnings", "search", "--outcome", "maybe"],
+            "inconclusive",
+        ),
+        (
+            vec!["sim", "scenario.toml", "--mode", "fast"],
+            "deterministic",
+        ),
+    ] {
+        let output = node.run(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("possible values") && stderr.contains(expected),
+            "{args:?}: {stderr}"
+        );
+    }
 }

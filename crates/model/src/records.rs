@@ -457,6 +457,7 @@ impl Hypothesis {
 /// Pirate-funnel stage an experiment targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum FunnelStage {
     /// Getting users in.
     Acquisition,
@@ -984,6 +985,7 @@ pub struct Budget {
 /// Outcome of a concluded experiment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Outcome {
     /// The treatment won.
     Win,

@@ -9,6 +9,7 @@ use crate::{Direction, Error};
 /// What the owning pod decided when it concluded an experiment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ResultDecision {
     /// Roll out the winning treatment.
     Ship,

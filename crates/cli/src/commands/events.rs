@@ -116,9 +116,9 @@ pub struct AnalyzeArgs {
 pub struct ConcludeArgs {
     #[command(flatten)]
     pub analysis: AnalyzeArgs,
-    /// ship, dont-ship or inconclusive (default: what the analysis suggests).
-    #[arg(long)]
-    pub decision: Option<String>,
+    /// The pod's decision (default: what the analysis suggests).
+    #[arg(long, value_enum)]
+    pub decision: Option<model::ResultDecision>,
     /// What the pod learnt, shared as the experiment's learning; without it a post-mortem opens, due in the
     /// council's `postmortem_days` (`learnings overdue` lists late ones).
     #[arg(long)]
@@ -371,11 +371,7 @@ pub fn conclude(context: &Context, node: &mut Node, args: ConcludeArgs) -> anyho
             state.stage.as_str()
         )));
     }
-    let decision = args
-        .decision
-        .as_deref()
-        .map(|d| crate::context::input(d.parse::<model::ResultDecision>()))
-        .transpose()?;
+    let decision = args.decision;
     let report = node
         .analyze(
             &args.analysis.experiment,

@@ -58,9 +58,9 @@ pub struct NewExperiment {
     /// "if X then Y because Z".
     #[arg(long)]
     hypothesis: String,
-    /// acquisition, activation, retention, revenue or referral.
-    #[arg(long, default_value = "activation")]
-    funnel_stage: String,
+    /// The funnel stage it tests.
+    #[arg(long, value_enum, default_value_t = model::FunnelStage::Activation)]
+    funnel_stage: model::FunnelStage,
     /// Audience region.
     #[arg(long)]
     region: Option<String>,
@@ -203,9 +203,9 @@ pub enum LearningsCommand {
         /// What was learnt.
         #[arg(long)]
         body: String,
-        /// win, loss or inconclusive.
-        #[arg(long)]
-        outcome: Option<String>,
+        /// The experiment's outcome.
+        #[arg(long, value_enum)]
+        outcome: Option<model::Outcome>,
         /// Tag; repeat.
         #[arg(long = "tag")]
         tags: Vec<String>,
@@ -223,11 +223,11 @@ pub enum LearningsCommand {
         #[arg(long)]
         pod: Option<String>,
         /// Only learnings about an experiment at this funnel stage.
-        #[arg(long)]
-        funnel_stage: Option<String>,
-        /// Only with this outcome: win, loss or inconclusive.
-        #[arg(long)]
-        outcome: Option<String>,
+        #[arg(long, value_enum)]
+        funnel_stage: Option<model::FunnelStage>,
+        /// Only with this outcome.
+        #[arg(long, value_enum)]
+        outcome: Option<model::Outcome>,
         /// Only with this tag.
         #[arg(long)]
         tag: Option<String>,
@@ -595,7 +595,7 @@ fn build(args: NewExperiment, author: String) -> anyhow::Result<Experiment> {
         key: args.key,
         pod: String::new(),
         hypothesis: Hypothesis::parse(&args.hypothesis),
-        funnel_stage: input(args.funnel_stage.parse())?,
+        funnel_stage: args.funnel_stage,
         audience: Audience {
             region: args.region,
             segment: args.segment,
@@ -895,7 +895,7 @@ pub fn learnings(
                 id: node.new_id("learning", &title, now_ms()),
                 title,
                 body,
-                outcome: outcome.map(|o| input(o.parse())).transpose()?,
+                outcome,
                 tags,
                 experiment,
                 source: String::new(),
@@ -969,8 +969,8 @@ pub fn learnings(
             let view = node.view();
             let filters = governance::search::Filters {
                 pod,
-                funnel_stage: funnel_stage.map(|s| input(s.parse())).transpose()?,
-                outcome: outcome.map(|o| input(o.parse())).transpose()?,
+                funnel_stage,
+                outcome,
                 tag,
             };
             let scored = governance::search::search(&view, &query, &filters);

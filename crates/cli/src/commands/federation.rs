@@ -36,9 +36,9 @@ pub enum MemberCommand {
     Add {
         /// The member's public key, as `init` printed it.
         public_key: String,
-        /// Role: pod, council, steward or partner.
-        #[arg(long)]
-        role: String,
+        /// The member's role.
+        #[arg(long, value_enum)]
+        role: Role,
         /// Display name.
         #[arg(long)]
         name: String,
@@ -130,7 +130,6 @@ pub fn member(context: &Context, node: &mut Node, command: MemberCommand) -> any
             pod,
         } => {
             let key: identity::PublicKey = input(public_key.parse())?;
-            let role: Role = input(role.parse())?;
             input(model::validate_text(
                 "--name",
                 &name,

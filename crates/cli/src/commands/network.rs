@@ -36,9 +36,9 @@ pub struct NodeArgs {
 /// Arguments of `invite`.
 #[derive(Debug, Args)]
 pub struct InviteArgs {
-    /// Role granted: pod, partner, steward or council.
-    #[arg(long)]
-    pub role: String,
+    /// Role granted.
+    #[arg(long, value_enum)]
+    pub role: model::Role,
     /// Display name of the new member.
     #[arg(long)]
     pub name: String,
@@ -280,7 +280,7 @@ pub fn peers(context: &Context) -> anyhow::Result<u8> {
 
 /// `invite`: a signed ticket for a new member, alone on stdout.
 pub fn invite(context: &Context, node: &mut Node, args: InviteArgs) -> anyhow::Result<u8> {
-    let role: model::Role = input(args.role.parse())?;
+    let role = args.role;
     input(model::validate_text(
         "--name",
         &args.name,

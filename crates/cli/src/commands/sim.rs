@@ -16,9 +16,9 @@ pub struct SimArgs {
     /// Seed (any u64; default: the scenario's).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// deterministic (virtual clock, in-memory network) or real (node daemons with libp2p and sled on 127.0.0.1).
-    #[arg(long, default_value = "deterministic")]
-    pub mode: String,
+    /// How to run the scenario.
+    #[arg(long, value_enum, default_value_t = Mode::Deterministic)]
+    pub mode: Mode,
     /// Real mode: scenario times are multiplied by this on the wall clock (default 0.1: a 120 s scenario runs in
     /// 12 s).
     #[arg(long)]
@@ -46,18 +46,18 @@ pub fn run(args: SimArgs, json: bool) -> anyhow::Result<u8> {
         format!(
             "simulating {} ({} mode)",
             args.scenario.display(),
-            args.mode
+            args.mode.as_str()
         ),
     );
-    let report = match args.mode.as_str() {
-        "deterministic" if args.time_scale.is_some() => {
+    let report = match args.mode {
+        Mode::Deterministic if args.time_scale.is_some() => {
             return Err(input_error("--time-scale: applies to --mode real only"));
         }
-        "deterministic" => sim::run_deterministic(&scenario, &path, args.seed, bug),
-        "real" if bug != sim::InjectedBug::None => {
+        Mode::Deterministic => sim::run_deterministic(&scenario, &path, args.seed, bug),
+        Mode::Real if bug != sim::InjectedBug::None => {
             return Err(input_error("--inject-bug: deterministic mode only"));
         }
-        "real" => {
+        Mode::Real => {
             let options = sim::RealOptions {
                 time_scale: args.time_scale.unwrap_or(sim::real::DEFAULT_TIME_SCALE),
             };
@@ -71,11 +71,6 @@ pub fn run(args: SimArgs, json: bool) -> anyhow::Result<u8> {
                 }
             }
         }
-        other => {
-            return Err(input_error(format!(
-                "--mode: `{other}` is not deterministic or real"
-            )));
-        }
     };
     progress.finish_and_clear();
     if json {
@@ -87,4 +82,22 @@ pub fn run(args: SimArgs, json: bool) -> anyhow::Result<u8> {
         eprintln!("an invariant failed; replay with: {}", report.replay);
     }
     Ok(if report.ok() { exit::OK } else { exit::FAILURE })
+}
+
+/// How `sim` runs a scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// A virtual clock and an in-memory network: seconds for minutes of scenario, replayable by seed.
+    Deterministic,
+    /// Node daemons with libp2p and sled on 127.0.0.1, scenario time scaled by `--time-scale`.
+    Real,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Deterministic => "deterministic",
+            Mode::Real => "real",
+        }
+    }
 }
