@@ -128,6 +128,9 @@ pub enum StoreCommand {
     /// Raw events held on this node: counts, and retention.
     #[command(subcommand)]
     Events(commands::events::EventsCommand),
+    /// App sources: the write and client keys an app uses instead of the admin token (this node's only).
+    #[command(subcommand)]
+    Source(commands::source::SourceCommand),
     /// Analyse an experiment over the stored events: lifts, p-values, chance to win, SRM, verdict.
     Analyze(commands::events::AnalyzeArgs),
 }
@@ -314,6 +317,7 @@ fn dispatch(
         StoreCommand::Ingest(args) => events::ingest(context, node, args),
         StoreCommand::Quarantine(command) => events::quarantine(context, node, command),
         StoreCommand::Events(command) => events::events(context, node, command),
+        StoreCommand::Source(command) => source::run(context, node, command),
         StoreCommand::Analyze(args) => events::analyze(context, node, args),
         StoreCommand::Stats(command) => stats::in_registry(context, node, command),
         StoreCommand::Assign(args) => assign::in_node(context, node, args),

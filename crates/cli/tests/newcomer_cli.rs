@@ -296,3 +296,43 @@ fn a_wrong_enum_value_names_the_values_it_takes() {
         );
     }
 }
+
+/// `source add NAME --json` prints a write key and a client key, whether the node runs (the command runs inside it)
+/// or not; a second active source of one name is refused; a revoked source is listed as revoked.
+#[test]
+fn app_sources_get_their_own_keys_with_or_without_a_running_node() {
+    let (council, _nodes) = federation(&[("emea", "pod", "emea")]);
+    let web = council.json(&["source", "add", "web"]);
+    let write = web["write_key"].as_str().expect("a write key");
+    let client = web["client_key"].as_str().expect("a client key");
+    assert_eq!(web["name"], "web");
+    assert!(
+        write.starts_with("wk_") && client.starts_with("sdk-") && write != client,
+        "{web:#}"
+    );
+    let (_, stderr) = council.json_status(&["source", "add", "web"], 2);
+    assert!(stderr.contains("exists"), "{stderr}");
+
+    let _running = council.start(&[]);
+    let ios = council.json(&["source", "add", "ios"]);
+    assert!(
+        ios["write_key"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("wk_")),
+        "{ios:#}"
+    );
+    council.json(&["source", "revoke", "web"]);
+    let listed = council.json(&["source", "list"]);
+    let sources = listed["sources"].as_array().expect("sources");
+    assert_eq!(sources.len(), 2, "{listed:#}");
+    let web = sources.iter().find(|s| s["name"] == "web").expect("web");
+    assert!(web["revoked_at_ms"].is_number(), "{web:#}");
+    let ios_row = sources.iter().find(|s| s["name"] == "ios").expect("ios");
+    assert!(ios_row["revoked_at_ms"].is_null(), "{ios_row:#}");
+    // Sources are this node's only: nothing about them is in the replicated registry.
+    let registry = council.json(&["registry", "show"]).to_string();
+    assert!(
+        !registry.contains(write) && !registry.contains("sdk-"),
+        "never replicated"
+    );
+}

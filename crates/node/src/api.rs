@@ -48,7 +48,7 @@ fn authorized(state: &ApiState, headers: &HeaderMap) -> bool {
         .is_some_and(|v| constant_time_eq(v.as_bytes(), expected.as_bytes()))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -15,6 +15,7 @@
 //! - `okr.rs`: live key results: this pod's key results measured over its own events and published signed.
 //! - `invite.rs`: invite tickets and their redemption messages.
 //! - `config.rs`: [`config::Config`], every setting with a default.
+//! - `sources.rs`: app sources: the write and client keys an app uses instead of the admin token (this node's only).
 //! - `nat.rs`: [`nat::NatView`], reachability and relayed/direct connections as `status` shows them.
 //!
 //! A data dir holds `node.key` (mode 0600), `name` (the node's display name) and `db/` (sled); while a node runs, `api.json` and `api.token`; after
@@ -33,6 +34,7 @@ pub mod nat;
 pub mod okr;
 pub mod remote;
 pub mod scorecards;
+pub mod sources;
 
 use std::path::{Path, PathBuf};
 

@@ -80,6 +80,8 @@ pub struct Store {
     /// `quarter \0 respondent` -> this pod's autonomy pulse answer (0 to 10); never replicated, published only as
     /// counts.
     pulse: sled::Tree,
+    /// App source name -> its keys (JSON, see `node::sources`); this node's only, never replicated.
+    sources: sled::Tree,
     /// Entries in `rejected` (an upper bound: overwrites count twice), kept to bound the tree.
     rejected_count: std::sync::atomic::AtomicUsize,
 }
@@ -152,6 +154,7 @@ impl Store {
             own_ops: tree("own_ops")?,
             scorecards: tree("scorecards")?,
             pulse: tree("pulse")?,
+            sources: tree("sources")?,
             db,
             path,
         })
@@ -287,6 +290,21 @@ impl Store {
         )?;
         self.sled(self.meta.insert("purged_at_ms", &at_ms.to_be_bytes()))?;
         self.flush()
+    }
+
+    /// Keeps app source `name` as `record` (replacing it), durably.
+    pub fn put_source(&self, name: &str, record: &[u8]) -> Result<(), Error> {
+        self.sled(self.sources.insert(name.as_bytes(), record))?;
+        self.flush()
+    }
+
+    /// The app sources kept, by name.
+    pub fn sources(&self) -> Result<Vec<Vec<u8>>, Error> {
+        self.sources
+            .iter()
+            .values()
+            .map(|v| self.sled(v).map(|v| v.to_vec()))
+            .collect()
     }
 
     /// Raw events deleted past their retention so far, and when the last purge ran.

@@ -13,4 +13,5 @@ pub mod result;
 pub mod schema;
 pub mod scorecard;
 pub mod sim;
+pub mod source;
 pub mod stats;
