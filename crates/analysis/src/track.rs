@@ -4,7 +4,8 @@
 //! A line is accepted when it is a JSON object with an `event`, a `userId` or `anonymousId`, an RFC 3339
 //! `timestamp` not in the future (beyond [`MAX_FUTURE_SKEW_MS`]), and `properties` that match the latest approved
 //! schema of its event: required properties present, every property declared, every value of its declared type.
-//! `Experiment Viewed` exposures are built in: they need `experimentId` and `variationId`.
+//! `Experiment Viewed` exposures are built in: they need `experimentId` and `variationId` (or, as GrowthBook's
+//! Segment integration and Segment's warehouses name them, `experiment_id` and `variation_id`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -41,6 +42,8 @@ pub struct Accepted {
     pub value: Vec<u8>,
     /// Whether this is an exposure.
     pub exposure: bool,
+    /// Whether [`Accepted::id`] hashes a `messageId` (rather than the content).
+    pub has_message_id: bool,
 }
 
 /// The approved schemas, indexed by event name (the latest approved version of each).
@@ -187,6 +190,7 @@ pub fn check_line(line: &[u8], schemas: &Schemas, now_ms: i64) -> Result<Accepte
             id,
             value: variation.into_bytes(),
             exposure: true,
+            has_message_id: message_id.is_some(),
         });
     }
     let schema = schemas.get(&event).ok_or_else(|| {
@@ -200,6 +204,7 @@ pub fn check_line(line: &[u8], schemas: &Schemas, now_ms: i64) -> Result<Accepte
         id,
         value: properties_text.as_bytes().to_vec(),
         exposure: false,
+        has_message_id: message_id.is_some(),
     })
 }
 
@@ -264,8 +269,14 @@ pub fn line_hash(line: &[u8]) -> [u8; 16] {
 }
 
 fn exposure(properties: &Map<String, Value>) -> Result<(String, String), String> {
-    let field = |name: &str| -> Result<String, String> {
-        match properties.get(name) {
+    // GrowthBook's tracking callback names them in camel case; Segment's warehouses (and GrowthBook's SQL over
+    // them) in snake case. Either is the exposure; the camel-case name decides when both are set.
+    let field = |name: &str, alias: &str| -> Result<String, String> {
+        match properties
+            .get(name)
+            .filter(|v| !v.is_null())
+            .or_else(|| properties.get(alias))
+        {
             Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
             Some(Value::Number(n)) => Ok(n.to_string()),
             None | Some(Value::Null) => Err(format!(
@@ -277,9 +288,9 @@ fn exposure(properties: &Map<String, Value>) -> Result<(String, String), String>
             )),
         }
     };
-    let experiment = field("experimentId")?;
+    let experiment = field("experimentId", "experiment_id")?;
     check_name("experimentId", &experiment)?;
-    let variation = field("variationId")?;
+    let variation = field("variationId", "variation_id")?;
     check_name("variationId", &variation)?;
     Ok((experiment, variation))
 }
@@ -413,6 +424,26 @@ mod tests {
             ("checkout", "a1", &b"1"[..])
         );
         assert!(accepted.exposure);
+    }
+
+    #[test]
+    fn snake_case_exposure_properties_are_the_same_exposure() {
+        let snake = check(
+            r#"{"userId":"u1","event":"Experiment Viewed","timestamp":"2025-12-31T10:00:00Z","properties":{"experiment_id":"checkout","variation_id":"treatment"}}"#,
+        )
+        .expect("valid");
+        assert_eq!((snake.name.as_str(), snake.value.as_slice()), ("checkout", &b"treatment"[..]));
+        // The camel-case name wins when both are set; a null one falls back to the other.
+        let both = check(
+            r#"{"userId":"u1","event":"Experiment Viewed","timestamp":"2025-12-31T10:00:00Z","properties":{"experimentId":"a","experiment_id":"b","variationId":null,"variation_id":"0"}}"#,
+        )
+        .expect("valid");
+        assert_eq!((both.name.as_str(), both.value.as_slice()), ("a", &b"0"[..]));
+        assert!(
+            check(r#"{"userId":"u1","event":"Experiment Viewed","timestamp":"2025-12-31T10:00:00Z","properties":{"experiment_id":"a"}}"#)
+                .unwrap_err()
+                .contains("variationId")
+        );
     }
 
     #[test]

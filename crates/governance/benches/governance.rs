@@ -100,6 +100,8 @@ fn experiment(rng: &mut ChaCha8Rng, i: usize) -> Experiment {
             }
         }),
         started_at_ms: None,
+        hash_version: 1,
+        coverage: 1.0,
         created_by: String::new(),
         created_at_ms: i as i64,
     }

@@ -879,6 +879,8 @@ pub(crate) mod tests {
             status: ExperimentStatus::Draft,
             namespace: None,
             started_at_ms: None,
+            hash_version: 1,
+            coverage: 1.0,
             created_by: String::new(),
             created_at_ms: 0,
         }

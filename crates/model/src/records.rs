@@ -609,6 +609,15 @@ pub struct Experiment {
     /// never share a user, so they never overlap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<NamespaceRange>,
+    /// GrowthBook hash version its users are assigned with: 1 (the SDKs' default, slightly biased) or 2.
+    #[serde(
+        default = "default_hash_version",
+        skip_serializing_if = "is_default_hash_version"
+    )]
+    pub hash_version: u8,
+    /// Share of eligible users included, in (0, 1]; the rest see the control and are not counted.
+    #[serde(default = "full_coverage", skip_serializing_if = "is_full_coverage")]
+    pub coverage: f64,
     /// When it was started (Unix ms), written with the `running` status; its cost is spent then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at_ms: Option<i64>,
@@ -618,6 +627,25 @@ pub struct Experiment {
     /// When registered (Unix ms).
     #[serde(default)]
     pub created_at_ms: i64,
+}
+
+/// The hash version an experiment uses when it names none (GrowthBook's default).
+pub const DEFAULT_HASH_VERSION: u8 = 1;
+
+fn default_hash_version() -> u8 {
+    DEFAULT_HASH_VERSION
+}
+
+fn is_default_hash_version(version: &u8) -> bool {
+    *version == DEFAULT_HASH_VERSION
+}
+
+fn full_coverage() -> f64 {
+    1.0
+}
+
+fn is_full_coverage(coverage: &f64) -> bool {
+    *coverage == 1.0
 }
 
 impl Experiment {
@@ -692,6 +720,18 @@ impl Experiment {
         }
         if !(self.cost.is_finite() && self.cost >= 0.0) {
             return Err(Error::invalid("--cost", "must be a number >= 0"));
+        }
+        if !matches!(self.hash_version, 1 | 2) {
+            return Err(Error::invalid(
+                "--hash-version",
+                format!("{} is not a GrowthBook hash version (1 or 2)", self.hash_version),
+            ));
+        }
+        if !(self.coverage > 0.0 && self.coverage <= 1.0) {
+            return Err(Error::invalid(
+                "--coverage",
+                format!("{} is not a share in (0, 1]", self.coverage),
+            ));
         }
         Ok(())
     }

@@ -558,6 +558,8 @@ fn pod_op(
             status: ExperimentStatus::Draft,
             namespace: None,
             started_at_ms: None,
+            hash_version: 1,
+            coverage: 1.0,
             created_by: author.keypair.public().to_hex(),
             created_at_ms: now,
         });

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use net::{Event, PeerId, Topic};
 use registry::sync::{self, Absorbed, Answer, Output, Policy, SyncMachine};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Node;
 use crate::config::Config;
@@ -158,6 +158,15 @@ pub enum Input {
         /// The ingestion report, or why the body was refused.
         reply: oneshot::Sender<Result<crate::events::IngestReport, String>>,
     },
+    /// Segment calls sent with an app source's write key (`POST /v1/batch` and its kin), checked.
+    Segment {
+        /// The source whose write key was used.
+        source: crate::sources::Source,
+        /// The calls.
+        request: crate::segment::Request,
+        /// The ingestion report, or why the store failed.
+        reply: oneshot::Sender<Result<crate::events::IngestReport, String>>,
+    },
     /// A status query.
     Status {
         /// Where to answer.
@@ -261,6 +270,10 @@ pub struct Actor {
     last_retention_ms: u64,
     /// This pod's last published scorecard (without its date, to tell a change), its bytes and when.
     last_scorecard: Option<(scorecard::Snapshot, Vec<u8>, u64)>,
+    /// The features payload served to GrowthBook SDKs, replaced when it changes.
+    features: watch::Sender<Option<Arc<crate::features::Features>>>,
+    /// The registry heads the features payload was computed at.
+    features_heads: Option<Vec<registry::ChangeHash>>,
 }
 
 /// Now, in Unix milliseconds: the node's one clock.
@@ -326,12 +339,47 @@ impl Actor {
             last_scorecard_check_ms: 0,
             last_retention_ms: 0,
             last_scorecard: None,
+            features: watch::Sender::new(None),
+            features_heads: None,
+        }
+    }
+
+    /// The features payload as it stands, for the HTTP API (updated whenever the registry changes it).
+    pub fn features(&self) -> watch::Receiver<Option<Arc<crate::features::Features>>> {
+        self.features.subscribe()
+    }
+
+    /// The app sources, for the HTTP API.
+    pub fn sources(&self) -> crate::sources::SourceIndex {
+        self.node.source_index()
+    }
+
+    /// Computes the features payload again when the registry moved, and hands it to the API when it changed.
+    fn refresh_features(&mut self) {
+        let heads = self.node.replica().heads();
+        if self.features_heads.as_ref() == Some(&heads) {
+            return;
+        }
+        match self.node.features(now_ms() as i64) {
+            Ok(features) => {
+                self.features_heads = Some(heads);
+                self.features.send_if_modified(|held| {
+                    if held.as_ref().is_some_and(|h| h.etag == features.etag) {
+                        return false;
+                    }
+                    tracing::info!(served = ?features.served, "features for app SDKs changed");
+                    *held = Some(Arc::new(features));
+                    true
+                });
+            }
+            Err(error) => tracing::error!(%error, "computing the features payload failed"),
         }
     }
 
     /// Runs until [`Input::Shutdown`] or until every sender is gone.
     pub fn run(mut self, mut inbox: mpsc::Receiver<Input>) -> Node {
         self.update_members();
+        self.refresh_features();
         while let Some(input) = inbox.blocking_recv() {
             match input {
                 Input::Net(event) => self.on_event(event),
@@ -351,6 +399,16 @@ impl Actor {
                 }
                 Input::Events { body, reply } => {
                     let report = self.node.ingest_body(&body, now_ms() as i64);
+                    let _ = reply.send(report.map_err(|e| e.to_string()));
+                }
+                Input::Segment {
+                    source,
+                    request,
+                    reply,
+                } => {
+                    let report = self
+                        .node
+                        .ingest_segment(&source, &request, now_ms() as i64);
                     let _ = reply.send(report.map_err(|e| e.to_string()));
                 }
                 Input::Status { reply } => {
@@ -374,6 +432,7 @@ impl Actor {
             // Writes that came in while the actor was busy go out in one push per peer.
             if inbox.is_empty() {
                 self.machine.flush(now_ms());
+                self.refresh_features();
             }
             self.carry_out();
         }

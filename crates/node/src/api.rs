@@ -1,16 +1,29 @@
 //! The local HTTP API of a running node (loopback only): `/health` and `/metrics` for operators, and, behind a bearer
 //! token, `/v1/status`, `/v1/exec` (a CLI command run against the node's own store), `/v1/events` (ingestion) and
 //! `/v1/block` (the operator's block set: cut this node off from chosen peers, as the partition simulator does).
+//!
+//! For apps, with an app source's keys instead of the token (see `sources`): Segment's tracking API
+//! (`POST /v1/batch`, `/v1/import`, `/v1/track`, `/v1/page`, `/v1/screen`, `/v1/identify`, `/v1/group`, `/v1/alias`;
+//! Basic auth with the write key as user name, or `writeKey` in the body) and GrowthBook's features endpoint
+//! (`GET /api/features/<client key>`, with ETag) and its server-sent events stream (`GET /sub/<client key>`).
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tokio::sync::{mpsc, oneshot};
+use base64::Engine;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::actor::{ExecRequest, Input};
+use crate::features::Features;
 use crate::remote::{BlockRequest, PublishRequest, StatusDocument};
+use crate::segment::{self, BadRequest, Call, Endpoint};
+use crate::sources::SourceIndex;
 
 /// Largest body `POST /v1/events` takes.
 pub const MAX_EVENTS_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -22,6 +35,10 @@ pub struct ApiState {
     pub inbox: mpsc::Sender<Input>,
     /// The bearer token.
     pub token: String,
+    /// The active app sources (their write and client keys).
+    pub sources: SourceIndex,
+    /// The features payload as it stands (`None` until the node computed it).
+    pub features: watch::Receiver<Option<Arc<Features>>>,
 }
 
 /// The API routes.
@@ -37,7 +54,38 @@ pub fn router(state: ApiState) -> Router {
             "/v1/events",
             post(events).layer(axum::extract::DefaultBodyLimit::max(MAX_EVENTS_BODY_BYTES)),
         )
+        .merge(app_routes())
         .with_state(state)
+}
+
+/// The routes an app uses with its source's keys.
+fn app_routes() -> Router<ApiState> {
+    let mut router = Router::new();
+    let mut add = |path: &'static str, endpoint: Endpoint| {
+        let route = post(move |state: State<ApiState>, headers: HeaderMap, body: axum::body::Bytes| {
+            segment_call(state, headers, body, endpoint)
+        })
+        .options(preflight)
+        .layer(axum::extract::DefaultBodyLimit::max(segment::MAX_BATCH_BYTES));
+        router = std::mem::take(&mut router).route(path, route);
+    };
+    add("/v1/batch", Endpoint::Batch);
+    // Segment's import endpoint is the batch endpoint under another name.
+    add("/v1/import", Endpoint::Batch);
+    for call in Call::ALL {
+        let path: &'static str = match call {
+            Call::Track => "/v1/track",
+            Call::Page => "/v1/page",
+            Call::Screen => "/v1/screen",
+            Call::Identify => "/v1/identify",
+            Call::Group => "/v1/group",
+            Call::Alias => "/v1/alias",
+        };
+        add(path, Endpoint::One(call));
+    }
+    router
+        .route("/api/features/{key}", get(features).options(preflight))
+        .route("/sub/{key}", get(subscribe))
 }
 
 fn authorized(state: &ApiState, headers: &HeaderMap) -> bool {
@@ -210,3 +258,254 @@ async fn publish(
 
 /// The largest message `/v1/publish` takes (gossip's own limit is larger; a scorecard is far smaller).
 const MAX_PUBLISH_BYTES: usize = 64 * 1024;
+
+/// A JSON error body as Segment's SDKs read it (`code`, `message`).
+fn app_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let message = message.into();
+    tracing::debug!(%status, code, %message, "app request refused");
+    (
+        status,
+        cors(),
+        Json(serde_json::json!({ "success": false, "code": code, "message": message })),
+    )
+        .into_response()
+}
+
+/// Browsers' SDKs call from any origin with the app's keys; those keys open nothing else.
+fn cors() -> [(header::HeaderName, HeaderValue); 3] {
+    [
+        (
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        ),
+        (
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type, content-encoding, if-none-match"),
+        ),
+        (
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("etag, x-sse-support"),
+        ),
+    ]
+}
+
+async fn preflight() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        cors(),
+        [(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        )],
+    )
+        .into_response()
+}
+
+/// The user name of Basic auth (Segment's write key; the password is empty). `Ok(None)` without the header.
+fn basic_user(headers: &HeaderMap) -> Result<Option<String>, String> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let wrong = || "authorization: use Basic auth with the source's write key as user name".to_owned();
+    let text = value.to_str().map_err(|_| wrong())?;
+    let (scheme, encoded) = text.split_once(' ').ok_or_else(wrong)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(wrong());
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| wrong())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| wrong())?;
+    let user = decoded.split_once(':').map_or(decoded.as_str(), |(user, _)| user);
+    Ok(Some(user.to_owned()))
+}
+
+/// The body as sent, inflated when `Content-Encoding: gzip`, never past Segment's size limit.
+fn inflate(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u8>, BadRequest> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("" | "identity") => Ok(body.to_vec()),
+        Some("gzip" | "x-gzip") => {
+            let limit = segment::MAX_BATCH_BYTES as u64 + 1;
+            let mut inflated = Vec::with_capacity(body.len() * 4);
+            flate2::read::MultiGzDecoder::new(body)
+                .take(limit)
+                .read_to_end(&mut inflated)
+                .map_err(|e| BadRequest::Malformed(format!("body: gzip does not inflate: {e}")))?;
+            if inflated.len() as u64 >= limit {
+                return Err(BadRequest::TooLarge(format!(
+                    "body: inflates to more than Segment's limit of {} KB per request",
+                    segment::MAX_BATCH_BYTES / 1024
+                )));
+            }
+            Ok(inflated)
+        }
+        Some(other) => Err(BadRequest::Malformed(format!(
+            "content-encoding: `{other}` is not supported (gzip, or none)"
+        ))),
+    }
+}
+
+fn bad_request(error: &BadRequest) -> Response {
+    app_error(StatusCode::BAD_REQUEST, error.code(), error.to_string())
+}
+
+/// Why a key opens nothing here, saying so when it is the other kind of key.
+fn wrong_key(sources: &SourceIndex, key: &str, wanted: &str) -> Response {
+    let message = match wanted {
+        "write" if sources.by_client_key(key).is_some() => {
+            "this is a client key: it loads features (GET /api/features/<client key>); events need the source's write key".to_owned()
+        }
+        "client" if sources.by_write_key(key).is_some() => {
+            "this is a write key: it sends events (POST /v1/batch); features need the source's client key".to_owned()
+        }
+        _ => format!("no active source has this {wanted} key (`growthmesh source list`; revoked keys open nothing)"),
+    };
+    app_error(StatusCode::UNAUTHORIZED, "unauthorized", message)
+}
+
+/// Segment's tracking API: one request, authenticated by a write key, ingested by the node.
+async fn segment_call(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+    endpoint: Endpoint,
+) -> Response {
+    let received_ms = crate::actor::now_ms() as i64;
+    let header_key = match basic_user(&headers) {
+        Ok(key) => key,
+        Err(message) => return app_error(StatusCode::UNAUTHORIZED, "unauthorized", message),
+    };
+    // A key in the header is checked before any work on the body.
+    if let Some(key) = &header_key
+        && state.sources.by_write_key(key).is_none()
+    {
+        return wrong_key(&state.sources, key, "write");
+    }
+    let parsed = inflate(&headers, &body).and_then(|body| segment::parse(endpoint, &body, received_ms));
+    let request = match (parsed, &header_key) {
+        (Ok(request), _) => request,
+        (Err(error), Some(_)) => return bad_request(&error),
+        // Without a key in the header, one in a body that does not parse is not found.
+        (Err(_), None) => {
+            return app_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "no write key: use Basic auth with the source's write key as user name",
+            );
+        }
+    };
+    let Some(key) = header_key.or_else(|| request.write_key.clone()) else {
+        return app_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "no write key: use Basic auth with the source's write key as user name",
+        );
+    };
+    let Some(source) = state.sources.by_write_key(&key) else {
+        return wrong_key(&state.sources, &key, "write");
+    };
+    match ask(&state, |reply| Input::Segment {
+        source,
+        request,
+        reply,
+    })
+    .await
+    {
+        Ok(Ok(report)) => (
+            StatusCode::OK,
+            cors(),
+            Json(serde_json::json!({
+                "success": true,
+                "accepted": report.accepted,
+                "duplicates": report.duplicates,
+                "quarantined": report.quarantined,
+            })),
+        )
+            .into_response(),
+        Ok(Err(message)) => app_error(StatusCode::INTERNAL_SERVER_ERROR, "store", message),
+        Err(response) => response,
+    }
+}
+
+/// GrowthBook's features endpoint: this pod's running experiments, for an active client key.
+async fn features(
+    State(state): State<ApiState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if state.sources.by_client_key(&key).is_none() {
+        return wrong_key(&state.sources, &key, "client");
+    }
+    let Some(features) = state.features.borrow().clone() else {
+        return app_error(StatusCode::SERVICE_UNAVAILABLE, "starting", "the node is starting; try again");
+    };
+    let etag = HeaderValue::from_str(&features.etag).unwrap_or(HeaderValue::from_static("\"\""));
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|tag| {
+            let tag = tag.trim();
+            tag == "*" || tag.trim_start_matches("W/") == features.etag
+        }));
+    let common = [
+        (header::ETAG, etag),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (
+            header::HeaderName::from_static("x-sse-support"),
+            HeaderValue::from_static("enabled"),
+        ),
+    ];
+    if matches {
+        return (StatusCode::NOT_MODIFIED, cors(), common).into_response();
+    }
+    (
+        StatusCode::OK,
+        cors(),
+        common,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        features.body.clone(),
+    )
+        .into_response()
+}
+
+/// How often an open stream checks that its client key is still active.
+const STREAM_KEY_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// GrowthBook's streaming endpoint: a `features` event with the whole payload now and whenever it changes; the
+/// stream ends when the client key is revoked.
+async fn subscribe(State(state): State<ApiState>, Path(key): Path<String>) -> Response {
+    if state.sources.by_client_key(&key).is_none() {
+        return wrong_key(&state.sources, &key, "client");
+    }
+    let sources = state.sources.clone();
+    let mut receiver = state.features.clone();
+    receiver.mark_changed();
+    let stream = futures::stream::unfold(receiver, move |mut receiver| {
+        let sources = sources.clone();
+        let key = key.clone();
+        async move {
+            loop {
+                let changed =
+                    match tokio::time::timeout(STREAM_KEY_CHECK, receiver.changed()).await {
+                        Ok(Err(_)) => return None,
+                        Ok(Ok(())) => true,
+                        Err(_) => false,
+                    };
+                sources.by_client_key(&key)?;
+                if !changed {
+                    continue;
+                }
+                let current = receiver.borrow_and_update().clone();
+                if let Some(features) = current {
+                    let event = Event::default().event("features").data(features.body.clone());
+                    return Some((Ok::<_, std::convert::Infallible>(event), receiver));
+                }
+            }
+        }
+    });
+    (cors(), Sse::new(stream).keep_alive(KeepAlive::default())).into_response()
+}

@@ -196,6 +196,8 @@ pub async fn run(
         exec,
         ticket,
     );
+    let features = actor.features();
+    let sources = actor.sources();
     let actor_thread = std::thread::Builder::new()
         .name("growthmesh-node".into())
         .spawn(move || actor.run(inbox_rx))
@@ -204,6 +206,8 @@ pub async fn run(
     let app = crate::api::router(crate::api::ApiState {
         inbox: inbox.clone(),
         token,
+        sources,
+        features,
     });
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {

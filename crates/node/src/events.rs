@@ -39,6 +39,8 @@ pub struct EventStats {
     pub purged: u64,
     /// When retention last ran (RFC 3339), if ever.
     pub last_purge: Option<String>,
+    /// Segment calls received that are counted, not stored (`identify`, `page`, `screen`, `group`, `alias`).
+    pub calls: std::collections::BTreeMap<String, u64>,
 }
 
 /// Events written to the store in one batch.
@@ -127,6 +129,8 @@ pub struct Ingestor {
     quarantine: Vec<QuarantineEntry>,
     released: Vec<[u8; 16]>,
     report: IngestReport,
+    /// Events with a `messageId` are deduplicated by it alone (Segment API calls, whose times are corrected).
+    unique_messages: bool,
 }
 
 impl std::fmt::Debug for Ingestor {
@@ -148,7 +152,33 @@ impl Node {
             quarantine: Vec::new(),
             released: Vec::new(),
             report: IngestReport::default(),
+            unique_messages: false,
         })
+    }
+
+    /// Ingests the calls of a Segment request sent with `source`'s write key: `track` calls through the same checks,
+    /// quarantine and idempotency as `ingest` (a `messageId` alone identifies a call, since a retry's time may be
+    /// corrected differently); the other calls are counted by type.
+    pub fn ingest_segment(
+        &self,
+        source: &crate::sources::Source,
+        request: &crate::segment::Request,
+        now_ms: i64,
+    ) -> Result<IngestReport, Error> {
+        let mut ingestor = self.ingestor(now_ms)?;
+        ingestor.unique_messages = true;
+        let origin = format!("segment:{}", source.name);
+        let mut calls = std::collections::BTreeMap::new();
+        for message in &request.messages {
+            match &message.line {
+                Some(line) => ingestor.line(&origin, message.number, line)?,
+                None => *calls.entry(message.call.as_str().to_owned()).or_insert(0u64) += 1,
+            }
+        }
+        if !calls.is_empty() {
+            self.store.count_calls(&calls)?;
+        }
+        ingestor.finish()
     }
 
     /// Ingests a request body: a JSON array of track calls, or JSON lines.
@@ -236,6 +266,7 @@ impl Node {
             quarantined: events.quarantined_count() as u64,
             purged,
             last_purge: purged_at_ms.map(model::time::format_rfc3339),
+            calls: self.store.calls()?,
         })
     }
 
@@ -346,6 +377,7 @@ impl Ingestor {
             id: accepted.id,
             value: accepted.value,
             exposure: accepted.exposure,
+            unique_message: self.unique_messages && accepted.has_message_id,
         });
         if self.batch.len() >= BATCH_EVENTS {
             self.write_batch()?;

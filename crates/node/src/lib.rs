@@ -8,7 +8,10 @@
 //! - `actor.rs`: the one thread that owns the [`Node`] while the daemon runs: network events, sync, invites,
 //!   CLI commands arriving over the API, announcements.
 //! - `api.rs`: the local HTTP API (axum): `/health`, `/metrics`, `/v1/status`, `/v1/exec`, `/v1/events`,
-//!   `/v1/block`, `/v1/publish`.
+//!   `/v1/block`, `/v1/publish` behind the admin token; for apps, Segment's tracking API (`/v1/batch` and its
+//!   kin, write key) and GrowthBook's `/api/features/<client key>` and `/sub/<client key>` (client key).
+//! - `segment.rs`: Segment requests decoded and checked (limits, fields, clock skew) before ingestion.
+//! - `features.rs`: the GrowthBook features payload: this pod's running experiments as SDK experiment rules.
 //! - `metrics.rs`: `/metrics` in the OpenMetrics text format (prometheus-client): gauges, counters, families.
 //! - `remote.rs`: the CLI side: find a running daemon for a data dir and hand it a command.
 //! - `events.rs`: event ingestion into the store, the quarantine, and experiment analysis over stored events.
@@ -28,12 +31,14 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 mod exchange;
+pub mod features;
 pub mod invite;
 pub mod metrics;
 pub mod nat;
 pub mod okr;
 pub mod remote;
 pub mod scorecards;
+pub mod segment;
 pub mod sources;
 
 use std::path::{Path, PathBuf};
@@ -125,6 +130,8 @@ pub struct Node {
     derived: std::sync::Mutex<Derived>,
     /// The pods' scorecard snapshots accepted, loaded from the store on first use.
     board: Option<scorecard::Board>,
+    /// The active app sources, shared with the HTTP API.
+    sources: sources::SourceIndex,
 }
 
 /// The view and governance computed for one set of heads. Equal heads mean equal accepted and excluded changes, so
@@ -184,7 +191,14 @@ impl Node {
             reissued: Vec::new(),
             derived: std::sync::Mutex::default(),
             board: None,
-        })
+            sources: sources::SourceIndex::default(),
+        }
+        .with_sources())
+    }
+
+    fn with_sources(self) -> Self {
+        self.refresh_sources();
+        self
     }
 
     /// This node's identity.

@@ -58,6 +58,40 @@ impl From<store::Error> for SourceError {
     }
 }
 
+/// The active sources, shared by the node and its HTTP API: the API authenticates each app request here, without a
+/// trip through the node's actor, and a revocation takes effect on the next request.
+#[derive(Clone, Debug, Default)]
+pub struct SourceIndex(std::sync::Arc<std::sync::RwLock<Vec<Source>>>);
+
+impl SourceIndex {
+    fn replace(&self, sources: Vec<Source>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            sources.into_iter().filter(Source::active).collect();
+    }
+
+    fn find(&self, matches: impl Fn(&Source) -> bool) -> Option<Source> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|s| matches(s))
+            .cloned()
+    }
+
+    /// The active source whose write key is `key` (compared in constant time), if any.
+    pub fn by_write_key(&self, key: &str) -> Option<Source> {
+        self.find(|s| constant_time_eq(s.write_key.as_bytes(), key.as_bytes()))
+    }
+
+    /// The active source whose client key is `key` (compared in constant time), if any.
+    pub fn by_client_key(&self, key: &str) -> Option<Source> {
+        self.find(|s| constant_time_eq(s.client_key.as_bytes(), key.as_bytes()))
+    }
+}
+
 /// A random key: `prefix` then 48 hex digits (192 bits).
 fn key(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(rand::random::<[u8; 24]>()))
@@ -94,6 +128,7 @@ impl Node {
         };
         self.store
             .put_source(name, &serde_json::to_vec(&source).unwrap_or_default())?;
+        self.refresh_sources();
         tracing::info!(source = name, "app source added");
         Ok(source)
     }
@@ -109,24 +144,36 @@ impl Node {
         source.revoked_at_ms = Some(now_ms);
         self.store
             .put_source(name, &serde_json::to_vec(&source).unwrap_or_default())?;
+        self.refresh_sources();
         tracing::info!(source = name, "app source revoked");
         Ok(source)
     }
 
+    /// The active sources as an index shared with the HTTP API, kept up to date by [`Node::add_source`] and
+    /// [`Node::revoke_source`].
+    pub fn source_index(&self) -> SourceIndex {
+        self.sources.clone()
+    }
+
+    /// Loads the index from the store (an unreadable store leaves it empty: no app key opens anything).
+    pub(crate) fn refresh_sources(&self) {
+        match self.sources() {
+            Ok(sources) => self.sources.replace(sources),
+            Err(error) => {
+                tracing::error!(%error, "reading the app sources failed; no app key is accepted");
+                self.sources.replace(Vec::new());
+            }
+        }
+    }
+
     /// The active source whose write key is `key` (compared in constant time), if any.
-    pub fn source_by_write_key(&self, key: &str) -> Result<Option<Source>, Error> {
-        Ok(self
-            .sources()?
-            .into_iter()
-            .find(|s| s.active() && constant_time_eq(s.write_key.as_bytes(), key.as_bytes())))
+    pub fn source_by_write_key(&self, key: &str) -> Option<Source> {
+        self.sources.by_write_key(key)
     }
 
     /// The active source whose client key is `key` (compared in constant time), if any.
-    pub fn source_by_client_key(&self, key: &str) -> Result<Option<Source>, Error> {
-        Ok(self
-            .sources()?
-            .into_iter()
-            .find(|s| s.active() && constant_time_eq(s.client_key.as_bytes(), key.as_bytes())))
+    pub fn source_by_client_key(&self, key: &str) -> Option<Source> {
+        self.sources.by_client_key(key)
     }
 }
 
@@ -149,27 +196,23 @@ mod tests {
         // A write key is not a client key, nor the reverse.
         assert!(
             node.source_by_client_key(&web.write_key)
-                .expect("reads")
                 .is_none()
         );
         assert!(
             node.source_by_write_key(&web.client_key)
-                .expect("reads")
                 .is_none()
         );
         assert_eq!(
-            node.source_by_write_key(&web.write_key).expect("reads"),
+            node.source_by_write_key(&web.write_key),
             Some(web.clone())
         );
         node.revoke_source("web", 3).expect("revoked");
         assert!(
             node.source_by_write_key(&web.write_key)
-                .expect("reads")
                 .is_none()
         );
         assert!(
             node.source_by_client_key(&web.client_key)
-                .expect("reads")
                 .is_none()
         );
         assert!(node.revoke_source("web", 4).is_err(), "already revoked");

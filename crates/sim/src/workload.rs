@@ -343,6 +343,8 @@ pub fn experiment(key: &str, cost: f64, metric: &str, now_ms: i64) -> model::Exp
         status: model::ExperimentStatus::Draft,
         namespace: None,
         started_at_ms: None,
+        hash_version: 1,
+        coverage: 1.0,
         created_by: String::new(),
         created_at_ms: now_ms,
     }

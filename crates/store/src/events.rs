@@ -6,13 +6,17 @@
 //!   One prefix scan per metric event yields users in byte order and each user's events in time order.
 //! - `exposures`: `experiment \0 user \0 timestamp id` -> variation id. One prefix scan per experiment.
 //! - `quarantine`: hash of the raw line (16 bytes) -> [`QuarantineEntry`].
+//! - `message_ids`: the first 8 bytes of an event id -> the event's key, for events that arrived through the Segment
+//!   API ([`NewEvent::unique_message`]): there a retry may carry another clock-skew-corrected timestamp, so the key
+//!   alone would not find it.
 //!
 //! Event and user names never contain NUL (ingestion rejects them), so the separators are unambiguous.
 //!
 //! Idempotency lives in the key: its last 8 bytes are the event id (a hash of `messageId`, else of the content), so
 //! the same event ingested again finds its key and is skipped, and a crash mid-batch can only leave events that a
-//! retry skips. A `messageId` therefore deduplicates within one (event, user, timestamp), which is what a Segment
-//! retry resends; keeping a separate id index would cost a second sled write per event (see docs/analysis.md).
+//! retry skips. A `messageId` therefore deduplicates within one (event, user, timestamp), which is what a file
+//! ingested again holds; a separate id index costs a second sled write per event (see docs/analysis.md), so only
+//! events that need it (Segment API events, whose timestamps are corrected for clock skew) are indexed.
 
 use sled::IVec;
 
@@ -38,6 +42,9 @@ pub struct NewEvent {
     pub value: Vec<u8>,
     /// Whether this is an exposure (`Experiment Viewed`).
     pub exposure: bool,
+    /// Whether its id alone identifies it (a Segment `messageId` whose event time may differ between retries):
+    /// then an event with the same id is a duplicate whatever its key.
+    pub unique_message: bool,
 }
 
 /// How many events of a batch were new and how many were already stored.
@@ -177,6 +184,7 @@ pub struct Events {
     events: sled::Tree,
     exposures: sled::Tree,
     quarantine: sled::Tree,
+    message_ids: sled::Tree,
 }
 
 impl std::fmt::Debug for Events {
@@ -193,6 +201,7 @@ impl Store {
             events: tree("events")?,
             exposures: tree("exposures")?,
             quarantine: tree("quarantine")?,
+            message_ids: tree("message_ids")?,
             db: self.db.clone(),
             path: self.path.clone(),
         })
@@ -212,8 +221,10 @@ impl Events {
     pub fn write(&self, batch: &[NewEvent]) -> Result<WriteCounts, Error> {
         let mut counts = WriteCounts::default();
         let mut seen = std::collections::HashSet::with_capacity(batch.len());
+        let mut seen_ids = std::collections::HashSet::new();
         let mut events = sled::Batch::default();
         let mut exposures = sled::Batch::default();
+        let mut message_ids = sled::Batch::default();
         for event in batch {
             let key = event_key(&event.event, &event.user, event.timestamp_ms, &event.id);
             let tree = if event.exposure {
@@ -225,6 +236,14 @@ impl Events {
                 counts.duplicates += 1;
                 continue;
             }
+            if event.unique_message {
+                let id = &event.id[..KEY_ID_BYTES];
+                if !seen_ids.insert(id) || self.sled(self.message_ids.contains_key(id))? {
+                    counts.duplicates += 1;
+                    continue;
+                }
+                message_ids.insert(id, &key[..]);
+            }
             if event.exposure {
                 exposures.insert(&key[..], &event.value[..]);
             } else {
@@ -233,8 +252,11 @@ impl Events {
             seen.insert(key);
             counts.accepted += 1;
         }
+        // The index last: a crash before it leaves the event stored and findable by its key (a retry with the same
+        // timestamp is still a duplicate), never an index entry without its event.
         self.sled(self.events.apply_batch(events))?;
         self.sled(self.exposures.apply_batch(exposures))?;
+        self.sled(self.message_ids.apply_batch(message_ids))?;
         Ok(counts)
     }
 
@@ -297,15 +319,24 @@ impl Events {
             &self.events
         };
         let mut batch = sled::Batch::default();
+        let mut ids = sled::Batch::default();
         let mut count = 0u64;
         for item in scan(self, tree, name) {
             let event = item?;
             if event.timestamp_ms() < before_ms {
+                let id = &event.key[event.key.len() - KEY_ID_BYTES..];
+                if self
+                    .sled(self.message_ids.get(id))?
+                    .is_some_and(|k| k == event.key)
+                {
+                    ids.remove(id);
+                }
                 batch.remove(event.key.clone());
                 count += 1;
             }
         }
         self.sled(tree.apply_batch(batch))?;
+        self.sled(self.message_ids.apply_batch(ids))?;
         Ok(count)
     }
 
@@ -413,6 +444,7 @@ mod tests {
             id: [id; 16],
             value: b"{}".to_vec(),
             exposure: false,
+            unique_message: false,
         }
     }
 
@@ -450,6 +482,36 @@ mod tests {
                 (b"u2".to_vec(), 5)
             ]
         );
+    }
+
+    #[test]
+    fn a_unique_message_is_a_duplicate_at_any_timestamp_until_it_is_purged() {
+        let store = Store::in_memory().expect("memory store");
+        let events = store.events().expect("trees");
+        let unique = |ts: i64| NewEvent {
+            unique_message: true,
+            ..event("Order", "u1", ts, 9)
+        };
+        assert_eq!(events.write(&[unique(1_000)]).expect("write").accepted, 1);
+        // A retry whose clock-skew correction moved it by a few milliseconds, alone and within one batch.
+        assert_eq!(events.write(&[unique(1_004)]).expect("write").duplicates, 1);
+        let both = events.write(&[unique(990), unique(991)]).expect("write");
+        assert_eq!((both.accepted, both.duplicates), (0, 2));
+        // Another id is another event; a plain event is not looked up in the index.
+        assert_eq!(
+            events
+                .write(&[NewEvent {
+                    unique_message: true,
+                    ..event("Order", "u1", 1_004, 8)
+                }])
+                .expect("write")
+                .accepted,
+            1
+        );
+        assert_eq!(events.len(), 2);
+        // Purged with its event: the id no longer hides a new event.
+        assert_eq!(events.purge("Order", 2_000, false).expect("purge"), 2);
+        assert_eq!(events.write(&[unique(3_000)]).expect("write").accepted, 1);
     }
 
     #[test]

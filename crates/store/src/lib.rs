@@ -11,7 +11,10 @@
 //!   never applied)
 //! - `rejected`: change hash -> reason code
 //! - `pending`: change hash -> envelope bytes (waiting for dependencies)
-//! - `meta`: `snapshot` -> [`registry::ReplicaState`] bytes; `snapshot_seq` -> last log entry it covers
+//! - `meta`: `snapshot` -> [`registry::ReplicaState`] bytes; `snapshot_seq` -> last log entry it covers;
+//!   `purged_events`/`purged_at_ms` (retention); `calls/<type>` (Segment calls counted, not stored);
+//!   `features_state` (when the features served to app SDKs last changed, and their digest)
+//! - `sources`, `pulse`, `scorecards`: this node's app sources, pulse answers, and the scorecard snapshots accepted
 //!
 //! Durability: [`Store::commit`] writes a receipt and flushes before it returns, so whatever a command reports as
 //! accepted survives a kill -9. [`Store::commit_deferred`] leaves the flush to the caller (a running node flushes
@@ -290,6 +293,48 @@ impl Store {
         )?;
         self.sled(self.meta.insert("purged_at_ms", &at_ms.to_be_bytes()))?;
         self.flush()
+    }
+
+    /// Adds to the running count of Segment calls received by type (`identify`, `page`, `screen`, `group`, `alias`:
+    /// the calls no analysis reads, counted so an operator sees they arrive). Durable once flushed.
+    pub fn count_calls(&self, counts: &std::collections::BTreeMap<String, u64>) -> Result<(), Error> {
+        for (kind, count) in counts {
+            let key = format!("calls/{kind}");
+            self.sled(self.meta.update_and_fetch(key.as_bytes(), |old| {
+                let before = old
+                    .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                    .map_or(0, u64::from_be_bytes);
+                Some(before.saturating_add(*count).to_be_bytes().to_vec())
+            }))?;
+        }
+        Ok(())
+    }
+
+    /// The Segment calls counted by [`Store::count_calls`], by type.
+    pub fn calls(&self) -> Result<std::collections::BTreeMap<String, u64>, Error> {
+        let mut counts = std::collections::BTreeMap::new();
+        for item in self.meta.scan_prefix(b"calls/") {
+            let (key, value) = self.sled(item)?;
+            let kind = String::from_utf8_lossy(&key[b"calls/".len()..]).into_owned();
+            let count = <[u8; 8]>::try_from(&value[..]).map_or(0, u64::from_be_bytes);
+            counts.insert(kind, count);
+        }
+        Ok(counts)
+    }
+
+    /// What [`Store::features_state`] returns, replaced.
+    pub fn set_features_state(&self, digest: &[u8], updated_ms: i64) -> Result<(), Error> {
+        let value = [&updated_ms.to_be_bytes()[..], digest].concat();
+        self.sled(self.meta.insert("features_state", value))?;
+        self.flush()
+    }
+
+    /// The digest of the feature definitions this node last served and when they last changed (Unix ms).
+    pub fn features_state(&self) -> Result<Option<(Vec<u8>, i64)>, Error> {
+        Ok(self.sled(self.meta.get("features_state"))?.and_then(|v| {
+            let (time, digest) = v.split_first_chunk::<8>()?;
+            Some((digest.to_vec(), i64::from_be_bytes(*time)))
+        }))
     }
 
     /// Keeps app source `name` as `record` (replacing it), durably.

@@ -58,18 +58,10 @@ pub fn in_node(
     Ok(exit::OK)
 }
 
-/// The assignment definition of a registered experiment: GrowthBook's defaults (seed = key, hash version 1, full
-/// coverage) with its variants' weights and its namespace.
+/// The assignment definition of a registered experiment (seed = key, its hash version and coverage, its variants'
+/// weights and its namespace): the one the node serves to GrowthBook SDKs.
 pub fn registered(experiment: &model::Experiment) -> assign::Experiment {
-    assign::Experiment {
-        weights: Some(experiment.variants.iter().map(|v| v.weight).collect()),
-        namespace: experiment.namespace.as_ref().map(|n| assign::Namespace {
-            id: n.id.clone(),
-            start: n.start,
-            end: n.end,
-        }),
-        ..assign::Experiment::new(experiment.key.clone(), experiment.variants.len() as u32)
-    }
+    node::features::assignment(experiment)
 }
 
 /// The line `assign` prints: `base` (e.g. a registered experiment's definition) overridden by the flags.

@@ -245,6 +245,8 @@ fn quarter_of_work(replicas: &mut [Replica], say: &impl Fn(String)) -> anyhow::R
             status: ExperimentStatus::Draft,
             namespace: None,
             started_at_ms: None,
+            hash_version: 1,
+            coverage: 1.0,
             created_by: node.identity().public_key,
             created_at_ms: now,
         };

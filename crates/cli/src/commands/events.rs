@@ -91,6 +91,15 @@ pub fn events(context: &Context, node: &mut Node, command: EventsCommand) -> any
             s.purged,
             s.last_purge.as_deref().unwrap_or("never")
         );
+        if !s.calls.is_empty() {
+            let calls: Vec<String> = s.calls.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            outln!(
+                context,
+                "counted       {:>10}  (Segment calls not stored: {})",
+                s.calls.values().sum::<u64>(),
+                calls.join(", ")
+            );
+        }
     })?;
     Ok(exit::OK)
 }

@@ -92,6 +92,12 @@ pub struct NewExperiment {
     /// namespace never share users, so they do not overlap.
     #[arg(long)]
     namespace: Option<String>,
+    /// GrowthBook hash version its users are assigned with: 1 (the SDKs' default) or 2 (unbiased; recommended).
+    #[arg(long, default_value_t = model::DEFAULT_HASH_VERSION, value_parser = clap::value_parser!(u8).range(1..=2))]
+    hash_version: u8,
+    /// Share of users included, in (0, 1]; the others see the control and are not counted.
+    #[arg(long, default_value_t = 1.0)]
+    coverage: f64,
 }
 
 /// Filters of `experiment list`.
@@ -618,6 +624,8 @@ fn build(args: NewExperiment, author: String) -> anyhow::Result<Experiment> {
             .map(|n| input(n.parse::<model::NamespaceRange>()))
             .transpose()?,
         started_at_ms: None,
+        hash_version: args.hash_version,
+        coverage: args.coverage,
         created_by: author,
         created_at_ms: now_ms(),
     })
