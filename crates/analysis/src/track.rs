@@ -432,13 +432,19 @@ mod tests {
             r#"{"userId":"u1","event":"Experiment Viewed","timestamp":"2025-12-31T10:00:00Z","properties":{"experiment_id":"checkout","variation_id":"treatment"}}"#,
         )
         .expect("valid");
-        assert_eq!((snake.name.as_str(), snake.value.as_slice()), ("checkout", &b"treatment"[..]));
+        assert_eq!(
+            (snake.name.as_str(), snake.value.as_slice()),
+            ("checkout", &b"treatment"[..])
+        );
         // The camel-case name wins when both are set; a null one falls back to the other.
         let both = check(
             r#"{"userId":"u1","event":"Experiment Viewed","timestamp":"2025-12-31T10:00:00Z","properties":{"experimentId":"a","experiment_id":"b","variationId":null,"variation_id":"0"}}"#,
         )
         .expect("valid");
-        assert_eq!((both.name.as_str(), both.value.as_slice()), ("a", &b"0"[..]));
+        assert_eq!(
+            (both.name.as_str(), both.value.as_slice()),
+            ("a", &b"0"[..])
+        );
         assert!(
             check(r#"{"userId":"u1","event":"Experiment Viewed","timestamp":"2025-12-31T10:00:00Z","properties":{"experiment_id":"a"}}"#)
                 .unwrap_err()

@@ -724,7 +724,10 @@ impl Experiment {
         if !matches!(self.hash_version, 1 | 2) {
             return Err(Error::invalid(
                 "--hash-version",
-                format!("{} is not a GrowthBook hash version (1 or 2)", self.hash_version),
+                format!(
+                    "{} is not a GrowthBook hash version (1 or 2)",
+                    self.hash_version
+                ),
             ));
         }
         if !(self.coverage > 0.0 && self.coverage <= 1.0) {

@@ -406,9 +406,7 @@ impl Actor {
                     request,
                     reply,
                 } => {
-                    let report = self
-                        .node
-                        .ingest_segment(&source, &request, now_ms() as i64);
+                    let report = self.node.ingest_segment(&source, &request, now_ms() as i64);
                     let _ = reply.send(report.map_err(|e| e.to_string()));
                 }
                 Input::Status { reply } => {

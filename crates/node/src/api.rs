@@ -62,11 +62,15 @@ pub fn router(state: ApiState) -> Router {
 fn app_routes() -> Router<ApiState> {
     let mut router = Router::new();
     let mut add = |path: &'static str, endpoint: Endpoint| {
-        let route = post(move |state: State<ApiState>, headers: HeaderMap, body: axum::body::Bytes| {
-            segment_call(state, headers, body, endpoint)
-        })
+        let route = post(
+            move |state: State<ApiState>, headers: HeaderMap, body: axum::body::Bytes| {
+                segment_call(state, headers, body, endpoint)
+            },
+        )
         .options(preflight)
-        .layer(axum::extract::DefaultBodyLimit::max(segment::MAX_BATCH_BYTES));
+        .layer(axum::extract::DefaultBodyLimit::max(
+            segment::MAX_BATCH_BYTES,
+        ));
         router = std::mem::take(&mut router).route(path, route);
     };
     add("/v1/batch", Endpoint::Batch);
@@ -280,7 +284,9 @@ fn cors() -> [(header::HeaderName, HeaderValue); 3] {
         ),
         (
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("authorization, content-type, content-encoding, if-none-match"),
+            HeaderValue::from_static(
+                "authorization, content-type, content-encoding, if-none-match",
+            ),
         ),
         (
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
@@ -306,7 +312,8 @@ fn basic_user(headers: &HeaderMap) -> Result<Option<String>, String> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let wrong = || "authorization: use Basic auth with the source's write key as user name".to_owned();
+    let wrong =
+        || "authorization: use Basic auth with the source's write key as user name".to_owned();
     let text = value.to_str().map_err(|_| wrong())?;
     let (scheme, encoded) = text.split_once(' ').ok_or_else(wrong)?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -316,7 +323,9 @@ fn basic_user(headers: &HeaderMap) -> Result<Option<String>, String> {
         .decode(encoded.trim())
         .map_err(|_| wrong())?;
     let decoded = String::from_utf8(decoded).map_err(|_| wrong())?;
-    let user = decoded.split_once(':').map_or(decoded.as_str(), |(user, _)| user);
+    let user = decoded
+        .split_once(':')
+        .map_or(decoded.as_str(), |(user, _)| user);
     Ok(Some(user.to_owned()))
 }
 
@@ -385,7 +394,8 @@ async fn segment_call(
     {
         return wrong_key(&state.sources, key, "write");
     }
-    let parsed = inflate(&headers, &body).and_then(|body| segment::parse(endpoint, &body, received_ms));
+    let parsed =
+        inflate(&headers, &body).and_then(|body| segment::parse(endpoint, &body, received_ms));
     let request = match (parsed, &header_key) {
         (Ok(request), _) => request,
         (Err(error), Some(_)) => return bad_request(&error),
@@ -441,16 +451,22 @@ async fn features(
         return wrong_key(&state.sources, &key, "client");
     }
     let Some(features) = state.features.borrow().clone() else {
-        return app_error(StatusCode::SERVICE_UNAVAILABLE, "starting", "the node is starting; try again");
+        return app_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting",
+            "the node is starting; try again",
+        );
     };
     let etag = HeaderValue::from_str(&features.etag).unwrap_or(HeaderValue::from_static("\"\""));
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|tag| {
-            let tag = tag.trim();
-            tag == "*" || tag.trim_start_matches("W/") == features.etag
-        }));
+        .is_some_and(|v| {
+            v.split(',').any(|tag| {
+                let tag = tag.trim();
+                tag == "*" || tag.trim_start_matches("W/") == features.etag
+            })
+        });
     let common = [
         (header::ETAG, etag),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
@@ -466,7 +482,10 @@ async fn features(
         StatusCode::OK,
         cors(),
         common,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         features.body.clone(),
     )
         .into_response()
@@ -489,19 +508,21 @@ async fn subscribe(State(state): State<ApiState>, Path(key): Path<String>) -> Re
         let key = key.clone();
         async move {
             loop {
-                let changed =
-                    match tokio::time::timeout(STREAM_KEY_CHECK, receiver.changed()).await {
-                        Ok(Err(_)) => return None,
-                        Ok(Ok(())) => true,
-                        Err(_) => false,
-                    };
+                let changed = match tokio::time::timeout(STREAM_KEY_CHECK, receiver.changed()).await
+                {
+                    Ok(Err(_)) => return None,
+                    Ok(Ok(())) => true,
+                    Err(_) => false,
+                };
                 sources.by_client_key(&key)?;
                 if !changed {
                     continue;
                 }
                 let current = receiver.borrow_and_update().clone();
                 if let Some(features) = current {
-                    let event = Event::default().event("features").data(features.body.clone());
+                    let event = Event::default()
+                        .event("features")
+                        .data(features.body.clone());
                     return Some((Ok::<_, std::convert::Infallible>(event), receiver));
                 }
             }

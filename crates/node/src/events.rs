@@ -172,7 +172,11 @@ impl Node {
         for message in &request.messages {
             match &message.line {
                 Some(line) => ingestor.line(&origin, message.number, line)?,
-                None => *calls.entry(message.call.as_str().to_owned()).or_insert(0u64) += 1,
+                None => {
+                    *calls
+                        .entry(message.call.as_str().to_owned())
+                        .or_insert(0u64) += 1
+                }
             }
         }
         if !calls.is_empty() {

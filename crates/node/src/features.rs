@@ -203,7 +203,11 @@ mod tests {
         let definition = assignment(&experiment());
         assert_eq!(definition.seed, None, "the key is the seed");
         assert_eq!(
-            (definition.hash_version, definition.coverage, definition.variations),
+            (
+                definition.hash_version,
+                definition.coverage,
+                definition.variations
+            ),
             (2, 0.9, 2)
         );
         assert!(definition.validate().is_ok());

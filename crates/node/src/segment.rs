@@ -244,7 +244,10 @@ fn check(
         BadRequest::Malformed(format!("{place}: {problem}"))
     };
     if !raw.get().starts_with('{') {
-        return Err(bad("", format!("must be a JSON object, got {}", kind_of(raw.get()))));
+        return Err(bad(
+            "",
+            format!("must be a JSON object, got {}", kind_of(raw.get())),
+        ));
     }
     let head: Head<'_> = serde_json::from_str(raw.get()).map_err(|e| bad("", e.to_string()))?;
     let call = match (implied, head.kind) {
@@ -256,10 +259,12 @@ fn check(
             ));
         }
         (None, Some(kind)) => {
-            let text: Cow<'_, str> =
-                serde_json::from_str(kind.get()).map_err(|_| {
-                    bad("type", format!("must be a string, got {}", kind_of(kind.get())))
-                })?;
+            let text: Cow<'_, str> = serde_json::from_str(kind.get()).map_err(|_| {
+                bad(
+                    "type",
+                    format!("must be a string, got {}", kind_of(kind.get())),
+                )
+            })?;
             Call::parse(&text).ok_or_else(|| {
                 bad(
                     "type",
@@ -277,11 +282,19 @@ fn check(
         ));
     }
     if call == Call::Alias && !id_of(head.previous_id).map_err(|p| bad("previousId", p))? {
-        return Err(bad("previousId", "is missing (an alias links `previousId` to `userId`)".into()));
+        return Err(bad(
+            "previousId",
+            "is missing (an alias links `previousId` to `userId`)".into(),
+        ));
     }
     if call == Call::Track {
         match head.event {
-            None => return Err(bad("event", "is missing (a track call names its event)".into())),
+            None => {
+                return Err(bad(
+                    "event",
+                    "is missing (a track call names its event)".into(),
+                ));
+            }
             Some(event) => match serde_json::from_str::<Cow<'_, str>>(event.get()) {
                 Ok(name) if !name.trim().is_empty() => {}
                 Ok(_) => return Err(bad("event", "is empty".into())),
@@ -321,14 +334,7 @@ fn check(
             with_timestamp(raw, time.unwrap_or(received_ms))
         }
     });
-    Ok((
-        Message {
-            call,
-            number,
-            line,
-        },
-        head.write_key,
-    ))
+    Ok((Message { call, number, line }, head.write_key))
 }
 
 /// Segment's correction: the call's time moved by the device's clock error, when that error is beyond latency.
@@ -383,9 +389,9 @@ fn time_of(field: &str, raw: &RawValue) -> Result<Option<i64>, BadRequest> {
             kind_of(text)
         ))
     })?;
-    model::time::parse_rfc3339(&value)
-        .map(Some)
-        .map_err(|e| BadRequest::Malformed(format!("{field}: `{value}` is not an RFC 3339 time ({e})")))
+    model::time::parse_rfc3339(&value).map(Some).map_err(|e| {
+        BadRequest::Malformed(format!("{field}: `{value}` is not an RFC 3339 time ({e})"))
+    })
 }
 
 fn kind_of(text: &str) -> &'static str {
@@ -434,7 +440,11 @@ mod tests {
         assert_eq!(request.messages[5].number, 6);
         // In sync with the node's clock: the track call is ingested as sent.
         let line = request.messages[0].line.as_deref().expect("a track line");
-        assert!(std::str::from_utf8(line).expect("utf-8").contains(r#""timestamp":"2025-12-31T23:00:00Z""#));
+        assert!(
+            std::str::from_utf8(line)
+                .expect("utf-8")
+                .contains(r#""timestamp":"2025-12-31T23:00:00Z""#)
+        );
         assert!(request.messages[1].line.is_none());
     }
 
@@ -448,14 +458,17 @@ mod tests {
         )
         .expect("valid");
         let line = |i: usize| -> Value {
-            serde_json::from_slice(request.messages[i].line.as_deref().expect("line")).expect("json")
+            serde_json::from_slice(request.messages[i].line.as_deref().expect("line"))
+                .expect("json")
         };
         assert_eq!(line(0)["timestamp"], "2025-12-31T22:30:00.000Z");
         // One second of difference is latency: the call's own `sentAt` wins over the batch's, and is within it.
         assert_eq!(line(1)["timestamp"], "2025-12-31T23:30:00Z");
         // No time at all: the time it was received.
-        let none = batch(r#"{"batch":[{"type":"track","userId":"u","event":"E"}]}"#).expect("valid");
-        let value: Value = serde_json::from_slice(none.messages[0].line.as_deref().expect("line")).expect("json");
+        let none =
+            batch(r#"{"batch":[{"type":"track","userId":"u","event":"E"}]}"#).expect("valid");
+        let value: Value =
+            serde_json::from_slice(none.messages[0].line.as_deref().expect("line")).expect("json");
         assert_eq!(value["timestamp"], "2026-01-01T00:00:00.000Z");
     }
 
@@ -469,15 +482,35 @@ mod tests {
             malformed(r#"{"batch":[{"type":"track","userId":"u","event":"E"},{"userId":"u","event":"E"}]}"#)
                 .starts_with("batch[1].type: is missing")
         );
-        assert!(malformed(r#"{"batch":[{"type":"purchase","userId":"u"}]}"#).contains("`purchase` is not a Segment call"));
-        assert!(malformed(r#"{"batch":[{"type":"track","userId":"u"}]}"#).starts_with("batch[0].event: is missing"));
-        assert!(malformed(r#"{"batch":[{"type":"track","userId":"u","event":"  "}]}"#).starts_with("batch[0].event: is empty"));
-        assert!(malformed(r#"{"batch":[{"type":"track","userId":"u","event":3}]}"#).starts_with("batch[0].event: must be a string"));
-        assert!(malformed(r#"{"batch":[{"type":"track","event":"E","userId":""}]}"#).starts_with("batch[0].userId: neither"));
-        assert!(malformed(r#"{"batch":[{"type":"alias","userId":"u"}]}"#).starts_with("batch[0].previousId: is missing"));
         assert!(
-            malformed(r#"{"batch":[{"type":"track","userId":"u","event":"E","timestamp":"yesterday"}]}"#)
-                .starts_with("batch[0].timestamp: `yesterday` is not an RFC 3339 time")
+            malformed(r#"{"batch":[{"type":"purchase","userId":"u"}]}"#)
+                .contains("`purchase` is not a Segment call")
+        );
+        assert!(
+            malformed(r#"{"batch":[{"type":"track","userId":"u"}]}"#)
+                .starts_with("batch[0].event: is missing")
+        );
+        assert!(
+            malformed(r#"{"batch":[{"type":"track","userId":"u","event":"  "}]}"#)
+                .starts_with("batch[0].event: is empty")
+        );
+        assert!(
+            malformed(r#"{"batch":[{"type":"track","userId":"u","event":3}]}"#)
+                .starts_with("batch[0].event: must be a string")
+        );
+        assert!(
+            malformed(r#"{"batch":[{"type":"track","event":"E","userId":""}]}"#)
+                .starts_with("batch[0].userId: neither")
+        );
+        assert!(
+            malformed(r#"{"batch":[{"type":"alias","userId":"u"}]}"#)
+                .starts_with("batch[0].previousId: is missing")
+        );
+        assert!(
+            malformed(
+                r#"{"batch":[{"type":"track","userId":"u","event":"E","timestamp":"yesterday"}]}"#
+            )
+            .starts_with("batch[0].timestamp: `yesterday` is not an RFC 3339 time")
         );
         assert!(malformed(r#"{"sentAt":5,"batch":[]}"#).starts_with("sentAt: must be an RFC 3339"));
     }
@@ -488,11 +521,18 @@ mod tests {
         let body = format!(
             r#"{{"batch":[{{"type":"track","userId":"u","event":"E"}},{{"type":"track","userId":"u","event":"E","properties":{{"p":"{big}"}}}}]}}"#
         );
-        assert!(matches!(batch(&body), Err(BadRequest::TooLarge(m)) if m.starts_with("batch[1]: ")));
+        assert!(
+            matches!(batch(&body), Err(BadRequest::TooLarge(m)) if m.starts_with("batch[1]: "))
+        );
         let huge = vec![b' '; MAX_BATCH_BYTES + 1];
-        assert!(matches!(parse(Endpoint::Batch, &huge, NOW), Err(BadRequest::TooLarge(m)) if m.starts_with("body: ")));
+        assert!(
+            matches!(parse(Endpoint::Batch, &huge, NOW), Err(BadRequest::TooLarge(m)) if m.starts_with("body: "))
+        );
         let one = format!(r#"{{"userId":"u","event":"E","properties":{{"p":"{big}"}}}}"#);
-        assert!(matches!(parse(Endpoint::One(Call::Track), one.as_bytes(), NOW), Err(BadRequest::TooLarge(_))));
+        assert!(matches!(
+            parse(Endpoint::One(Call::Track), one.as_bytes(), NOW),
+            Err(BadRequest::TooLarge(_))
+        ));
     }
 
     #[test]

@@ -194,27 +194,12 @@ mod tests {
         );
         assert!(node.add_source("Not A Slug", 2).is_err());
         // A write key is not a client key, nor the reverse.
-        assert!(
-            node.source_by_client_key(&web.write_key)
-                .is_none()
-        );
-        assert!(
-            node.source_by_write_key(&web.client_key)
-                .is_none()
-        );
-        assert_eq!(
-            node.source_by_write_key(&web.write_key),
-            Some(web.clone())
-        );
+        assert!(node.source_by_client_key(&web.write_key).is_none());
+        assert!(node.source_by_write_key(&web.client_key).is_none());
+        assert_eq!(node.source_by_write_key(&web.write_key), Some(web.clone()));
         node.revoke_source("web", 3).expect("revoked");
-        assert!(
-            node.source_by_write_key(&web.write_key)
-                .is_none()
-        );
-        assert!(
-            node.source_by_client_key(&web.client_key)
-                .is_none()
-        );
+        assert!(node.source_by_write_key(&web.write_key).is_none());
+        assert!(node.source_by_client_key(&web.client_key).is_none());
         assert!(node.revoke_source("web", 4).is_err(), "already revoked");
         // The name is free again, with new keys.
         let again = node.add_source("web", 5).expect("re-added");

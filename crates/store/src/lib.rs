@@ -297,7 +297,10 @@ impl Store {
 
     /// Adds to the running count of Segment calls received by type (`identify`, `page`, `screen`, `group`, `alias`:
     /// the calls no analysis reads, counted so an operator sees they arrive). Durable once flushed.
-    pub fn count_calls(&self, counts: &std::collections::BTreeMap<String, u64>) -> Result<(), Error> {
+    pub fn count_calls(
+        &self,
+        counts: &std::collections::BTreeMap<String, u64>,
+    ) -> Result<(), Error> {
         for (kind, count) in counts {
             let key = format!("calls/{kind}");
             self.sled(self.meta.update_and_fetch(key.as_bytes(), |old| {

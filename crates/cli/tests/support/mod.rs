@@ -218,3 +218,80 @@ pub fn federation(members: &[(&str, &str, &str)]) -> (Node, Vec<Node>) {
     }
     (council, nodes)
 }
+
+/// A council and the `emea` pod; the pod proposed the schemas and metrics named, the council approved them, and
+/// the pod registered the experiment `checkout` (primary `conversion`, guardrail `pages`).
+pub fn federation_with_schemas(schemas: &[&str]) -> (Node, Node) {
+    let council = Node::init("Council");
+    council.json(&["federation", "create", "--name", "Acme"]);
+    let pod = Node::init("Pod");
+    council.json(&[
+        "member",
+        "add",
+        &pod.public_key,
+        "--role",
+        "pod",
+        "--name",
+        "Pod",
+        "--pod",
+        "emea",
+    ]);
+    pod.import_all(&council.export("founding.gmb"));
+    for schema in schemas {
+        let mut args = vec!["schema", "propose", "--event", schema];
+        for (event, properties) in analysis::generate::SCHEMAS {
+            if event == *schema {
+                for property in properties {
+                    args.extend(["--property", property]);
+                }
+            }
+        }
+        pod.json(&args);
+    }
+    for metric in [
+        &[
+            "--key",
+            "conversion",
+            "--type",
+            "binomial",
+            "--event",
+            "Order Completed",
+        ][..],
+        &["--key", "pages", "--type", "mean", "--event", "Page Viewed"],
+        &[
+            "--key",
+            "signups",
+            "--type",
+            "binomial",
+            "--event",
+            "Signed Up",
+        ],
+    ] {
+        let mut args = vec!["metric", "propose"];
+        args.extend_from_slice(metric);
+        pod.json(&args);
+    }
+    pod.json(&[
+        "experiment",
+        "new",
+        "--key",
+        "checkout",
+        "--hypothesis",
+        "if checkout is shorter then more people order because there is less friction",
+        "--primary-metric",
+        "conversion",
+        "--guardrail",
+        "pages",
+        "--weights",
+        "0.4,0.6",
+    ]);
+    council.import_all(&pod.export("pod.gmb"));
+    for schema in schemas {
+        council.json(&["schema", "approve", schema]);
+    }
+    for metric in ["conversion", "pages", "signups"] {
+        council.json(&["metric", "approve", metric]);
+    }
+    pod.import_all(&council.export("standards.gmb"));
+    (council, pod)
+}
