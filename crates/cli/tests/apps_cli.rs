@@ -8,7 +8,7 @@ use std::io::{BufRead as _, Write as _};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Node, federation_with_schemas};
+use support::{Node, federation_with_schemas, start_experiment};
 
 /// An HTTP answer: status, the headers asked for, body.
 struct Answer {
@@ -31,13 +31,6 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-fn api(node: &Node) -> String {
-    let api: Value =
-        serde_json::from_slice(&std::fs::read(node.dir.join("api.json")).expect("api.json"))
-            .expect("api.json parses");
-    format!("http://{}", api["addr"].as_str().expect("addr"))
-}
-
 fn basic(write_key: &str) -> String {
     use base64::Engine as _;
     format!(
@@ -55,7 +48,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 /// `POST PATH` with the write key as Basic auth (none when `None`), gzipped when `gzipped`.
 fn segment(node: &Node, path: &str, write_key: Option<&str>, body: &[u8], gzipped: bool) -> Answer {
     let mut request = agent()
-        .post(format!("{}{path}", api(node)))
+        .post(format!("{}{path}", node.api_url()))
         .header("Content-Type", "application/json");
     if let Some(key) = write_key {
         request = request.header("Authorization", basic(key));
@@ -70,7 +63,7 @@ fn segment(node: &Node, path: &str, write_key: Option<&str>, body: &[u8], gzippe
 }
 
 fn features(node: &Node, client_key: &str, etag: Option<&str>) -> Answer {
-    let mut request = agent().get(format!("{}/api/features/{client_key}", api(node)));
+    let mut request = agent().get(format!("{}/api/features/{client_key}", node.api_url()));
     if let Some(etag) = etag {
         request = request.header("If-None-Match", etag);
     }
@@ -261,7 +254,7 @@ fn segment_calls_are_ingested_once_and_bad_ones_refused_with_the_field() {
         refused.body
     );
     let mut not_gzip = agent()
-        .post(format!("{}/v1/batch", api(&pod)))
+        .post(format!("{}/v1/batch", pod.api_url()))
         .header("Authorization", basic(&write_key))
         .header("Content-Encoding", "gzip");
     not_gzip = not_gzip.header("Content-Type", "application/json");
@@ -304,28 +297,11 @@ fn segment_calls_are_ingested_once_and_bad_ones_refused_with_the_field() {
     daemon.stop();
 }
 
-/// Registers and starts experiment `key` on `pod` with `extra` flags.
-fn running(pod: &Node, key: &str, extra: &[&str]) {
-    let mut args = vec![
-        "experiment",
-        "new",
-        "--key",
-        key,
-        "--hypothesis",
-        "if the page changes then more people order because it is clearer",
-        "--primary-metric",
-        "conversion",
-    ];
-    args.extend_from_slice(extra);
-    pod.json(&args);
-    pod.json(&["experiment", "start", key]);
-}
-
 #[test]
 fn features_are_the_running_experiments_with_an_etag_and_a_stream() {
     let (_council, pod) = federation_with_schemas(&["Order Completed", "Page Viewed"]);
     // `checkout` (0.4/0.6, hash version 1) stays a draft until started below.
-    running(
+    start_experiment(
         &pod,
         "pricing-low",
         &[
@@ -337,7 +313,7 @@ fn features_are_the_running_experiments_with_an_etag_and_a_stream() {
             "revenue",
         ],
     );
-    running(
+    start_experiment(
         &pod,
         "pricing-high",
         &[
@@ -473,7 +449,7 @@ struct Stream {
 }
 
 fn sse(node: &Node, client_key: &str) -> Stream {
-    let address = api(node).trim_start_matches("http://").to_owned();
+    let address = node.api_url().trim_start_matches("http://").to_owned();
     let mut tcp = std::net::TcpStream::connect(&address).expect("connects");
     tcp.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");

@@ -295,3 +295,20 @@ pub fn federation_with_schemas(schemas: &[&str]) -> (Node, Node) {
     pod.import_all(&council.export("standards.gmb"));
     (council, pod)
 }
+
+/// Registers and starts experiment `key` on `pod` with `extra` flags.
+pub fn start_experiment(pod: &Node, key: &str, extra: &[&str]) {
+    let mut args = vec![
+        "experiment",
+        "new",
+        "--key",
+        key,
+        "--hypothesis",
+        "if the page changes then more people order because it is clearer",
+        "--primary-metric",
+        "conversion",
+    ];
+    args.extend_from_slice(extra);
+    pod.json(&args);
+    pod.json(&["experiment", "start", key]);
+}

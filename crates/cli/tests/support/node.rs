@@ -76,6 +76,15 @@ impl Node {
         (code, body)
     }
 
+    /// The running node's API as a URL, `http://127.0.0.1:PORT`.
+    pub fn api_url(&self) -> String {
+        let api: Value = serde_json::from_slice(
+            &std::fs::read(self.dir.join("api.json")).expect("a running node writes api.json"),
+        )
+        .expect("api.json parses");
+        format!("http://{}", api["addr"].as_str().expect("addr"))
+    }
+
     /// Writes [`FAST_CONFIG`] next to the data dir and returns its path.
     pub fn fast_config(&self) -> PathBuf {
         let path = self.file("node.toml");

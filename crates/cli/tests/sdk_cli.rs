@@ -1,0 +1,195 @@
+//! The official SDKs against a running pod node: `segment-analytics-python` sends events to its Segment tracking
+//! API, and the `growthbook` Python SDK loads its features and assigns users, tracking each exposure back through
+//! Segment. For every running experiment (hash versions 1 and 2, a namespace, partial coverage, three variants) the
+//! SDK's variation is `growthmesh assign`'s.
+//!
+//! The SDKs come from PyPI, pinned in `tests/sdk/requirements.txt`: `.ci/run` installs them into a virtual
+//! environment and names its Python in `GROWTHMESH_SDK_PYTHON`. Without that variable the test makes the
+//! environment itself under the target dir; where PyPI cannot be reached it says so and skips.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use support::{federation_with_schemas, start_experiment};
+
+const REQUIREMENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/requirements.txt");
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/sdk_check.py");
+/// Users each SDK run assigns.
+const USERS: usize = 200;
+/// Of which `growthmesh assign` is also run as a process for this many (all are checked in process).
+const CLI_USERS: usize = 15;
+
+/// The Python with the SDKs installed, or `None` (with the reason printed) where it cannot be had.
+fn sdk_python() -> Option<PathBuf> {
+    if let Some(python) = std::env::var_os("GROWTHMESH_SDK_PYTHON") {
+        return Some(PathBuf::from(python));
+    }
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sdk-venv");
+    let python = venv.join("bin").join("python");
+    let ready = venv.join("installed");
+    if ready.exists() {
+        return Some(python);
+    }
+    let ok = |command: &mut Command| command.status().is_ok_and(|s| s.success());
+    if !ok(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+        || !ok(Command::new(&python).args(["-m", "pip", "install", "--quiet", "-r", REQUIREMENTS]))
+    {
+        eprintln!(
+            "SKIPPED: the SDKs in {REQUIREMENTS} could not be installed (no python3 or no PyPI); \
+             .ci/run installs them and sets GROWTHMESH_SDK_PYTHON"
+        );
+        return None;
+    }
+    std::fs::write(&ready, "").expect("marking the environment ready");
+    Some(python)
+}
+
+#[test]
+fn the_official_sdks_send_events_and_assign_as_growthmesh_does() {
+    let Some(python) = sdk_python() else { return };
+    let (_council, pod) = federation_with_schemas(&["Order Completed", "Page Viewed"]);
+    // `checkout` is registered by the fixture (0.4/0.6, hash version 1).
+    pod.json(&["experiment", "start", "checkout"]);
+    start_experiment(
+        &pod,
+        "pricing-low",
+        &[
+            "--namespace",
+            "pricing:0:0.5",
+            "--hash-version",
+            "2",
+            "--funnel-stage",
+            "revenue",
+        ],
+    );
+    start_experiment(
+        &pod,
+        "pricing-high",
+        &[
+            "--namespace",
+            "pricing:0.5:1",
+            "--hash-version",
+            "2",
+            "--coverage",
+            "0.8",
+            "--variants",
+            "control,plus,premium",
+            "--weights",
+            "0.5,0.25,0.25",
+            "--funnel-stage",
+            "revenue",
+        ],
+    );
+    // Registered, not running: not a feature.
+    pod.json(&[
+        "experiment",
+        "new",
+        "--key",
+        "onboarding",
+        "--hypothesis",
+        "if onboarding is shorter then more people activate because it is easier",
+    ]);
+    let source = pod.json(&["source", "add", "web"]);
+    let daemon = pod.start(&[]);
+
+    let output = Command::new(&python)
+        .arg(SCRIPT)
+        .args(["--api", &pod.api_url()])
+        .args([
+            "--write-key",
+            source["write_key"].as_str().expect("write key"),
+        ])
+        .args([
+            "--client-key",
+            source["client_key"].as_str().expect("client key"),
+        ])
+        .args(["--users", &USERS.to_string()])
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "the SDK script failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let run: Value = serde_json::from_slice(&output.stdout).expect("the script prints JSON");
+    assert_eq!(
+        run["errors"],
+        Value::Array(Vec::new()),
+        "the Segment SDK reported errors"
+    );
+    assert_eq!(
+        run["refused"][0]["status"], 401,
+        "a wrong write key is refused: {}",
+        run["refused"]
+    );
+    assert_eq!(
+        run["features"],
+        serde_json::json!(["checkout", "pricing-high", "pricing-low"]),
+        "the running experiments, and only they, are features"
+    );
+
+    // Every user's variation in every experiment is what `growthmesh assign` says.
+    let view = pod.show();
+    let mut exposed = 0u64;
+    for key in ["checkout", "pricing-high", "pricing-low"] {
+        let experiment: model::Experiment =
+            serde_json::from_value(view["experiments"][key].clone())
+                .expect("a registered experiment");
+        let definition = node::features::assignment(&experiment);
+        let mut in_experiment = 0;
+        for n in 0..USERS {
+            let user = format!("user-{n}");
+            let sdk = run["assignments"][key][&user].as_u64();
+            let ours = assign::assign(&definition, &user).variation.map(u64::from);
+            assert_eq!(sdk, ours, "{key} for {user}");
+            if n < CLI_USERS {
+                let cli = pod.json(&["assign", "--experiment", key, "--user", &user]);
+                assert_eq!(
+                    sdk,
+                    cli["variation"].as_u64(),
+                    "`growthmesh assign` for {key}, {user}"
+                );
+            }
+            // The feature's value is the variant's key; outside the experiment, the control's.
+            let value = run["values"][key][&user].as_str().expect("a variant key");
+            let variant = ours.map_or(0, |v| v as usize);
+            assert_eq!(value, experiment.variants[variant].key, "{key} for {user}");
+            in_experiment += u64::from(sdk.is_some());
+        }
+        assert!(
+            in_experiment > 0 && (key == "checkout") == (in_experiment == USERS as u64),
+            "{key}: {in_experiment}"
+        );
+        exposed += in_experiment;
+    }
+
+    // Events sent twice are stored once; each exposure the SDK tracked through Segment is stored as an exposure.
+    let stats = pod.json(&["events", "stats"]);
+    assert_eq!(stats["events"], USERS as u64, "{stats}");
+    assert_eq!(stats["exposures"], exposed, "{stats}");
+    assert_eq!(stats["quarantined"], 0, "{stats}");
+    assert_eq!(
+        (
+            stats["calls"]["identify"].as_u64(),
+            stats["calls"]["page"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    let report = pod.json(&["analyze", "checkout"]);
+    let users: u64 = report["users"]
+        .as_array()
+        .map(|v| v.iter().filter_map(Value::as_u64).sum())
+        .unwrap_or_default();
+    assert_eq!(
+        users, USERS as u64,
+        "analyze reads the SDK's exposures: {report}"
+    );
+    assert_eq!(
+        report["excluded_unknown_variation"], 0,
+        "the SDK's variation ids are the variant keys"
+    );
+    daemon.stop();
+}
