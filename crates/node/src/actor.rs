@@ -274,7 +274,15 @@ pub struct Actor {
     features: watch::Sender<Option<Arc<crate::features::Features>>>,
     /// The registry heads the features payload was computed at.
     features_heads: Option<Vec<registry::ChangeHash>>,
+    /// Segment requests ingested but not yet flushed, answered together after one flush (group commit).
+    unacked: Vec<(
+        oneshot::Sender<Result<crate::events::IngestReport, String>>,
+        crate::events::IngestReport,
+    )>,
 }
+
+/// Segment requests answered after one flush at most.
+const MAX_UNACKED: usize = 64;
 
 /// Now, in Unix milliseconds: the node's one clock.
 pub(crate) fn now_ms() -> u64 {
@@ -341,6 +349,15 @@ impl Actor {
             last_scorecard: None,
             features: watch::Sender::new(None),
             features_heads: None,
+            unacked: Vec::new(),
+        }
+    }
+
+    /// Flushes what the unanswered Segment requests wrote and answers them: success only once durable.
+    fn ack_ingested(&mut self) {
+        let flushed = self.node.flush_events().map_err(|e| e.to_string());
+        for (reply, report) in self.unacked.drain(..) {
+            let _ = reply.send(flushed.clone().map(|()| report));
         }
     }
 
@@ -427,12 +444,19 @@ impl Actor {
                 Input::Tick => self.on_tick(),
                 Input::Shutdown => break,
             }
+            // Segment requests that came in together are made durable by one flush, then answered.
+            if !self.unacked.is_empty() && (inbox.is_empty() || self.unacked.len() >= MAX_UNACKED) {
+                self.ack_ingested();
+            }
             // Writes that came in while the actor was busy go out in one push per peer.
             if inbox.is_empty() {
                 self.machine.flush(now_ms());
                 self.refresh_features();
             }
             self.carry_out();
+        }
+        if !self.unacked.is_empty() {
+            self.ack_ingested();
         }
         if let Err(error) = self.node.flush() {
             tracing::error!(%error, "flushing received changes at shutdown failed");

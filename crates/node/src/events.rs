@@ -158,7 +158,7 @@ impl Node {
 
     /// Ingests the calls of a Segment request sent with `source`'s write key: `track` calls through the same checks,
     /// quarantine and idempotency as `ingest` (a `messageId` alone identifies a call, since a retry's time may be
-    /// corrected differently); the other calls are counted by type.
+    /// corrected differently); the other calls are counted by type. Durable once [`Node::flush_events`] returns.
     pub fn ingest_segment(
         &self,
         source: &crate::sources::Source,
@@ -182,7 +182,12 @@ impl Node {
         if !calls.is_empty() {
             self.store.count_calls(&calls)?;
         }
-        ingestor.finish()
+        ingestor.finish_unflushed()
+    }
+
+    /// Makes every event, quarantined line and count written so far durable.
+    pub fn flush_events(&self) -> Result<(), Error> {
+        Ok(self.store.events()?.flush()?)
     }
 
     /// Ingests a request body: a JSON array of track calls, or JSON lines.
@@ -444,6 +449,15 @@ impl Ingestor {
         // retry finds the event a duplicate.
         self.events.release(&self.released)?;
         self.events.flush()?;
+        Ok(self.report)
+    }
+
+    /// [`Ingestor::finish`] without the flush: what the report counts is durable once the caller flushed
+    /// ([`Node::flush_events`]), which a running node does once for every request that arrived together.
+    pub fn finish_unflushed(mut self) -> Result<IngestReport, Error> {
+        self.write_batch()?;
+        self.events.quarantine(&self.quarantine)?;
+        self.events.release(&self.released)?;
         Ok(self.report)
     }
 }

@@ -111,6 +111,11 @@ pub fn wait_for(dir: &Path) -> Option<Remote> {
 }
 
 impl Remote {
+    /// The node's API address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.info.addr
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.info.addr)
     }
