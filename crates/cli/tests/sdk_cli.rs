@@ -7,8 +7,12 @@
 //! environment and names its Python in `GROWTHMESH_SDK_PYTHON`. Without that variable the test makes the
 //! environment itself under the target dir; where PyPI cannot be reached it says so and skips.
 
+// The test says so on stderr when it skips.
+#![allow(clippy::print_stderr)]
+
 mod support;
 
+use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -191,5 +195,41 @@ fn the_official_sdks_send_events_and_assign_as_growthmesh_does() {
         report["excluded_unknown_variation"], 0,
         "the SDK's variation ids are the variant keys"
     );
+
+    // Streaming: an SDK holding `/sub/<client key>` open sees an experiment the moment it starts.
+    let mut watcher = Command::new(&python)
+        .arg(SCRIPT)
+        .args(["--api", &pod.api_url()])
+        .args([
+            "--write-key",
+            source["write_key"].as_str().expect("write key"),
+        ])
+        .args([
+            "--client-key",
+            source["client_key"].as_str().expect("client key"),
+        ])
+        .args(["--watch", "onboarding"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    let mut lines = std::io::BufReader::new(watcher.stdout.take().expect("stdout")).lines();
+    let mut next = || -> Value {
+        serde_json::from_str(&lines.next().expect("a line").expect("read")).expect("JSON")
+    };
+    let ready = next();
+    assert_eq!(
+        ready["features"].as_array().map(Vec::len),
+        Some(3),
+        "{ready}"
+    );
+    pod.json(&["experiment", "start", "onboarding"]);
+    let seen = next();
+    assert!(watcher.wait().expect("python ends").success());
+    assert_eq!(
+        seen["seen"], true,
+        "the stream brought the started experiment: {seen}"
+    );
+    let expected = pod.json(&["assign", "--experiment", "onboarding", "--user", "user-1"]);
+    assert_eq!(seen["variation"], expected["variation"], "{seen}");
     daemon.stop();
 }

@@ -39,7 +39,12 @@ pub struct ApiState {
     pub sources: SourceIndex,
     /// The features payload as it stands (`None` until the node computed it).
     pub features: watch::Receiver<Option<Arc<Features>>>,
+    /// Feature streams open now (at most [`MAX_STREAMS`]).
+    pub streams: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Feature streams a node keeps open at once; more are refused with 503 until some close.
+pub const MAX_STREAMS: usize = 1024;
 
 /// The API routes.
 pub fn router(state: ApiState) -> Router {
@@ -500,10 +505,19 @@ async fn subscribe(State(state): State<ApiState>, Path(key): Path<String>) -> Re
     if state.sources.by_client_key(&key).is_none() {
         return wrong_key(&state.sources, &key, "client");
     }
+    let Some(slot) = StreamSlot::take(&state.streams) else {
+        return app_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            format!(
+                "{MAX_STREAMS} feature streams are open; poll /api/features/<client key> instead"
+            ),
+        );
+    };
     let sources = state.sources.clone();
     let mut receiver = state.features.clone();
     receiver.mark_changed();
-    let stream = futures::stream::unfold(receiver, move |mut receiver| {
+    let stream = futures::stream::unfold((receiver, slot), move |(mut receiver, slot)| {
         let sources = sources.clone();
         let key = key.clone();
         async move {
@@ -523,10 +537,30 @@ async fn subscribe(State(state): State<ApiState>, Path(key): Path<String>) -> Re
                     let event = Event::default()
                         .event("features")
                         .data(features.body.clone());
-                    return Some((Ok::<_, std::convert::Infallible>(event), receiver));
+                    return Some((Ok::<_, std::convert::Infallible>(event), (receiver, slot)));
                 }
             }
         }
     });
     (cors(), Sse::new(stream).keep_alive(KeepAlive::default())).into_response()
+}
+
+/// One open feature stream, counted while it lives.
+struct StreamSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl StreamSlot {
+    fn take(open: &Arc<std::sync::atomic::AtomicUsize>) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < MAX_STREAMS).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Self(open.clone()))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }

@@ -208,6 +208,7 @@ pub async fn run(
         token,
         sources,
         features,
+        streams: Default::default(),
     });
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {

@@ -9,7 +9,9 @@ node and against `growthmesh assign`. Run by that test only.
 import argparse
 import json
 import logging
+import os
 import sys
+import time
 
 from growthbook import GrowthBook
 from segment.analytics import Client
@@ -22,8 +24,12 @@ def main():
     parser.add_argument("--write-key", required=True)
     parser.add_argument("--client-key", required=True)
     parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--watch", help="stream features and wait until this feature appears")
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL)
+    if args.watch:
+        watch(args)
+        return
 
     errors = []
 
@@ -93,6 +99,26 @@ def main():
         },
         sys.stdout,
     )
+
+
+def watch(args):
+    """Streams the features (GrowthBook's server-sent events) and reports when `--watch` appears."""
+    gb = GrowthBook(api_host=args.api, client_key=args.client_key, attributes={"id": "user-1"}, streaming=True)
+    before = sorted(gb.get_features().keys())
+    print(json.dumps({"ready": True, "features": before}), flush=True)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if args.watch in gb.get_features():
+            result = gb.eval_feature(args.watch)
+            experiment = result.experimentResult
+            print(json.dumps({"seen": True, "value": result.value,
+                              "variation": experiment.variationId if experiment and experiment.inExperiment else None}),
+                  flush=True)
+            # The SDK's stream thread takes up to 10 s to wind down; the answer is out, so leave at once.
+            os._exit(0)
+        time.sleep(0.1)
+    print(json.dumps({"seen": False, "features": sorted(gb.get_features().keys())}), flush=True)
+    os._exit(0)
 
 
 if __name__ == "__main__":
