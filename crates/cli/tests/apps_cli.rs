@@ -294,6 +294,19 @@ fn segment_calls_are_ingested_once_and_bad_ones_refused_with_the_field() {
     assert_eq!(refused.status, 401, "{}", refused.body);
     assert_eq!(features(&pod, &client_key, None).status, 401);
     assert_eq!(stats(&pod)["stored"], after["stored"]);
+
+    // An operator sees it all in /metrics.
+    let (code, metrics) = pod.get("/metrics");
+    assert_eq!(code, 200);
+    for (outcome, count) in [
+        ("segment_accepted", 4),
+        ("segment_unauthorized", 4),
+        ("segment_refused", 4),
+        ("features_unauthorized", 1),
+    ] {
+        let line = format!("growthmesh_app_requests_total{{outcome=\"{outcome}\"}} {count}\n");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
     daemon.stop();
 }
 

@@ -174,6 +174,8 @@ pub enum Input {
     },
     /// A metrics scrape.
     Metrics {
+        /// App requests the HTTP API answered, by outcome (`growthmesh_app_requests_total`).
+        app: Vec<(String, u64)>,
         /// Where to answer.
         reply: oneshot::Sender<String>,
     },
@@ -429,7 +431,7 @@ impl Actor {
                 Input::Status { reply } => {
                     let _ = reply.send((self.status(), self.node.heads()));
                 }
-                Input::Metrics { reply } => self.on_metrics(reply),
+                Input::Metrics { app, reply } => self.on_metrics(app, reply),
                 Input::Block { peers, reply } => self.on_block(peers, reply),
                 Input::Publish {
                     topic,
@@ -1390,8 +1392,14 @@ impl Actor {
     }
 
     /// Answers a scrape: the actor's numbers now, then the network layer's counters (asked of its event loop).
-    fn on_metrics(&self, reply: oneshot::Sender<String>) {
+    fn on_metrics(&self, app: Vec<(String, u64)>, reply: oneshot::Sender<String>) {
         let mut scrape = self.scrape();
+        scrape.family(
+            "growthmesh_app_requests",
+            "Requests of apps (Segment calls, GrowthBook features and streams), by outcome.",
+            "outcome",
+            app,
+        );
         let client = self.client.clone();
         self.runtime.spawn(async move {
             match client.counters().await {

@@ -41,6 +41,33 @@ pub struct ApiState {
     pub features: watch::Receiver<Option<Arc<Features>>>,
     /// Feature streams open now (at most [`MAX_STREAMS`]).
     pub streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// App requests answered, by outcome.
+    pub app_requests: Arc<AppRequests>,
+}
+
+/// App requests answered, by outcome (`segment_accepted`, `segment_unauthorized`, `features_not_modified`...), for
+/// `/metrics`: an operator sees an app sending with a revoked key or malformed batches.
+#[derive(Debug, Default)]
+pub struct AppRequests(std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>);
+
+impl AppRequests {
+    fn count(&self, outcome: &'static str) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(outcome)
+            .or_default() += 1;
+    }
+
+    fn snapshot(&self) -> Vec<(String, u64)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect()
+    }
 }
 
 /// Feature streams a node keeps open at once; more are refused with 503 until some close.
@@ -125,7 +152,8 @@ async fn ask<T>(
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
-    match ask(&state, |reply| Input::Metrics { reply }).await {
+    let app = state.app_requests.snapshot();
+    match ask(&state, |reply| Input::Metrics { app, reply }).await {
         Ok(text) => ([("content-type", crate::metrics::CONTENT_TYPE)], text).into_response(),
         Err(response) => response,
     }
@@ -381,9 +409,37 @@ fn wrong_key(sources: &SourceIndex, key: &str, wanted: &str) -> Response {
     app_error(StatusCode::UNAUTHORIZED, "unauthorized", message)
 }
 
+/// The outcome an app request is counted under, from its kind and answer.
+fn outcome(kind: &'static str, status: StatusCode) -> &'static str {
+    match (kind, status.as_u16()) {
+        ("segment", 200) => "segment_accepted",
+        ("segment", 400) => "segment_refused",
+        ("segment", 401) => "segment_unauthorized",
+        ("features", 200) => "features_served",
+        ("features", 304) => "features_not_modified",
+        ("features", 401) => "features_unauthorized",
+        ("stream", 200) => "stream_opened",
+        ("stream", 401) => "stream_unauthorized",
+        (_, 503) => "unavailable",
+        _ => "failed",
+    }
+}
+
 /// Segment's tracking API: one request, authenticated by a write key, ingested by the node.
 async fn segment_call(
     State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+    endpoint: Endpoint,
+) -> Response {
+    let counter = state.app_requests.clone();
+    let response = segment_answer(state, headers, body, endpoint).await;
+    counter.count(outcome("segment", response.status()));
+    response
+}
+
+async fn segment_answer(
+    state: ApiState,
     headers: HeaderMap,
     body: axum::body::Bytes,
     endpoint: Endpoint,
@@ -452,8 +508,16 @@ async fn features(
     Path(key): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if state.sources.by_client_key(&key).is_none() {
-        return wrong_key(&state.sources, &key, "client");
+    let response = features_answer(&state, &key, &headers);
+    state
+        .app_requests
+        .count(outcome("features", response.status()));
+    response
+}
+
+fn features_answer(state: &ApiState, key: &str, headers: &HeaderMap) -> Response {
+    if state.sources.by_client_key(key).is_none() {
+        return wrong_key(&state.sources, key, "client");
     }
     let Some(features) = state.features.borrow().clone() else {
         return app_error(
@@ -502,6 +566,13 @@ const STREAM_KEY_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 /// GrowthBook's streaming endpoint: a `features` event with the whole payload now and whenever it changes; the
 /// stream ends when the client key is revoked.
 async fn subscribe(State(state): State<ApiState>, Path(key): Path<String>) -> Response {
+    let counter = state.app_requests.clone();
+    let response = subscribe_answer(state, key);
+    counter.count(outcome("stream", response.status()));
+    response
+}
+
+fn subscribe_answer(state: ApiState, key: String) -> Response {
     if state.sources.by_client_key(&key).is_none() {
         return wrong_key(&state.sources, &key, "client");
     }

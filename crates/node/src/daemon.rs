@@ -209,6 +209,7 @@ pub async fn run(
         sources,
         features,
         streams: Default::default(),
+        app_requests: Default::default(),
     });
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
