@@ -111,31 +111,8 @@ fn pod_with_experiments() -> (Node, Node, support::Daemon, Value) {
 fn the_official_python_sdks_send_events_and_assign_as_growthmesh_does() {
     let Some(python) = sdk_python() else { return };
     let (_council, pod, daemon, source) = pod_with_experiments();
-    let output = Command::new(&python)
-        .arg(SCRIPT)
-        .args(["--api", &pod.api_url()])
-        .args([
-            "--write-key",
-            source["write_key"].as_str().expect("write key"),
-        ])
-        .args([
-            "--client-key",
-            source["client_key"].as_str().expect("client key"),
-        ])
-        .args(["--users", &USERS.to_string()])
-        .output()
-        .expect("python runs");
-    assert!(
-        output.status.success(),
-        "the SDK script failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let run: Value = serde_json::from_slice(&output.stdout).expect("the script prints JSON");
-    assert_eq!(
-        run["errors"],
-        Value::Array(Vec::new()),
-        "the Segment SDK reported errors"
-    );
+    let run =
+        run_script(script(&python, SCRIPT, &pod, &source).args(["--users", &USERS.to_string()]));
     assert_eq!(
         run["refused"][0]["status"], 401,
         "a wrong write key is refused: {}",
@@ -177,17 +154,7 @@ fn the_official_python_sdks_send_events_and_assign_as_growthmesh_does() {
     );
 
     // Streaming: an SDK holding `/sub/<client key>` open sees an experiment the moment it starts.
-    let mut watcher = Command::new(&python)
-        .arg(SCRIPT)
-        .args(["--api", &pod.api_url()])
-        .args([
-            "--write-key",
-            source["write_key"].as_str().expect("write key"),
-        ])
-        .args([
-            "--client-key",
-            source["client_key"].as_str().expect("client key"),
-        ])
+    let mut watcher = script(&python, SCRIPT, &pod, &source)
         .args(["--watch", "onboarding"])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -295,9 +262,25 @@ fn the_official_javascript_sdks_send_events_and_assign_as_growthmesh_does() {
             _ => format!("user-😀-{n}"),
         })
         .collect();
-    let output = Command::new("node")
-        .arg(JS_SCRIPT)
-        .env("NODE_PATH", &modules)
+    let run = run_script(
+        script(Path::new("node"), JS_SCRIPT, &pod, &source)
+            .env("NODE_PATH", &modules)
+            .args(["--users", &serde_json::to_string(&users).expect("JSON")]),
+    );
+    assert_eq!(run["features"], serde_json::json!(RUNNING));
+    let exposed = check_assignments(&pod, &run, &users);
+    let stats = pod.json(&["events", "stats"]);
+    assert_eq!(stats["events"], USERS as u64, "each order once: {stats}");
+    assert_eq!(stats["exposures"], exposed, "{stats}");
+    assert_eq!(stats["quarantined"], 0, "{stats}");
+    daemon.stop();
+}
+
+/// `program SCRIPT --api URL --write-key KEY --client-key KEY`, for `pod` and its app source.
+fn script(program: &Path, script: &str, pod: &Node, source: &Value) -> Command {
+    let mut command = Command::new(program);
+    command
+        .arg(script)
         .args(["--api", &pod.api_url()])
         .args([
             "--write-key",
@@ -306,10 +289,13 @@ fn the_official_javascript_sdks_send_events_and_assign_as_growthmesh_does() {
         .args([
             "--client-key",
             source["client_key"].as_str().expect("client key"),
-        ])
-        .args(["--users", &serde_json::to_string(&users).expect("JSON")])
-        .output()
-        .expect("node runs");
+        ]);
+    command
+}
+
+/// Runs an SDK script to its end: its JSON report, once it succeeded and its Segment SDK reported no error.
+fn run_script(command: &mut Command) -> Value {
+    let output = command.output().expect("the SDK script runs");
     assert!(
         output.status.success(),
         "the SDK script failed:\n{}",
@@ -321,11 +307,5 @@ fn the_official_javascript_sdks_send_events_and_assign_as_growthmesh_does() {
         Value::Array(Vec::new()),
         "the Segment SDK reported errors"
     );
-    assert_eq!(run["features"], serde_json::json!(RUNNING));
-    let exposed = check_assignments(&pod, &run, &users);
-    let stats = pod.json(&["events", "stats"]);
-    assert_eq!(stats["events"], USERS as u64, "each order once: {stats}");
-    assert_eq!(stats["exposures"], exposed, "{stats}");
-    assert_eq!(stats["quarantined"], 0, "{stats}");
-    daemon.stop();
+    run
 }
