@@ -253,6 +253,21 @@ fn segment_calls_are_ingested_once_and_bad_ones_refused_with_the_field() {
         "{}",
         refused.body
     );
+    // Over the limit before any inflating: Segment's 400, not a bare 413.
+    let plain: Vec<Value> = oversized.iter().take(17).cloned().collect();
+    let refused = segment(
+        &pod,
+        "/v1/batch",
+        Some(&write_key),
+        &serde_json::to_vec(&json!({"batch": plain})).expect("json"),
+        false,
+    );
+    assert_eq!(
+        (refused.status, refused.json()["code"].as_str()),
+        (400, Some("payload_too_large")),
+        "{}",
+        refused.body
+    );
     let mut not_gzip = agent()
         .post(format!("{}/v1/batch", pod.api_url()))
         .header("Authorization", basic(&write_key))
@@ -301,7 +316,7 @@ fn segment_calls_are_ingested_once_and_bad_ones_refused_with_the_field() {
     for (outcome, count) in [
         ("segment_accepted", 4),
         ("segment_unauthorized", 4),
-        ("segment_refused", 4),
+        ("segment_refused", 5),
         ("features_unauthorized", 1),
     ] {
         let line = format!("growthmesh_app_requests_total{{outcome=\"{outcome}\"}} {count}\n");

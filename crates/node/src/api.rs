@@ -94,15 +94,15 @@ pub fn router(state: ApiState) -> Router {
 fn app_routes() -> Router<ApiState> {
     let mut router = Router::new();
     let mut add = |path: &'static str, endpoint: Endpoint| {
+        // The handler reads the body under Segment's limit itself, so that an oversized body gets Segment's answer
+        // (400 with a JSON reason), not the framework's 413.
         let route = post(
-            move |state: State<ApiState>, headers: HeaderMap, body: axum::body::Bytes| {
+            move |state: State<ApiState>, headers: HeaderMap, body: axum::body::Body| {
                 segment_call(state, headers, body, endpoint)
             },
         )
         .options(preflight)
-        .layer(axum::extract::DefaultBodyLimit::max(
-            segment::MAX_BATCH_BYTES,
-        ));
+        .layer(axum::extract::DefaultBodyLimit::disable());
         router = std::mem::take(&mut router).route(path, route);
     };
     add("/v1/batch", Endpoint::Batch);
@@ -409,6 +409,40 @@ fn wrong_key(sources: &SourceIndex, key: &str, wanted: &str) -> Response {
     app_error(StatusCode::UNAUTHORIZED, "unauthorized", message)
 }
 
+/// Bytes of an oversized body read and dropped before answering, so that a client that writes its whole body before
+/// reading (most HTTP clients) reads the 400 rather than a reset connection.
+const MAX_DRAINED_BYTES: usize = 16 * 1024 * 1024;
+
+/// The request body, at most Segment's limit.
+async fn read_limited(body: axum::body::Body) -> Result<axum::body::Bytes, BadRequest> {
+    use futures::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut held = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| BadRequest::Malformed(format!("body: not read to its end: {e}")))?;
+        total = total.saturating_add(chunk.len());
+        if total <= segment::MAX_BATCH_BYTES {
+            held.extend_from_slice(&chunk);
+        } else if total > MAX_DRAINED_BYTES {
+            break;
+        }
+    }
+    if total > segment::MAX_BATCH_BYTES {
+        return Err(BadRequest::TooLarge(format!(
+            "body: {}{total} bytes, over Segment's limit of {} KB per request",
+            if total > MAX_DRAINED_BYTES {
+                "over "
+            } else {
+                ""
+            },
+            segment::MAX_BATCH_BYTES / 1024
+        )));
+    }
+    Ok(held.into())
+}
+
 /// The outcome an app request is counted under, from its kind and answer.
 fn outcome(kind: &'static str, status: StatusCode) -> &'static str {
     match (kind, status.as_u16()) {
@@ -429,11 +463,14 @@ fn outcome(kind: &'static str, status: StatusCode) -> &'static str {
 async fn segment_call(
     State(state): State<ApiState>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
     endpoint: Endpoint,
 ) -> Response {
     let counter = state.app_requests.clone();
-    let response = segment_answer(state, headers, body, endpoint).await;
+    let response = match read_limited(body).await {
+        Ok(body) => segment_answer(state, headers, body, endpoint).await,
+        Err(error) => bad_request(&error),
+    };
     counter.count(outcome("segment", response.status()));
     response
 }
