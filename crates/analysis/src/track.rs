@@ -107,7 +107,8 @@ fn text_of<'a>(field: &str, raw: Option<&'a RawValue>) -> Result<Option<Cow<'a, 
     }
 }
 
-fn kind_of_text(text: &str) -> &'static str {
+/// What kind of JSON value a raw JSON text is ("an object", "a string"...), for error messages.
+pub fn kind_of_text(text: &str) -> &'static str {
     match text.as_bytes().first() {
         Some(b'{') => "an object",
         Some(b'[') => "an array",

@@ -8,7 +8,7 @@ use std::io::{BufRead as _, Write as _};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Node, federation_with_schemas, start_experiment};
+use support::{Node, federation_with_schemas, start_pricing_experiments};
 
 /// An HTTP answer: status, the headers asked for, body.
 struct Answer {
@@ -329,34 +329,7 @@ fn segment_calls_are_ingested_once_and_bad_ones_refused_with_the_field() {
 fn features_are_the_running_experiments_with_an_etag_and_a_stream() {
     let (_council, pod) = federation_with_schemas(&["Order Completed", "Page Viewed"]);
     // `checkout` (0.4/0.6, hash version 1) stays a draft until started below.
-    start_experiment(
-        &pod,
-        "pricing-low",
-        &[
-            "--namespace",
-            "pricing:0:0.5",
-            "--hash-version",
-            "2",
-            "--funnel-stage",
-            "revenue",
-        ],
-    );
-    start_experiment(
-        &pod,
-        "pricing-high",
-        &[
-            "--namespace",
-            "pricing:0.5:1",
-            "--hash-version",
-            "2",
-            "--coverage",
-            "0.8",
-            "--variants",
-            "control,plus,premium",
-            "--funnel-stage",
-            "revenue",
-        ],
-    );
+    start_pricing_experiments(&pod);
     let app = pod.json(&["source", "add", "app"]);
     let client_key = app["client_key"].as_str().expect("client key").to_owned();
     let write_key = app["write_key"].as_str().expect("write key").to_owned();

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use support::{Node, federation_with_schemas, start_experiment};
+use support::{Node, federation_with_schemas, start_pricing_experiments};
 
 const REQUIREMENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/requirements.txt");
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/sdk_check.py");
@@ -63,36 +63,7 @@ fn pod_with_experiments() -> (Node, Node, support::Daemon, Value) {
     let (council, pod) = federation_with_schemas(&["Order Completed", "Page Viewed"]);
     // `checkout` is registered by the fixture (0.4/0.6, hash version 1).
     pod.json(&["experiment", "start", "checkout"]);
-    start_experiment(
-        &pod,
-        "pricing-low",
-        &[
-            "--namespace",
-            "pricing:0:0.5",
-            "--hash-version",
-            "2",
-            "--funnel-stage",
-            "revenue",
-        ],
-    );
-    start_experiment(
-        &pod,
-        "pricing-high",
-        &[
-            "--namespace",
-            "pricing:0.5:1",
-            "--hash-version",
-            "2",
-            "--coverage",
-            "0.8",
-            "--variants",
-            "control,plus,premium",
-            "--weights",
-            "0.5,0.25,0.25",
-            "--funnel-stage",
-            "revenue",
-        ],
-    );
+    start_pricing_experiments(&pod);
     // Registered, not running: not a feature.
     pod.json(&[
         "experiment",

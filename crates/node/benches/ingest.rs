@@ -7,24 +7,18 @@
 //! Run: `cargo bench -p node --bench ingest -- [--quick] [--events N]`.
 #![allow(clippy::print_stdout)]
 
+mod common;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter};
 use std::time::Instant;
 
-use analysis::generate::{self, SCHEMAS};
+use analysis::generate;
 use analysis::track::{Schemas, check_line};
-use model::EventSchema;
+use common::{approve_schemas, now_ms};
 use node::Node;
-use registry::Op;
 
 const BATCH: usize = 8192;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
 
 /// Peak resident set size of this process, from /proc (Linux), in MiB.
 fn peak_rss_mib() -> Option<f64> {
@@ -32,19 +26,6 @@ fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
-}
-
-fn approve_schemas(node: &mut Node) {
-    node.create_federation("bench", now_ms())
-        .expect("a federation");
-    for (event, properties) in SCHEMAS {
-        let schema = EventSchema {
-            proposed_by: "bench".into(),
-            ..EventSchema::approved(event, properties).expect("valid")
-        };
-        node.write(&Op::ApproveSchema(schema), now_ms())
-            .expect("the founder approves");
-    }
 }
 
 #[derive(clap::Parser)]

@@ -10,39 +10,20 @@
 //! Run: `cargo bench -p node --bench segment -- [--quick] [--events N] [--senders N]`.
 #![allow(clippy::print_stdout)]
 
+mod common;
+
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use analysis::generate::{self, SCHEMAS};
-use model::EventSchema;
+use analysis::generate;
+use common::{approve_schemas, now_ms};
 use node::Node;
 use node::actor::{ExecRequest, ExecResponse, NetworkStatus};
-use registry::Op;
 
 /// Calls per request, as Segment's SDKs batch them by default.
 const BATCH_CALLS: usize = 100;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
-fn approve_schemas(node: &mut Node) {
-    node.create_federation("bench", now_ms())
-        .expect("a federation");
-    for (event, properties) in SCHEMAS {
-        let schema = EventSchema {
-            proposed_by: "bench".into(),
-            ..EventSchema::approved(event, properties).expect("valid")
-        };
-        node.write(&Op::ApproveSchema(schema), now_ms())
-            .expect("the founder approves");
-    }
-}
 
 fn exec(_: &mut Node, _: &ExecRequest, _: &NetworkStatus) -> ExecResponse {
     ExecResponse {

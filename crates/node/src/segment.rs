@@ -18,6 +18,7 @@
 
 use std::borrow::Cow;
 
+use analysis::track::kind_of_text;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -196,7 +197,7 @@ pub fn parse(endpoint: Endpoint, body: &[u8], received_ms: i64) -> Result<Reques
             let items: Vec<&RawValue> = serde_json::from_str(batch.get()).map_err(|_| {
                 BadRequest::Malformed(format!(
                     "batch: must be an array of calls, got {}",
-                    kind_of(batch.get())
+                    kind_of_text(batch.get())
                 ))
             })?;
             let sent_at = parsed
@@ -246,7 +247,7 @@ fn check(
     if !raw.get().starts_with('{') {
         return Err(bad(
             "",
-            format!("must be a JSON object, got {}", kind_of(raw.get())),
+            format!("must be a JSON object, got {}", kind_of_text(raw.get())),
         ));
     }
     let head: Head<'_> = serde_json::from_str(raw.get()).map_err(|e| bad("", e.to_string()))?;
@@ -262,7 +263,7 @@ fn check(
             let text: Cow<'_, str> = serde_json::from_str(kind.get()).map_err(|_| {
                 bad(
                     "type",
-                    format!("must be a string, got {}", kind_of(kind.get())),
+                    format!("must be a string, got {}", kind_of_text(kind.get())),
                 )
             })?;
             Call::parse(&text).ok_or_else(|| {
@@ -301,7 +302,7 @@ fn check(
                 Err(_) => {
                     return Err(bad(
                         "event",
-                        format!("must be a string, got {}", kind_of(event.get())),
+                        format!("must be a string, got {}", kind_of_text(event.get())),
                     ));
                 }
             },
@@ -373,7 +374,7 @@ fn id_of(raw: Option<&RawValue>) -> Result<bool, String> {
         Some(b'"') => Ok(serde_json::from_str::<Cow<'_, str>>(text).is_ok_and(|s| !s.is_empty())),
         Some(b'-' | b'0'..=b'9') => Ok(true),
         Some(b'n') => Ok(false),
-        _ => Err(format!("must be a string, got {}", kind_of(text))),
+        _ => Err(format!("must be a string, got {}", kind_of_text(text))),
     }
 }
 
@@ -386,23 +387,12 @@ fn time_of(field: &str, raw: &RawValue) -> Result<Option<i64>, BadRequest> {
     let value: Cow<'_, str> = serde_json::from_str(text).map_err(|_| {
         BadRequest::Malformed(format!(
             "{field}: must be an RFC 3339 time string, got {}",
-            kind_of(text)
+            kind_of_text(text)
         ))
     })?;
     model::time::parse_rfc3339(&value).map(Some).map_err(|e| {
         BadRequest::Malformed(format!("{field}: `{value}` is not an RFC 3339 time ({e})"))
     })
-}
-
-fn kind_of(text: &str) -> &'static str {
-    match text.as_bytes().first() {
-        Some(b'{') => "an object",
-        Some(b'[') => "an array",
-        Some(b't' | b'f') => "a boolean",
-        Some(b'"') => "a string",
-        Some(b'n') => "null",
-        _ => "a number",
-    }
 }
 
 #[cfg(test)]

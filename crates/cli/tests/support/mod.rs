@@ -312,3 +312,38 @@ pub fn start_experiment(pod: &Node, key: &str, extra: &[&str]) {
     pod.json(&args);
     pod.json(&["experiment", "start", key]);
 }
+
+/// Starts `pricing-low` and `pricing-high` on `pod`: disjoint halves of the namespace `pricing`, hash version 2, the
+/// second with 80% coverage and three variants weighted 0.5/0.25/0.25.
+pub fn start_pricing_experiments(pod: &Node) {
+    start_experiment(
+        pod,
+        "pricing-low",
+        &[
+            "--namespace",
+            "pricing:0:0.5",
+            "--hash-version",
+            "2",
+            "--funnel-stage",
+            "revenue",
+        ],
+    );
+    start_experiment(
+        pod,
+        "pricing-high",
+        &[
+            "--namespace",
+            "pricing:0.5:1",
+            "--hash-version",
+            "2",
+            "--coverage",
+            "0.8",
+            "--variants",
+            "control,plus,premium",
+            "--weights",
+            "0.5,0.25,0.25",
+            "--funnel-stage",
+            "revenue",
+        ],
+    );
+}
